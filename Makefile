@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch lies on local disk; a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+
+.PHONY: demo test lab lint format bench clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) -m mgtoolkit demo --out runs/demo
+
+test: $(VENV)/.dev
+	$(PY) -m ruff check mgtoolkit tests benchmarks examples
+	$(PY) -m ruff format --check mgtoolkit tests benchmarks examples
+	$(PY) -m pytest
+
+lab: $(VENV)/.base
+	$(VENV)/bin/jupyter lab notebooks
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check --fix mgtoolkit tests benchmarks examples
+	$(PY) -m ruff format mgtoolkit tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+from mgtoolkit.cli import main
+
+raise SystemExit(main())
