@@ -60,10 +60,10 @@ def check_resolution(n: int, levels: int = 1) -> int:
         If ``n`` is not a power of two ≥ 2, or too small for ``levels`` levels.
     """
     if not _is_power_of_two(n) or n < MIN_CELLS:
-        lo = 1 << max(int(np.floor(np.log2(max(int(n), 1)))), 1) if isinstance(n, int | np.integer) else 2
+        below = 1 << max(int(n).bit_length() - 1, 1) if isinstance(n, int | np.integer) else 2
         raise ValueError(
             f"resolution must be a power of two ≥ {MIN_CELLS} cells per side (got {n!r}); "
-            f"try {lo} or {lo * 2}"
+            f"try {below} or {below * 2}"
         )
     if not isinstance(levels, int | np.integer) or levels < 1:
         raise ValueError(f"levels must be a positive integer (got {levels!r})")
@@ -144,7 +144,9 @@ def hierarchy(dim: int, n: int, levels: int) -> list[Grid]:
     return [Grid(dim, int(n) >> (lv - 1)) for lv in range(1, levels + 1)]
 
 
-def check_diffusivity(nu, *, dim: int | None = None, batched: bool | None = None) -> tuple[int, int]:
+def check_diffusivity(
+    nu, *, dim: int | None = None, batched: bool | None = None
+) -> tuple[int, int]:
     """Validate a diffusivity array on cells and return ``(dim, n)``.
 
     Parameters
