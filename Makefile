@@ -21,16 +21,16 @@ demo: $(VENV)/.base
 	$(PY) -m mgtoolkit demo --out runs/demo
 
 test: $(VENV)/.dev
-	$(PY) -m ruff check mgtoolkit tests benchmarks examples
-	$(PY) -m ruff format --check mgtoolkit tests benchmarks examples
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 lab: $(VENV)/.base
 	$(VENV)/bin/jupyter lab notebooks
 
 lint: $(VENV)/.dev
-	$(PY) -m ruff check --fix mgtoolkit tests benchmarks examples
-	$(PY) -m ruff format mgtoolkit tests benchmarks examples
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
