@@ -1,0 +1,196 @@
+"""Matrix-free Q1 energy J(ν, u) and operator K(ν)u on the uniform grid (torch, batched).
+
+Both are built from :mod:`mgtoolkit.fem.element` (the cell modes and their transpose), so
+``apply_operator(nu, u)`` is exactly the gradient of ``energy(nu, u)`` with respect to u.
+Large grids are processed in slabs of cells along the first spatial axis: the temporaries
+of one slab stay in cache, and memory stays a few node fields whatever the resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mgtoolkit.fem.element import (
+    MODES,
+    cell_modes,
+    cell_modes_transpose,
+    diagonal_factor,
+    mode_weight,
+)
+from mgtoolkit.grids import check_resolution
+
+__all__ = ["apply_operator", "energy", "operator_diagonal", "split_shapes"]
+
+#: Elements (batch included) per slab temporary: ~1-2 MB, so a slab's temporaries fit in L2/L3.
+SLAB_ELEMENTS = 1 << 18
+
+
+def split_shapes(nu, u=None, *, dim: int | None = None) -> tuple[int, int, tuple[int, ...]]:
+    """Check the shapes of ν (cells) and u (nodes) and return ``(dim, n, batch_shape)``.
+
+    Parameters
+    ----------
+    nu : array-like, shape ``batch + (n,) * dim`` on cells
+    u : array-like, shape ``batch + (n + 1,) * dim`` on nodes, optional
+    dim : int, optional
+        Inferred when omitted: rank 2 → 2D, rank 4 → 3D batched; rank 3 is 3D unbatched
+        when ``u`` has one more node than ν has cells along the first axis (or, without
+        ``u``, when all three sides are equal), else 2D batched.
+
+    Raises
+    ------
+    ValueError
+        Unequal sides, a side that is not a power of two, or u not matching ν.
+    """
+    shape = tuple(int(s) for s in nu.shape)
+    if dim is None:
+        if len(shape) == 2:
+            dim = 2
+        elif len(shape) == 4:
+            dim = 3
+        elif len(shape) == 3:
+            if u is not None and len(u.shape) == 3:
+                dim = 3 if int(u.shape[0]) == shape[0] + 1 else 2
+            else:
+                dim = 3 if len(set(shape)) == 1 else 2
+        else:
+            raise ValueError(
+                f"diffusivity must have shape (n,)*dim on cells, optionally with one leading "
+                f"batch axis (got shape {shape}); pass dim= for more batch axes"
+            )
+    if dim not in (2, 3) or len(shape) < dim:
+        raise ValueError(f"dim must be 2 or 3 and ν must have at least dim axes (got {shape})")
+    spatial = shape[len(shape) - dim :]
+    if len(set(spatial)) != 1:
+        raise ValueError(
+            f"diffusivity must have equal sides (n,)*{dim} on cells (got shape {shape}); "
+            "the grid is uniform on the unit square/cube"
+        )
+    n = check_resolution(spatial[0])
+    batch = shape[: len(shape) - dim]
+    if u is not None:
+        ushape = tuple(int(s) for s in u.shape)
+        want = batch + (n + 1,) * dim
+        if ushape != want:
+            raise ValueError(
+                f"u must live on the nodes of ν's grid: ν of shape {shape} (cells) needs u of "
+                f"shape {want} (nodes, one more per side), got {ushape}"
+            )
+    return dim, n, batch
+
+
+def _slabs(n: int, plane: int):
+    """Cell ranges ``(start, count)`` along the first spatial axis."""
+    step = max(1, SLAB_ELEMENTS // max(plane, 1))
+    for c0 in range(0, n, step):
+        yield c0, min(step, n - c0)
+
+
+def _as_tensor(x):
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+
+
+def energy(nu, u, *, dim: int | None = None) -> torch.Tensor:
+    """Discrete Q1 energy ``J(u) = ½ Σ_e ν_e h^(d-2) u_eᵀ K̂ u_e`` (DESIGN.md §1).
+
+    Parameters
+    ----------
+    nu : torch.Tensor, shape ``(n,) * d`` or ``(B,) + (n,) * d`` on cells
+        Diffusivity per cell (dimensionless). Values are not checked here (this is the
+        training loss, called every step): validate data once with
+        :func:`mgtoolkit.grids.check_diffusivity`.
+    u : torch.Tensor, shape ``(n + 1,) * d`` or ``(B,) + (n + 1,) * d`` on nodes
+        The Dirichlet values must already be in u (:func:`~mgtoolkit.fem.impose_dirichlet`).
+    dim : int, optional
+        Spatial dimension, inferred from the shapes when omitted.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(B,)`` (or 0-d unbatched), u's dtype and device
+        Differentiable with respect to u and ν; ``∇_u J = K(ν) u``. For ν = 1 and
+        u = 1 − x, J = ½ in 2D and 3D.
+    """
+    nu, u = _as_tensor(nu), _as_tensor(u)
+    dim, n, batch = split_shapes(nu, u, dim=dim)
+    nu = nu.to(u.dtype)
+    scale = 0.5 * (1.0 / n) ** (dim - 2)
+    ax = len(batch)
+    plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
+    total = u.new_zeros(batch)
+    spatial = tuple(range(ax, ax + dim))
+    for c0, c in _slabs(n, plane):
+        modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
+        nu_s = nu.narrow(ax, c0, c)
+        dens = None
+        for mode in MODES[dim]:
+            term = modes[mode].square() * mode_weight(mode)
+            dens = term if dens is None else dens + term
+        total = total + (nu_s * dens).sum(dim=spatial)
+    return scale * total
+
+
+def apply_operator(nu, u, *, dim: int | None = None) -> torch.Tensor:
+    """Matrix-free ``K(ν) u`` of the Q1 operator on all nodes (no Dirichlet rows removed).
+
+    Parameters
+    ----------
+    nu : torch.Tensor, shape ``batch + (n,) * d`` on cells
+    u : torch.Tensor, shape ``batch + (n + 1,) * d`` on nodes
+
+    Returns
+    -------
+    torch.Tensor, shape of u, u's dtype and device
+        ``K(ν) u = ∇_u J(ν, u)``; on free nodes this is the residual of the PDE. Equal to
+        :func:`mgtoolkit.fem.assemble` ``(ν) @ u`` to rounding.
+    """
+    nu, u = _as_tensor(nu), _as_tensor(u)
+    dim, n, batch = split_shapes(nu, u, dim=dim)
+    nu = nu.to(u.dtype)
+    h_scale = (1.0 / n) ** (dim - 2)
+    ax = len(batch)
+    plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
+    out = torch.zeros_like(u)
+    grad = torch.is_grad_enabled() and (u.requires_grad or nu.requires_grad)
+    for c0, c in _slabs(n, plane):
+        modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
+        nu_s = nu.narrow(ax, c0, c)
+        # ν w_k h^(d-2) per number k of difference axes (the weight of each mode).
+        nu_w = {k: nu_s * (k / 12.0 ** (k - 1) * h_scale) for k in range(1, dim + 1)}
+        for mode, v in modes.items():
+            modes[mode] = v * nu_w[sum(mode)] if grad else v.mul_(nu_w[sum(mode)])
+        part = cell_modes_transpose(modes, dim)
+        if grad:
+            out = out + torch.nn.functional.pad(part, _pad_spec(u.ndim, ax, c0, n - c0 - c))
+        else:
+            out.narrow(ax, c0, c + 1).add_(part)
+    return out
+
+
+def _pad_spec(ndim: int, axis: int, before: int, after: int) -> list[int]:
+    spec = [0, 0] * (ndim - axis)
+    spec[-2:] = [before, after]
+    return spec
+
+
+def node_cell_sum(nu, dim: int) -> torch.Tensor:
+    """Sum of ν over the (up to 2^d) cells around each node: cells → nodes."""
+    out = nu
+    for j in range(dim):
+        axis = out.ndim - dim + j
+        c = out.shape[axis]
+        zero = out.narrow(axis, 0, 1) * 0
+        padded = torch.cat([zero, out, zero], dim=axis)
+        out = padded.narrow(axis, 0, c + 1) + padded.narrow(axis, 1, c + 1)
+    return out
+
+
+def operator_diagonal(nu, *, dim: int | None = None) -> torch.Tensor:
+    """Diagonal of K(ν) on nodes: ``h^(d-2) K̂[a, a] Σ_{cells ∋ node} ν``.
+
+    Returns
+    -------
+    torch.Tensor, shape ``batch + (n + 1,) * d``, ν's dtype
+    """
+    nu = _as_tensor(nu)
+    dim, n, _ = split_shapes(nu, dim=dim)
+    return node_cell_sum(nu, dim) * (diagonal_factor(dim) * (1.0 / n) ** (dim - 2))
