@@ -1,0 +1,253 @@
+"""The fully convolutional U-Net that maps ν on cells to u on nodes (DESIGN.md §2).
+
+Architecture (paper defaults: depth 3, 16 base filters doubling per depth, conv + batch norm +
+LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid output):
+
+- **Input**, per sample, on cells ``(n,) * dim``: ``(log ν − mean(log ν)) / s`` plus, optionally,
+  the cell-centre x coordinate mapped to [-1, 1]. Why log ν: the KL family is Gaussian in log ν
+  and its contrast reaches 10⁶, which a linear input would squash into a few cells. Why subtract
+  the per-sample mean: the solution is invariant under ν → cν (both the PDE and the minimizer of
+  J), so the mean carries no information; removing it exactly is better than learning to ignore
+  it. ``s`` is one fixed dataset statistic (buffer ``log_nu_scale``, set by the trainer from the
+  training data, saved with the weights) — not per sample, since the spread of log ν *is*
+  information (contrast). Why the x channel: the Dirichlet data depend on x only, and a
+  coordinate in [-1, 1] means the same thing at every level, so weights stay level-independent.
+- **Body**: ``depth`` max-pool stages; each block is ``convs_per_block`` × (3^d conv → norm →
+  activation). A grid whose side is not a multiple of ``2**depth`` (coarse levels) is padded by
+  edge replication to the next multiple and cropped back, so one network runs on every level.
+- **Cells → nodes head**: replicate-pad the cell features by one and apply a learned conv with
+  kernel 2 (no padding): ``n`` cells give exactly ``n + 1`` nodes, every node seeing its 2^d
+  adjacent cells. Then sigmoid (the maximum principle puts u in [0, 1]) and
+  :func:`mgtoolkit.fem.impose_dirichlet`, which sets the x = 0 face to 1 and x = 1 to 0 exactly
+  (u = u_int χ_int + u_bc χ_b): the network never learns boundary values.
+- **Growth** (architectural adaptation, paper §4.1.2): :meth:`UNet.grow` adds a pair of fresh
+  residual blocks at full resolution (after the first encoder block and before the head), their
+  last conv zero-initialised, so the network's function is unchanged at the moment of growth and
+  training continues smoothly with more capacity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ACTIVATIONS", "NORMS", "UNet", "UNetConfig"]
+
+#: Normalization layers by name (``none`` = identity).
+NORMS = ("batch", "instance", "group", "none")
+#: Activations by name.
+ACTIVATIONS = ("leaky_relu", "relu", "gelu", "silu")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of a :class:`UNet`.
+
+    Parameters
+    ----------
+    dim : int
+        Spatial dimension, 2 or 3.
+    depth : int
+        Number of down-sampling stages (≥ 1); filters double per stage.
+    base_filters : int
+        Channels of the first (full-resolution) block.
+    norm : str
+        One of :data:`NORMS`.
+    activation : str
+        One of :data:`ACTIVATIONS`.
+    convs_per_block : int
+        Convolutions per block (the paper: 1; 2 is the classic U-Net and uses the CPU better).
+    x_channel : bool
+        Feed the cell-centre x coordinate as a second input channel.
+    """
+
+    dim: int = 2
+    depth: int = 3
+    base_filters: int = 16
+    norm: str = "batch"
+    activation: str = "leaky_relu"
+    convs_per_block: int = 2
+    x_channel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dim not in (2, 3):
+            raise ValueError(f"model.dim must be 2 or 3 (got {self.dim!r})")
+        for name, lo in (("depth", 1), ("base_filters", 1), ("convs_per_block", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ValueError(f"model.{name} must be an integer ≥ {lo} (got {value!r})")
+        if self.norm not in NORMS:
+            raise ValueError(f"model.norm must be one of {', '.join(NORMS)} (got {self.norm!r})")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.activation must be one of {', '.join(ACTIVATIONS)} "
+                f"(got {self.activation!r})"
+            )
+
+    def to_dict(self) -> dict:
+        """Plain dict of the fields (for config files and checkpoints)."""
+        return asdict(self)
+
+
+def _norm(kind: str, channels: int, dim: int) -> nn.Module:
+    if kind == "batch":
+        return (nn.BatchNorm2d if dim == 2 else nn.BatchNorm3d)(channels)
+    if kind == "instance":
+        return (nn.InstanceNorm2d if dim == 2 else nn.InstanceNorm3d)(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    return nn.Identity()
+
+
+def _act(kind: str) -> nn.Module:
+    return {
+        "leaky_relu": lambda: nn.LeakyReLU(0.01),
+        "relu": nn.ReLU,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+    }[kind]()
+
+
+def _conv(dim: int) -> type[nn.Module]:
+    return nn.Conv2d if dim == 2 else nn.Conv3d
+
+
+def _block(cfg: UNetConfig, cin: int, cout: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(cfg.convs_per_block):
+        # The conv bias is redundant in front of a normalization with its own shift.
+        bias = cfg.norm == "none"
+        layers += [
+            _conv(cfg.dim)(cin if i == 0 else cout, cout, 3, padding=1, bias=bias),
+            _norm(cfg.norm, cout, cfg.dim),
+            _act(cfg.activation),
+        ]
+    return nn.Sequential(*layers)
+
+
+class _Residual(nn.Module):
+    """``x + conv(act(norm(conv(x))))`` with the last conv zero-initialised (identity at birth)."""
+
+    def __init__(self, cfg: UNetConfig, channels: int) -> None:
+        super().__init__()
+        conv = _conv(cfg.dim)
+        self.body = nn.Sequential(
+            conv(channels, channels, 3, padding=1, bias=cfg.norm == "none"),
+            _norm(cfg.norm, channels, cfg.dim),
+            _act(cfg.activation),
+            conv(channels, channels, 3, padding=1),
+        )
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class UNet(nn.Module):
+    """U-Net from ν on cells to u on nodes with exact Dirichlet values.
+
+    Parameters
+    ----------
+    config : UNetConfig, optional
+        Architecture; keyword arguments build one when omitted (``UNet(dim=3, depth=2)``).
+
+    Input ``nu``: float tensor ``(B,) + (n,) * dim`` on cells, ν > 0.
+    Output ``u``: float tensor ``(B,) + (n + 1,) * dim`` on nodes, in [0, 1], with
+    ``u[..., 0] == 1`` and ``u[..., n] == 0`` exactly. Any power-of-two ``n`` ≥ 2 works, with the
+    same weights (fully convolutional).
+    """
+
+    def __init__(self, config: UNetConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        if config is None:
+            config = UNetConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a UNetConfig or keyword arguments, not both")
+        self.config = cfg = config
+        d, f = cfg.dim, cfg.base_filters
+        widths = [f * 2**i for i in range(cfg.depth + 1)]
+        self.register_buffer("log_nu_scale", torch.ones(()))
+        self.encoder = nn.ModuleList(
+            _block(cfg, cin, cout)
+            for cin, cout in zip([1 + int(cfg.x_channel), *widths[:-1]], widths, strict=True)
+        )
+        convt = nn.ConvTranspose2d if d == 2 else nn.ConvTranspose3d
+        self.up = nn.ModuleList(
+            convt(widths[i + 1], widths[i], 2, stride=2) for i in range(cfg.depth)
+        )
+        self.decoder = nn.ModuleList(
+            _block(cfg, 2 * widths[i], widths[i]) for i in range(cfg.depth)
+        )
+        self.grown_in = nn.ModuleList()
+        self.grown_out = nn.ModuleList()
+        self.head = _conv(d)(f, 1, 2)
+
+    @property
+    def growth(self) -> int:
+        """How many times :meth:`grow` has been applied."""
+        return len(self.grown_in)
+
+    def grow(self) -> list[nn.Parameter]:
+        """Add a pair of fresh, identity-initialised residual blocks at full resolution.
+
+        Returns the new parameters (add them to the optimizer). The function the network
+        computes is unchanged by the call.
+        """
+        f = self.config.base_filters
+        dev = self.head.weight.device
+        fresh = [_Residual(self.config, f).to(dev), _Residual(self.config, f).to(dev)]
+        self.grown_in.append(fresh[0])
+        self.grown_out.append(fresh[1])
+        return [p for m in fresh for p in m.parameters()]
+
+    def inputs(self, nu: torch.Tensor) -> torch.Tensor:
+        """Network input channels ``(B, 1 or 2) + (n,) * dim`` from ν ``(B,) + (n,) * dim``."""
+        d = self.config.dim
+        if nu.dim() != d + 1:
+            raise ValueError(
+                f"UNet(dim={d}) expects ν of shape (batch,) + (n,)*{d} on cells "
+                f"(got {tuple(nu.shape)})"
+            )
+        spatial = tuple(range(1, d + 1))
+        log_nu = torch.log(nu)
+        x = (log_nu - log_nu.mean(dim=spatial, keepdim=True)) / self.log_nu_scale
+        channels = [x]
+        if self.config.x_channel:
+            n = nu.shape[-1]
+            xc = (torch.arange(n, device=nu.device, dtype=nu.dtype) + 0.5) * (2.0 / n) - 1.0
+            channels.append(xc.expand_as(x))
+        return torch.stack(channels, dim=1)
+
+    def forward(self, nu: torch.Tensor) -> torch.Tensor:
+        from mgtoolkit.fem import impose_dirichlet
+
+        cfg = self.config
+        x = self.inputs(nu)
+        n = x.shape[-1]
+        multiple = 2**cfg.depth
+        pad = (-n) % multiple
+        if pad:
+            lo, hi = pad // 2, pad - pad // 2
+            x = F.pad(x, (lo, hi) * cfg.dim, mode="replicate")
+        skips = []
+        for i, block in enumerate(self.encoder):
+            x = block(x)
+            if i == 0:
+                for g in self.grown_in:
+                    x = g(x)
+            if i < cfg.depth:
+                skips.append(x)
+                x = F.max_pool2d(x, 2) if cfg.dim == 2 else F.max_pool3d(x, 2)
+        for i in reversed(range(cfg.depth)):
+            x = self.decoder[i](torch.cat([self.up[i](x), skips[i]], dim=1))
+        for g in self.grown_out:
+            x = g(x)
+        if pad:
+            x = x[(..., *[slice(lo, lo + n)] * cfg.dim)]
+        # Cells → nodes: each node sees its 2^d adjacent cells (edge cells replicated).
+        x = self.head(F.pad(x, (1, 1) * cfg.dim, mode="replicate"))
+        return impose_dirichlet(torch.sigmoid(x[:, 0]))

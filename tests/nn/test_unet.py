@@ -1,0 +1,94 @@
+"""The U-Net: shapes on every level, exact Dirichlet values, growth, configuration errors."""
+
+import pytest
+import torch
+
+from mgtoolkit.fem import energy
+from mgtoolkit.grids import hierarchy
+from mgtoolkit.nn import UNet, UNetConfig
+
+
+def _nu(batch, n, dim, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.exp(2 * torch.randn((batch,) + (n,) * dim, generator=g))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_one_network_runs_on_every_level_with_exact_dirichlet(dim):
+    torch.manual_seed(0)
+    net = UNet(dim=dim, depth=2, base_filters=4)
+    levels = hierarchy(dim, 16 if dim == 2 else 8, 4 if dim == 2 else 3)
+    for grid in levels:  # n = 16, 8, 4, 2 (2D) — the same weights at every level
+        u = net(_nu(2, grid.n, dim))
+        assert u.shape == (2, *grid.node_shape)
+        assert torch.equal(u[..., 0], torch.ones_like(u[..., 0]))
+        assert torch.equal(u[..., -1], torch.zeros_like(u[..., -1]))
+        assert bool(((u >= 0) & (u <= 1)).all())
+        assert torch.isfinite(energy(_nu(2, grid.n, dim), u)).all()
+
+
+def test_dirichlet_values_exact_after_training_steps_and_in_eval():
+    torch.manual_seed(1)
+    net = UNet(dim=2, depth=2, base_filters=4)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    nu = _nu(4, 8, 2)
+    for _ in range(5):
+        opt.zero_grad()
+        energy(nu, net(nu)).mean().backward()
+        opt.step()
+    net.eval()
+    u = net(nu)
+    assert (u[..., 0] == 1).all() and (u[..., -1] == 0).all()
+
+
+def test_input_is_invariant_to_scaling_nu():
+    # u solves the same problem for ν and cν: the network input (centred log ν) must not change.
+    net = UNet(dim=2, depth=1, base_filters=4)
+    nu = _nu(2, 8, 2)
+    assert torch.allclose(net.inputs(nu), net.inputs(37.0 * nu), atol=1e-5)
+    assert net.inputs(nu).shape == (2, 2, 8, 8)  # log ν and the x coordinate
+    x = net.inputs(nu)[0, 1]
+    assert torch.allclose(x[0], torch.linspace(-1 + 1 / 8, 1 - 1 / 8, 8))
+
+
+def test_grow_keeps_the_function_and_adds_parameters():
+    torch.manual_seed(2)
+    net = UNet(dim=2, depth=2, base_filters=4).eval()
+    nu = _nu(2, 16, 2)
+    before = net(nu)
+    count = sum(p.numel() for p in net.parameters())
+    fresh = net.grow()
+    assert net.growth == 1 and fresh
+    assert sum(p.numel() for p in net.parameters()) == count + sum(p.numel() for p in fresh)
+    assert torch.equal(net(nu), before)
+    # fresh layers do learn: their gradients are nonzero
+    net.train()
+    energy(nu, net(nu)).mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in fresh)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])
+@pytest.mark.parametrize("activation", ["leaky_relu", "gelu"])
+def test_norms_and_activations(norm, activation):
+    net = UNet(UNetConfig(dim=2, depth=1, base_filters=8, norm=norm, activation=activation))
+    assert net(_nu(2, 8, 2)).shape == (2, 9, 9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dim": 4}, "dim must be 2 or 3"),
+        ({"depth": 0}, "depth must be an integer ≥ 1"),
+        ({"base_filters": 0}, "base_filters"),
+        ({"norm": "layer"}, "norm must be one of"),
+        ({"activation": "tanh"}, "activation must be one of"),
+    ],
+)
+def test_bad_config_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        UNetConfig(**kwargs)
+
+
+def test_wrong_input_shape_named():
+    with pytest.raises(ValueError, match=r"expects ν of shape \(batch,\)"):
+        UNet(dim=3)(torch.ones(8, 8))
