@@ -1,0 +1,163 @@
+"""Resumable per-sample work on dask, shared by generation and ``map_samples``.
+
+A *unit* is the work of one task: a range of samples of one level, or one slab of chunks of a
+single sample. Units write whole zarr chunks or shards only, so no two tasks ever write the
+same object. The coordinating process sets a sample's completion marker once every unit
+covering it has finished — markers are therefore written by one process only, last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mgtoolkit.data.store import level_group, marker_name
+
+__all__ = ["Unit", "chunk_regions", "client_context", "plan_units", "run_units"]
+
+#: Objects larger than this (pickled) are scattered once instead of riding in every task.
+_SHIP_INLINE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Work of one task: samples ``start:stop`` of ``level``, or one slab of one sample.
+
+    ``slab`` is a ``(first, last)`` cell range along the first spatial axis when a sample is
+    split into spatial chunks (then ``stop == start + 1``); None covers whole samples.
+    """
+
+    level: int
+    start: int
+    stop: int
+    slab: tuple[int, int] | None = None
+
+
+def plan_units(array, done: np.ndarray, level: int, *, split: bool = True) -> list[Unit]:
+    """Units that (re)write every sample of ``array`` whose marker in ``done`` is False.
+
+    Samples sharing a shard form one unit, so a shard is always written whole by one task.
+    A spatially chunked sample is cut into slabs of chunks when ``split``, else one unit.
+    """
+    block = array.shards or array.chunks
+    samples, n = array.shape[0], array.shape[1]
+    units = []
+    if block[1] >= n or not split:
+        for start in range(0, samples, block[0]):
+            stop = min(start + block[0], samples)
+            if not done[start:stop].all():
+                units.append(Unit(level, start, stop))
+    else:
+        for s in np.flatnonzero(~done):
+            for first in range(0, n, block[1]):
+                units.append(Unit(level, int(s), int(s) + 1, (first, min(first + block[1], n))))
+    return units
+
+
+def chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...], slab: tuple[int, int]):
+    """Chunk-aligned regions (tuples of slices) covering ``slab`` of the first spatial axis."""
+    ranges = [range(slab[0], slab[1], chunks[0])]
+    ranges += [range(0, s, c) for s, c in zip(shape[1:], chunks[1:], strict=True)]
+    for starts in np.ndindex(*(len(r) for r in ranges)):
+        yield tuple(
+            slice(r[i], min(r[i] + c, s if k else slab[1]))
+            for k, (r, i, c, s) in enumerate(zip(ranges, starts, chunks, shape, strict=True))
+        )
+
+
+@contextlib.contextmanager
+def client_context(client=None) -> Iterator[Any]:
+    """The given dask Client, or an embedded LocalCluster created here and closed on exit."""
+    if client is not None:
+        yield client
+        return
+    from distributed import Client, LocalCluster
+
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as own,
+    ):
+        yield own
+
+
+def _ship(client, obj):
+    """Send ``obj`` to the workers once (if big) and return what tasks should receive."""
+    if len(pickle.dumps(obj, protocol=5)) <= _SHIP_INLINE_BYTES:
+        return obj
+    return client.scatter(obj, broadcast=True, hash=False)
+
+
+def run_units(
+    client,
+    task: Callable[..., Any],
+    payload: Any,
+    units: list[Unit],
+    *,
+    path: Path,
+    variable: str,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Run ``task(str(path), payload, unit)`` for every unit and set markers as samples finish.
+
+    The progress bar counts samples whose ``variable`` is complete at every level involved.
+    On a failed task the remaining ones are cancelled and a RuntimeError says how to resume.
+    """
+    import zarr
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    root = zarr.open_group(str(path), mode="r+")
+    markers = {lv: root[level_group(lv)][marker_name(variable)] for lv in {u.level for u in units}}
+    left: dict[tuple[int, int], int] = {}
+    levels_left: dict[int, int] = {}
+    for u in units:
+        for s in range(u.start, u.stop):
+            if (u.level, s) not in left:
+                levels_left[s] = levels_left.get(s, 0) + 1
+            left[(u.level, s)] = left.get((u.level, s), 0) + 1
+
+    shipped = _ship(client, payload)
+    futures = {
+        client.submit(task, str(path), shipped, u, pure=False, key=f"{desc}-{u}-{i}"): u
+        for i, u in enumerate(units)
+    }
+    bar = tqdm(total=len(levels_left), desc=desc, unit="sample", disable=not progress)
+    try:
+        for future in as_completed(futures):
+            future.result()  # re-raises the task's error here
+            u = futures.pop(future)
+            finished = []
+            for s in range(u.start, u.stop):
+                left[(u.level, s)] -= 1
+                if not left[(u.level, s)]:
+                    finished.append(s)
+            if finished:
+                # Units cover contiguous samples, so the finished ones are one range.
+                markers[u.level][finished[0] : finished[-1] + 1] = True
+                for s in finished:
+                    levels_left[s] -= 1
+                    bar.update(not levels_left[s])
+    except BaseException as exc:
+        client.cancel(list(futures))
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise RuntimeError(
+            f"{desc} stopped before finishing ({type(exc).__name__}: {exc}); finished samples "
+            "are kept in the store — rerun the same call to fill in only the missing ones"
+        ) from exc
+    finally:
+        bar.close()

@@ -1,0 +1,243 @@
+"""Generate a multilevel diffusivity dataset on dask, resumably."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mgtoolkit.data._tasks import Unit, chunk_regions, client_context, plan_units, run_units
+from mgtoolkit.data.store import (
+    FORMAT,
+    FORMAT_VERSION,
+    Chunking,
+    check_store,
+    completed,
+    create_store,
+    level_group,
+)
+from mgtoolkit.fields import Family, get_family
+from mgtoolkit.fields.arrays import ArrayFamily
+from mgtoolkit.grids import check_dim, check_resolution
+
+__all__ = ["generate", "import_arrays"]
+
+#: Root attributes that must agree for a rerun to resume an existing store.
+_IDENTITY = ("family", "family_parameters", "dim", "resolution", "levels", "samples", "seed")
+
+
+def generate(
+    path: str | os.PathLike,
+    *,
+    dim: int,
+    resolution: int,
+    levels: int,
+    samples: int,
+    seed: int | None,
+    family: str | Family = "kl",
+    omega: Any = None,
+    client=None,
+    overwrite: bool = False,
+    progress: bool = True,
+    chunking: Chunking | None = None,
+) -> Path:
+    """Write ``samples`` diffusivity fields at ``levels`` resolutions into a zarr store.
+
+    Parameters
+    ----------
+    path : path-like
+        The store directory (conventionally ``*.zarr``).
+    dim : int
+        2 or 3.
+    resolution : int
+        Cells per side of level 1 (the finest), a power of two with ≥ 2 cells at level ``levels``.
+    levels : int
+        Number of levels; level ℓ has ``resolution / 2**(ℓ-1)`` cells per side.
+    samples : int
+        Number of fields (> 0).
+    seed : int or None
+        Seed of the scrambled Sobol sequence giving ω; recorded in the store.
+    family : str or Family
+        A registered family name (``"kl"``) or a :class:`~mgtoolkit.fields.Family` instance.
+    omega : array-like, optional
+        Explicit parameters, shape ``(samples, modes)``, instead of Sobol draws (e.g. the
+        corners of the ω box for a robustness test set).
+    client : distributed.Client, optional
+        Where to run. Default: an embedded LocalCluster, created and closed by this call.
+    overwrite : bool
+        Replace an existing store made with other parameters (or another format version).
+        Without it such a store is left alone and a ValueError says so.
+    progress : bool
+        Show a tqdm progress bar (in samples).
+    chunking : Chunking, optional
+        Chunk/shard sizes (defaults justified in :mod:`mgtoolkit.data.store`).
+
+    Returns
+    -------
+    Path of the store. Rerunning the same call after an interruption writes only the samples
+    whose completion marker is missing; a complete store is left untouched.
+
+    Raises
+    ------
+    ValueError
+        Bad parameters, or an existing store/path that this call would have to overwrite.
+        Nothing is written in either case.
+    RuntimeError
+        A task failed (e.g. a worker was killed); finished samples are kept.
+    """
+    fam = get_family(family)
+    dim = check_dim(dim)
+    check_resolution(resolution, levels)
+    if not isinstance(samples, int | np.integer) or isinstance(samples, bool) or samples <= 0:
+        raise ValueError(f"samples must be a positive integer (got {samples!r}); try --samples 8")
+    if fam.data_shape is not None and fam.data_shape != (samples, dim, resolution):
+        raise ValueError(
+            f"the {fam.name!r} family holds data of (samples, dim, n) = {fam.data_shape}, but "
+            f"samples={samples}, dim={dim}, resolution={resolution} were asked; leave them to "
+            "the data (mgtoolkit.data.import_arrays)"
+        )
+    if omega is None:
+        omega = fam.draw(int(samples), seed)
+        source = "sobol" if fam.modes else "none"
+    else:
+        omega = fam.check_omega(omega)
+        if omega.shape[0] != samples:
+            raise ValueError(
+                f"omega has {omega.shape[0]} rows but samples={samples}; make them equal"
+            )
+        source = "given"
+    from mgtoolkit import __version__
+
+    attrs = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mgtoolkit_version": __version__,
+        "family": fam.name,
+        "family_parameters": fam.parameters(),
+        "coarsening": fam.coarsening,
+        "seed": seed,
+        "omega_source": source,
+        "dim": dim,
+        "resolution": int(resolution),
+        "levels": int(levels),
+        "samples": int(samples),
+    }
+    path = Path(path)
+    if _must_create(path, attrs, omega, overwrite=overwrite):
+        create_store(
+            path, attrs=attrs, omega=omega, chunking=chunking or Chunking(), replace=overwrite
+        )
+    _fill(path, fam, client=client, progress=progress)
+    return path
+
+
+def import_arrays(
+    path: str | os.PathLike,
+    data: Any,
+    *,
+    levels: int,
+    dim: int | None = None,
+    source: str | None = None,
+    client=None,
+    overwrite: bool = False,
+    progress: bool = True,
+    chunking: Chunking | None = None,
+) -> Path:
+    """Store user voxel arrays as a dataset; coarse levels by geometric mean of children.
+
+    ``data`` is ``(samples,) + (n,) * dim`` or one field ``(n,) * dim`` (numpy, xarray, zarr or
+    dask); every value is checked (finite, > 0) before anything is written. See
+    :class:`~mgtoolkit.fields.ArrayFamily` and :func:`generate` for the other parameters.
+    """
+    fam = ArrayFamily(data, dim=dim, source=source)
+    samples, dim, n = fam.data_shape
+    return generate(
+        path,
+        dim=dim,
+        resolution=n,
+        levels=levels,
+        samples=samples,
+        seed=None,
+        family=fam,
+        client=client,
+        overwrite=overwrite,
+        progress=progress,
+        chunking=chunking,
+    )
+
+
+def _must_create(path: Path, attrs: dict, omega: np.ndarray, *, overwrite: bool) -> bool:
+    """Whether to create a new store at ``path``; raise if something there must be kept."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return True
+    if not (path / "zarr.json").is_file():
+        raise ValueError(
+            f"{path} exists and is not a zarr store; choose another output path (this refuses "
+            "to delete it even with --overwrite)"
+        )
+    try:
+        old = check_store(path)
+    except ValueError:
+        if overwrite:
+            return True
+        raise
+    differ = [k for k in _IDENTITY if old.get(k) != attrs[k]]
+    if not differ and attrs["omega_source"] != "none":
+        import zarr
+
+        stored = zarr.open_group(str(path), mode="r")[level_group(1)]["omega"][:]
+        if not np.array_equal(stored, omega):
+            differ.append("omega")
+    if not differ:
+        return overwrite
+    if overwrite:
+        return True
+    described = ", ".join(f"{k}={old.get(k)!r} (asked {attrs.get(k, '…')!r})" for k in differ)
+    raise ValueError(
+        f"{path} holds a dataset made with other parameters: {described}; pass overwrite=True "
+        "(--overwrite) to replace it, or choose another output path"
+    )
+
+
+def _fill(path: Path, fam: Family, *, client, progress: bool) -> None:
+    import zarr
+
+    attrs = check_store(path)
+    root = zarr.open_group(str(path), mode="r")
+    units: list[Unit] = []
+    for level in range(1, attrs["levels"] + 1):
+        units += plan_units(root[level_group(level)]["nu"], completed(path, level), level)
+    if not units:
+        return
+    for stray in path.rglob("*.partial"):  # temp files of writes killed mid-way
+        stray.unlink(missing_ok=True)
+    with client_context(client) as c:
+        run_units(
+            c, _write_nu, fam, units, path=path, variable="nu", desc="generate", progress=progress
+        )
+
+
+def _write_nu(path: str, family: Family, unit: Unit) -> None:
+    """Task: evaluate and write ν of one unit, one chunk (or whole shard) at a time."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r+")[level_group(unit.level)]
+    nu = group["nu"]
+    dim, n = nu.ndim - 1, nu.shape[1]
+    omega = group["omega"][unit.start : unit.stop] if family.modes else None
+
+    def params(j: int) -> np.ndarray | None:
+        return None if omega is None else omega[j]
+
+    if unit.slab is None:
+        whole = (slice(0, n),) * dim
+        out = np.empty((unit.stop - unit.start,) + (n,) * dim, dtype=nu.dtype)
+        for j, s in enumerate(range(unit.start, unit.stop)):
+            out[j] = family.block(s, params(j), dim=dim, n=n, region=whole)
+        nu[unit.start : unit.stop] = out
+        return
+    for region in chunk_regions(nu.shape[1:], nu.chunks[1:], unit.slab):
+        block = family.block(unit.start, params(0), dim=dim, n=n, region=region)
+        nu[(unit.start, *region)] = block.astype(nu.dtype)

@@ -1,0 +1,114 @@
+"""Apply a per-sample function to a level and store its node field, resumably, on dask."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mgtoolkit.data._tasks import Unit, client_context, plan_units, run_units
+from mgtoolkit.data.store import (
+    allocate_node_field,
+    check_store,
+    completed,
+    level_group,
+)
+
+__all__ = ["map_samples"]
+
+_RESERVED = ("nu", "omega", "sample", "mode")
+
+
+def map_samples(
+    path: str | os.PathLike,
+    fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    level: int,
+    name: str,
+    client=None,
+    progress: bool = True,
+    dtype: str = "float32",
+) -> Path:
+    """Compute ``fn(ν)`` for every sample of ``level`` lacking node field ``name``, and store it.
+
+    Parameters
+    ----------
+    path : path-like
+        A dataset store (:func:`~mgtoolkit.data.generate`).
+    fn : callable
+        ``fn(nu) -> u``: ``nu`` float32 ndarray ``(n,) * dim`` on cells, ``u`` array-like
+        ``(n + 1,) * dim`` on nodes (numpy, or a CPU torch tensor). It runs on the dask workers,
+        so it must pickle (a module-level function or a callable object).
+    level : int
+        1 (finest) .. levels.
+    name : str
+        The node field, e.g. ``"u_fem"`` or ``"u_pred"``; created on first use with dims
+        ``(sample, [z_node,] y_node, x_node)`` (:func:`~mgtoolkit.data.store.node_dims`).
+    client : distributed.Client, optional
+        Default: an embedded LocalCluster created and closed by this call.
+    progress : bool
+        tqdm progress bar in samples.
+    dtype : str
+        Storage type of the field when it is created.
+
+    Samples already marked complete are skipped, so a rerun after an interruption computes only
+    the rest. Each task holds the samples of one shard (small fields) or one sample.
+    """
+    attrs = check_store(path)
+    if not isinstance(level, int | np.integer) or not 1 <= level <= attrs["levels"]:
+        raise ValueError(f"level must be 1 (finest) .. {attrs['levels']} (got {level!r})")
+    if not name.isidentifier() or name in _RESERVED or name.endswith("_complete"):
+        raise ValueError(
+            f"{name!r} cannot name a node field: use an identifier such as 'u_fem' that is not "
+            f"one of {_RESERVED} and does not end in '_complete'"
+        )
+    if not callable(fn):
+        raise TypeError(f"fn must be callable nu -> u (got {type(fn).__name__})")
+    nu_done = completed(path, level, "nu")
+    if not nu_done.all():
+        raise ValueError(
+            f"{int((~nu_done).sum())} samples of {path} have no complete ν yet; finish the "
+            "dataset first (rerun `mgtoolkit data generate` with the same arguments)"
+        )
+    path = Path(path)
+    allocate_node_field(path, level, name, dtype=dtype)
+    import zarr
+
+    field = zarr.open_group(str(path), mode="r")[level_group(level)][name]
+    units = plan_units(field, completed(path, level, name), level, split=False)
+    if units:
+        with client_context(client) as c:
+            run_units(
+                c,
+                _apply,
+                (fn, name),
+                units,
+                path=path,
+                variable=name,
+                desc=f"map {name}",
+                progress=progress,
+            )
+    return path
+
+
+def _apply(path: str, payload: tuple[Callable, str], unit: Unit) -> None:
+    """Task: read ν of the unit's samples, apply ``fn``, write the node field."""
+    import zarr
+
+    fn, name = payload
+    group = zarr.open_group(path, mode="r+")[level_group(unit.level)]
+    nu, field = group["nu"], group[name]
+    expected = field.shape[1:]
+    out = np.empty((unit.stop - unit.start, *expected), dtype=field.dtype)
+    for j, s in enumerate(range(unit.start, unit.stop)):
+        u = fn(np.asarray(nu[s]))
+        u = u.detach().cpu().numpy() if hasattr(u, "detach") else np.asarray(u)
+        if u.shape != expected:
+            raise ValueError(
+                f"map_samples fn returned shape {u.shape} for sample {s}; node field "
+                f"{name!r} needs {expected} (n + 1 nodes per side for n cells)"
+            )
+        out[j] = u
+    field[unit.start : unit.stop] = out
