@@ -1,0 +1,357 @@
+"""Geometric multigrid on the nested node grids, with Galerkin coarse operators.
+
+Why Galerkin: within one KL field ν varies by up to ~10^6, and a coarse operator
+re-discretized with averaged ν misrepresents that. ``A_c = Pᵀ A P`` with trilinear P is the
+Q1 operator of the coarse space for the *fine* ν, so coarse corrections stay accurate.
+
+Levels (finest first, :mod:`mgtoolkit.grids` numbering):
+
+- level 1 applies K(ν) matrix-free from ν on cells (:func:`~mgtoolkit.fem.apply_operator`);
+- level 2's stencil (3^d coefficients per node: 27 in 3D, 9 in 2D) comes straight from ν by
+  one strided convolution whose 4^d kernel is Pᵀ K̂ P per fine cell (:func:`galerkin_kernel`);
+- each coarser stencil is ``Pᵀ S P`` of the one above, computed one axis at a time
+  (:func:`coarsen_stencil`: P is a tensor product, so three 1D Galerkin products suffice);
+- the coarsest (≤ ``coarsest_nodes`` nodes) is solved by a dense Cholesky factorization.
+
+Smoothing is Chebyshev-accelerated Jacobi on an interval ``[λ/ratio, λ]`` of
+``diag(A)⁻¹A``'s spectrum: λ = 3/2 exactly on level 1 (:func:`~mgtoolkit.fem.element.max_eig_ratio`),
+a Gershgorin bound on stencil levels. Pre- and post-smoothing are the same polynomial, so
+the V-cycle is a symmetric preconditioner for CG. Dirichlet nodes are kept at zero: their
+stencil rows and inverse diagonal are zero, and restricted residuals are zeroed there.
+All arrays carry one leading batch axis ``B``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mgtoolkit.fem.element import max_eig_ratio, reference_stiffness
+from mgtoolkit.fem.operator import apply_operator, operator_diagonal
+
+__all__ = [
+    "Hierarchy",
+    "Level",
+    "MultigridConfig",
+    "apply_stencil",
+    "coarsen_stencil",
+    "galerkin_kernel",
+    "prolong",
+    "restrict",
+]
+
+
+@dataclass(frozen=True)
+class MultigridConfig:
+    """Settings of the multigrid V-cycle.
+
+    Parameters
+    ----------
+    degree : int
+        Chebyshev smoothing steps before and after the coarse correction.
+    ratio : float
+        The smoother targets eigenvalues of ``diag(A)⁻¹A`` in ``[λmax / ratio, λmax]``.
+    coarsest_nodes : int
+        Coarsen until a level has at most this many nodes, then factorize it densely.
+    """
+
+    degree: int = 2
+    ratio: float = 6.0
+    coarsest_nodes: int = 1200
+
+    def __post_init__(self) -> None:
+        if self.degree < 1:
+            raise ValueError(f"degree must be ≥ 1 (got {self.degree})")
+        if self.ratio <= 1:
+            raise ValueError(f"ratio must be > 1 (got {self.ratio})")
+
+
+def _zero_faces(x: torch.Tensor) -> torch.Tensor:
+    """Zero the Dirichlet faces (x-index 0 and n, x last) in place."""
+    x[..., 0] = 0
+    x[..., -1] = 0
+    return x
+
+
+def _hat(r: np.ndarray) -> np.ndarray:
+    """Coarse 1D hat function at fine node offsets r (coarse node at r = 0, width 2 cells)."""
+    return np.maximum(0.0, 1.0 - np.abs(r) / 2.0)
+
+
+def galerkin_kernel(dim: int) -> np.ndarray:
+    """Weights turning fine ν into the level-2 Galerkin stencil by a stride-2 convolution.
+
+    Returns
+    -------
+    numpy.ndarray, shape ``(3**dim, 1) + (4,) * dim``
+        Entry ``[O, 0, j]`` is ``φ_Iᵀ K̂ φ_{I+O}`` restricted to the fine cell at offset
+        ``j - 2`` (per axis) from the coarse node I, for coarse offsets O in C order of
+        ``{-1, 0, 1}^dim``; multiply the convolution by ``h_fine^(dim-2)``.
+    """
+    k_ref = reference_stiffness(dim)
+    kernel = np.zeros((3**dim, 1) + (4,) * dim)
+    for o_idx, offset in enumerate(itertools.product((-1, 0, 1), repeat=dim)):
+        for cell in itertools.product(range(4), repeat=dim):
+            j = np.array(cell) - 2  # first fine node of the cell, relative to I
+            phi_i, phi_o = np.ones(1), np.ones(1)
+            for a in range(dim):
+                corners = np.array([j[a], j[a] + 1], dtype=np.float64)
+                phi_i = np.kron(phi_i, _hat(corners))
+                phi_o = np.kron(phi_o, _hat(corners - 2 * offset[a]))
+            kernel[(o_idx, 0, *cell)] = phi_i @ k_ref @ phi_o
+    return kernel
+
+
+def stencil_from_cells(nu: torch.Tensor, dim: int) -> torch.Tensor:
+    """Level-2 Galerkin stencil ``Pᵀ K(ν) P`` from fine ν ``(B,) + (n,)*d``.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(B, 3**d) + (n/2 + 1,) * d``, ν's dtype and device
+    """
+    n = nu.shape[-1]
+    weight = torch.as_tensor(galerkin_kernel(dim), dtype=nu.dtype, device=nu.device)
+    conv = torch.nn.functional.conv3d if dim == 3 else torch.nn.functional.conv2d
+    out = conv(nu.unsqueeze(1), weight, stride=2, padding=2)
+    return out.mul_((1.0 / n) ** (dim - 2))
+
+
+def coarsen_stencil(stencil: torch.Tensor, dim: int) -> torch.Tensor:
+    """Galerkin product ``Pᵀ S P`` of a 3^d-point stencil with trilinear P, axis by axis.
+
+    Parameters
+    ----------
+    stencil : torch.Tensor, shape ``(B, 3**d) + (N,) * d`` on nodes, N odd
+        ``stencil[b, o, i] = S[i, i + o]`` for offsets o in C order of ``{-1, 0, 1}^d``,
+        zero where ``i + o`` is outside the grid.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(B, 3**d) + ((N + 1) / 2,) * d``
+    """
+    batch = stencil.shape[0]
+    s = stencil.reshape((batch,) + (3,) * dim + tuple(stencil.shape[2:]))
+    for j in range(dim):
+        s = _coarsen_axis(s, off_axis=1 + j, node_axis=1 + dim + j)
+    return s.reshape((batch, 3**dim) + tuple(s.shape[1 + dim :]))
+
+
+def _coarsen_axis(s: torch.Tensor, *, off_axis: int, node_axis: int) -> torch.Tensor:
+    """1D Galerkin product along one axis: ``S'[O, I] = Σ w(p) w(q) S[o, 2I + p]``.
+
+    Here p is the fine node's offset from 2I (interpolation weight w(p)), o the fine
+    stencil offset and q = p + o - 2O the offset of the fine column from 2(I + O);
+    w(0) = 1, w(±1) = ½, and only |q| ≤ 1 contributes.
+    """
+    fine = s.shape[node_axis]
+    coarse = (fine - 1) // 2 + 1
+    pad = [0, 0] * (s.ndim - node_axis)
+    pad[-2:] = [1, 1]
+    sp = torch.nn.functional.pad(s, pad)  # fine node f sits at index f + 1
+    shape = list(s.shape)
+    shape[node_axis] = coarse
+    out = s.new_zeros(shape)
+    weight = {-1: 0.5, 0: 1.0, 1: 0.5}
+    for p, o, big_o in itertools.product((-1, 0, 1), repeat=3):
+        q = p + o - 2 * big_o
+        if abs(q) > 1:
+            continue
+        src = [slice(None)] * s.ndim
+        src[off_axis] = slice(o + 1, o + 2)
+        src[node_axis] = slice(p + 1, p + 1 + 2 * (coarse - 1) + 1, 2)
+        dst = [slice(None)] * s.ndim
+        dst[off_axis] = slice(big_o + 1, big_o + 2)
+        out[tuple(dst)].add_(sp[tuple(src)], alpha=weight[p] * weight[q])
+    return out
+
+
+def apply_stencil(stencil: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``y[i] = Σ_o S[i, i + o] x[i + o]`` for a 3^d-point stencil, x of shape ``(B,) + nodes``."""
+    nodes = x.shape[1:]
+    xp = torch.nn.functional.pad(x, [1, 1] * dim)
+    out = torch.zeros_like(x)
+    for k, offs in enumerate(itertools.product((0, 1, 2), repeat=dim)):
+        view = xp[(slice(None), *(slice(o, o + m) for o, m in zip(offs, nodes, strict=True)))]
+        out.addcmul_(stencil[:, k], view)
+    return out
+
+
+def prolong(xc: torch.Tensor, dim: int) -> torch.Tensor:
+    """Trilinear (bilinear) interpolation from coarse nodes ``(B,) + (M,)*d`` to ``2M - 1``."""
+    x = xc
+    for j in range(dim):
+        axis = x.ndim - dim + j
+        m = x.shape[axis]
+        shape = list(x.shape)
+        shape[axis] = 2 * m - 1
+        out = x.new_empty(shape)
+        even = [slice(None)] * x.ndim
+        odd = [slice(None)] * x.ndim
+        even[axis] = slice(0, None, 2)
+        odd[axis] = slice(1, None, 2)
+        out[tuple(even)] = x
+        torch.add(x.narrow(axis, 0, m - 1), x.narrow(axis, 1, m - 1), out=out[tuple(odd)])
+        out[tuple(odd)] *= 0.5
+        x = out
+    return x
+
+
+def restrict(xf: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transpose of :func:`prolong`: fine nodes ``(B,) + (2M - 1,)*d`` → coarse ``(M,)*d``."""
+    x = xf
+    for j in range(dim):
+        axis = x.ndim - dim + j
+        m = (x.shape[axis] + 1) // 2
+        even = [slice(None)] * x.ndim
+        odd = [slice(None)] * x.ndim
+        even[axis] = slice(0, None, 2)
+        odd[axis] = slice(1, None, 2)
+        out = x[tuple(even)].clone()
+        half = x[tuple(odd)] * 0.5
+        out.narrow(axis, 0, m - 1).add_(half)
+        out.narrow(axis, 1, m - 1).add_(half)
+        x = out
+    return x
+
+
+@dataclass(eq=False)
+class Level:
+    """One level of the hierarchy (arrays batched, leading axis B).
+
+    Exactly one of ``nu`` (cells, level 1: matrix-free) and ``stencil`` (3^d coefficients
+    per node) is set. ``dinv`` is ``1/diag(A)`` on free nodes, 0 on Dirichlet nodes;
+    ``lam_max`` bounds the spectrum of ``diag(A)⁻¹A`` per sample, shape ``(B,) + (1,)*d``.
+    """
+
+    dim: int
+    n: int
+    dinv: torch.Tensor
+    lam_max: torch.Tensor
+    nu: torch.Tensor | None = None
+    stencil: torch.Tensor | None = None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """A x on free nodes (x zero on Dirichlet nodes; the result is too)."""
+        if self.nu is not None:
+            return _zero_faces(apply_operator(self.nu, x, dim=self.dim))
+        return apply_stencil(self.stencil, x, self.dim)
+
+    def nbytes(self) -> int:
+        arrays = (self.dinv, self.nu, self.stencil)
+        return sum(a.numel() * a.element_size() for a in arrays if a is not None)
+
+
+@dataclass(eq=False)
+class Hierarchy:
+    """The multigrid hierarchy of one batch of fields and its V-cycle.
+
+    Build with :meth:`build`; call :meth:`vcycle` as the preconditioner.
+    """
+
+    levels: list[Level]
+    config: MultigridConfig
+    coarse_factor: torch.Tensor  # (B, F, F) Cholesky factor on the coarsest free nodes
+    coarse_free: torch.Tensor  # flat indices of the coarsest level's free nodes
+    stats: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, nu: torch.Tensor, *, dim: int, config: MultigridConfig | None = None
+    ) -> Hierarchy:
+        """Set up all levels from ν ``(B,) + (n,)*d`` on cells, in ν's dtype and device."""
+        config = config or MultigridConfig()
+        n = nu.shape[-1]
+        batch = nu.shape[0]
+        ones = (1,) * dim
+        fine_dinv = _zero_faces(operator_diagonal(nu, dim=dim).reciprocal_())
+        lam = torch.full((batch, *ones), max_eig_ratio(dim), dtype=nu.dtype, device=nu.device)
+        levels = [Level(dim, n, fine_dinv, lam, nu=nu)]
+        stencil = None
+        while (levels[-1].n + 1) ** dim > config.coarsest_nodes and levels[-1].n >= 4:
+            if stencil is None:
+                stencil = stencil_from_cells(nu, dim)
+            else:
+                stencil = coarsen_stencil(stencil, dim)
+            centre = stencil[:, (3**dim) // 2]
+            stencil[..., 0] = 0  # Dirichlet rows (x-index 0 and n) vanish
+            stencil[..., -1] = 0
+            dinv = _zero_faces(centre.reciprocal())
+            row_abs = stencil.abs().sum(dim=1)
+            gersh = (row_abs * dinv).flatten(1).amax(dim=1).reshape(batch, *ones)
+            levels.append(Level(dim, levels[-1].n // 2, dinv, gersh, stencil=stencil))
+        coarsest = levels[-1]
+        dense = _dense_matrix(coarsest)
+        nodes = (coarsest.n + 1) ** dim
+        free = _zero_faces(torch.ones((coarsest.n + 1,) * dim)).flatten().nonzero().flatten()
+        free = free.to(nu.device)
+        dense = dense[:, free][:, :, free].to(torch.float64)
+        factor = torch.linalg.cholesky(dense)
+        stats = {
+            "levels": len(levels),
+            "coarsest_nodes": nodes,
+            "operator_bytes": sum(lv.nbytes() for lv in levels),
+        }
+        return cls(levels, config, factor, free, stats)
+
+    def vcycle(self, b: torch.Tensor) -> torch.Tensor:
+        """One V-cycle for ``A x = b`` from x = 0; b and the result ``(B,) + nodes``."""
+        return self._cycle(0, b)
+
+    def _cycle(self, index: int, b: torch.Tensor) -> torch.Tensor:
+        level = self.levels[index]
+        if index == len(self.levels) - 1:
+            return self._coarse_solve(b)
+        x = self._smooth(level, b, None)
+        r = b - level.apply(x)
+        rc = _zero_faces(restrict(r, level.dim))
+        del r
+        x += prolong(self._cycle(index + 1, rc), level.dim)
+        return self._smooth(level, b, x)
+
+    def _smooth(self, level: Level, b: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """Chebyshev–Jacobi smoothing, ``config.degree`` steps (Saad, Alg. 12.1)."""
+        hi = level.lam_max
+        lo = hi / self.config.ratio
+        theta, delta = (hi + lo) / 2, (hi - lo) / 2
+        sigma = theta / delta
+        rho = 1.0 / sigma
+        r = b if x is None else b - level.apply(x)
+        d = level.dinv * r / theta
+        x = d.clone() if x is None else x.add_(d)
+        for _ in range(1, self.config.degree):
+            r = r - level.apply(d)
+            rho_new = 1.0 / (2.0 * sigma - rho)
+            d = d.mul_(rho_new * rho).addcmul_(level.dinv * r, 2.0 * rho_new / delta)
+            x.add_(d)
+            rho = rho_new
+        return x
+
+    def _coarse_solve(self, b: torch.Tensor) -> torch.Tensor:
+        flat = b.flatten(1)
+        rhs = flat[:, self.coarse_free].to(torch.float64).unsqueeze(-1)
+        sol = torch.cholesky_solve(rhs, self.coarse_factor).squeeze(-1)
+        out = torch.zeros_like(flat)
+        out[:, self.coarse_free] = sol.to(b.dtype)
+        return out.reshape(b.shape)
+
+
+def _dense_matrix(level: Level) -> torch.Tensor:
+    """Dense matrix ``(B, N, N)`` of a (small) level's operator, by applying it to unit vectors."""
+    dim = level.dim
+    shape = (level.n + 1,) * dim
+    size = int(np.prod(shape))
+    ref = level.nu if level.nu is not None else level.stencil
+    eye = torch.eye(size, dtype=ref.dtype, device=ref.device).reshape((size, *shape))
+    mats = []
+    for b in range(ref.shape[0]):
+        if level.nu is not None:
+            nu_b = level.nu[b : b + 1].expand((size, *level.nu.shape[1:]))
+            cols = _zero_faces(apply_operator(nu_b, _zero_faces(eye.clone()), dim=dim))
+        else:
+            st = level.stencil[b : b + 1].expand((size, *level.stencil.shape[1:]))
+            cols = apply_stencil(st, eye, dim)
+        mats.append(cols.reshape(size, size).T)
+    return torch.stack(mats)
