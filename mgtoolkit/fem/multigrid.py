@@ -14,10 +14,11 @@ Levels (finest first, :mod:`mgtoolkit.grids` numbering):
 - the coarsest (≤ ``coarsest_nodes`` nodes) is solved by a dense Cholesky factorization.
 
 Smoothing is Chebyshev-accelerated Jacobi on an interval ``[λ/ratio, λ]`` of
-``diag(A)⁻¹A``'s spectrum: λ = 3/2 exactly on level 1 (:func:`~mgtoolkit.fem.element.max_eig_ratio`),
-a Gershgorin bound on stencil levels. Pre- and post-smoothing are the same polynomial, so
-the V-cycle is a symmetric preconditioner for CG. Dirichlet nodes are kept at zero: their
-stencil rows and inverse diagonal are zero, and restricted residuals are zeroed there.
+``diag(A)⁻¹A``'s spectrum: λ = 3/2 exactly on level 1
+(:func:`~mgtoolkit.fem.element.max_eig_ratio`), a Gershgorin bound on stencil levels.
+Pre- and post-smoothing are the same polynomial, so the V-cycle is a symmetric
+preconditioner for CG. Dirichlet nodes are kept at zero: their stencil rows and inverse
+diagonal are zero, and restricted residuals are zeroed there.
 All arrays carry one leading batch axis ``B``.
 """
 
@@ -136,7 +137,7 @@ def coarsen_stencil(stencil: torch.Tensor, dim: int) -> torch.Tensor:
     s = stencil.reshape((batch,) + (3,) * dim + tuple(stencil.shape[2:]))
     for j in range(dim):
         s = _coarsen_axis(s, off_axis=1 + j, node_axis=1 + dim + j)
-    return s.reshape((batch, 3**dim) + tuple(s.shape[1 + dim :]))
+    return s.reshape((batch, 3**dim, *s.shape[1 + dim :]))
 
 
 def _coarsen_axis(s: torch.Tensor, *, off_axis: int, node_axis: int) -> torch.Tensor:
