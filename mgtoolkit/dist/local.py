@@ -1,0 +1,173 @@
+"""Run a function on p local processes joined in one gloo (or NCCL) process group.
+
+The smallest real data-parallel launcher: no dask, no MPI. Used by the tests, the scaling
+benchmark and users on a workstation. The parent process hosts the rendezvous store on a
+port the operating system picks, so no port is guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+__all__ = ["RankFailed", "spawn"]
+
+
+class RankFailed(RuntimeError):
+    """A rank raised an exception or died; the message names the rank and the cause."""
+
+
+def _child(
+    rank: int,
+    size: int,
+    port: int,
+    backend: str,
+    threads: int,
+    timeout_s: float,
+    results: Any,
+    fn: Callable[..., Any],
+    args: tuple,
+) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(threads)
+    try:
+        store = dist.TCPStore(
+            "127.0.0.1", port, is_master=False, timeout=timedelta(seconds=timeout_s)
+        )
+        dist.init_process_group(
+            backend, store=store, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s)
+        )
+        try:
+            out = fn(*args)
+        finally:
+            dist.destroy_process_group()
+        # Plain pickle copies tensors by value; the queue's own pickler would pass them
+        # through shared memory that vanishes when this process exits.
+        results.put((rank, True, pickle.dumps(out)))
+    except BaseException as exc:  # report every failure to the parent, then exit non-zero
+        results.put((rank, False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        raise SystemExit(1) from None
+
+
+def spawn(
+    fn: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    backend: str = "gloo",
+    threads_per_rank: int = 1,
+    timeout_s: float = 300.0,
+) -> list[Any]:
+    """Call ``fn(*args)`` on ``world_size`` new processes inside one process group.
+
+    Parameters
+    ----------
+    fn : callable
+        A module-level (picklable) function; inside it ``mgtoolkit.train.parallel.world()``
+        returns this process's ``(rank, world_size)``.
+    world_size : int
+        Number of processes (ranks).
+    backend : {"gloo", "nccl"}
+        ``torch.distributed`` backend; NCCL needs one GPU per rank.
+    threads_per_rank : int
+        ``torch.set_num_threads`` in each rank (1 avoids oversubscribing cores).
+    timeout_s : float
+        Limit for the rendezvous, each collective and the whole call, in seconds.
+
+    Returns
+    -------
+    list
+        ``fn``'s return value of each rank, in rank order (must be picklable).
+
+    Raises
+    ------
+    RankFailed
+        If a rank raises (its traceback is included), dies, or the call exceeds ``timeout_s``.
+    """
+    import multiprocessing as mp
+
+    import torch.distributed as dist
+
+    if world_size < 1:
+        raise ValueError(f"world_size must be ≥ 1 (got {world_size})")
+    store = dist.TCPStore(
+        "127.0.0.1",
+        0,
+        is_master=True,
+        wait_for_workers=False,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    env_threads = {"OMP_NUM_THREADS": str(threads_per_rank), "MKL_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in env_threads}
+    os.environ.update(env_threads)  # children inherit the environment at start
+    try:
+        procs = [
+            ctx.Process(
+                target=_child,
+                args=(
+                    r,
+                    world_size,
+                    store.port,
+                    backend,
+                    threads_per_rank,
+                    timeout_s,
+                    results,
+                    fn,
+                    args,
+                ),
+                daemon=True,
+            )
+            for r in range(world_size)
+        ]
+        for p in procs:
+            p.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out: dict[int, Any] = {}
+    errors: list[str] = []
+    try:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while len(out) + len(errors) < world_size:
+            try:
+                rank, ok, value = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [
+                    f"rank {r} died with exit code {p.exitcode}"
+                    for r, p in enumerate(procs)
+                    if p.exitcode is not None and r not in out and p.exitcode != 0
+                ]
+                if dead and results.empty():
+                    errors.extend(dead)
+                    break
+                if time.monotonic() > deadline:
+                    errors.append(f"timed out after {timeout_s:.0f} s waiting for the ranks")
+                    break
+                continue
+            if ok:
+                out[rank] = pickle.loads(value)
+            else:
+                errors.append(f"rank {rank} failed: {value}")
+                break  # the others are stuck in a collective; stop them below
+    finally:
+        for p in procs:
+            p.join(timeout=5.0 if not errors else 0.5)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    if errors:
+        raise RankFailed(f"distributed run on {world_size} local processes failed: " + errors[0])
+    return [out[r] for r in range(world_size)]

@@ -1,0 +1,163 @@
+"""Data-parallel primitives: serial no-ops, and real gloo process groups on local processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mgtoolkit.dist import RankFailed, spawn
+from mgtoolkit.train import parallel as par
+
+# ---------------------------------------------------------------- single process (no group)
+
+
+def test_serial_primitives_are_identities():
+    assert par.world() == (0, 1)
+    assert par.local_slice(7) == slice(0, 7)
+    t = torch.tensor([1.0, 2.0])
+    assert par.all_reduce_mean(t) is t
+    assert par.all_reduce_sum(t) is t
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    assert par.convert_sync_batchnorm(net) is net
+    assert isinstance(net[1], nn.BatchNorm2d) and not isinstance(net[1], par.SyncBatchNorm)
+    net(torch.randn(2, 1, 5, 5)).sum().backward()
+    before = [p.grad.clone() for p in net.parameters()]
+    par.average_gradients(net.parameters())
+    par.broadcast_module(net)
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, net.parameters(), strict=True))
+
+
+def test_padded_order_cycles_the_order():
+    order = np.array([5, 3, 9, 1, 7])
+    assert par.padded_order(order, 1).tolist() == [5, 3, 9, 1, 7]
+    assert par.padded_order(order, 5).tolist() == [5, 3, 9, 1, 7]
+    assert par.padded_order(order, 4).tolist() == [5, 3, 9, 1, 7, 5, 3, 9]
+    # a size larger than the order cycles it more than once
+    assert par.padded_order([2, 4], 5).tolist() == [2, 4, 2, 4, 2]
+    with pytest.raises(ValueError, match="empty"):
+        par.padded_order([], 2)
+    with pytest.raises(ValueError, match="positive integer"):
+        par.padded_order([1], 0)
+
+
+def test_local_slice_rejects_bad_batches():
+    with pytest.raises(ValueError, match="positive integer"):
+        par.local_slice(0)
+
+
+# ---------------------------------------------------------------- real process groups
+# Functions below run inside spawned ranks (module level, so they pickle by name).
+
+
+def _slices_and_reductions(global_batch):
+    rank, size = par.world()
+    try:
+        sl = par.local_slice(global_batch)
+    except ValueError as exc:
+        sl = str(exc)
+    mean = par.all_reduce_mean(torch.tensor([float(rank), 1.0]))
+    total = par.all_reduce_sum(torch.tensor([float(rank)]))
+    return (rank, size), sl, mean.tolist(), total.item()
+
+
+def test_world_slices_and_reductions_on_three_ranks():
+    out = spawn(_slices_and_reductions, 3, 12)
+    assert [o[0] for o in out] == [(0, 3), (1, 3), (2, 3)]
+    assert [o[1] for o in out] == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    assert all(o[2] == [1.0, 1.0] and o[3] == 3.0 for o in out)
+
+
+def test_indivisible_global_batch_is_refused_with_the_fix():
+    out = spawn(_slices_and_reductions, 3, 10)
+    msg = out[0][1]
+    assert "global batch 10 is not divisible by the world size 3" in msg
+    assert "multiple of 3 (e.g. 9, 12)" in msg
+
+
+def _grads_and_broadcast(seed_per_rank):
+    rank, _ = par.world()
+    torch.manual_seed(seed_per_rank + rank)  # deliberately different weights per rank
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net[2].bias.requires_grad_(True)
+    par.broadcast_module(net)
+    weights = [p.detach().clone() for p in net.parameters()]
+    x = torch.full((2, 3), float(rank + 1))
+    net.train()
+    loss = net[0](x).sum() * (rank + 1)  # only the first layer gets a gradient
+    loss.backward()
+    local = net[0].weight.grad.clone()
+    par.average_gradients(net.parameters())
+    return weights, local, net[0].weight.grad, net[2].weight.grad
+
+
+def test_broadcast_and_gradient_average_on_two_ranks():
+    (w0, g0, a0, none0), (w1, g1, a1, none1) = spawn(_grads_and_broadcast, 2, 10)
+    assert all(torch.equal(a, b) for a, b in zip(w0, w1, strict=True))
+    torch.testing.assert_close(a0, (g0 + g1) / 2)
+    torch.testing.assert_close(a1, (g0 + g1) / 2)
+    assert none0 is None and none1 is None  # no rank had a gradient: stays None
+
+
+def _bn_forward_backward(x_full, dims, sync_even_alone):
+    """Plain BN on the full batch vs SyncBatchNorm on this rank's part; returns both."""
+    _, size = par.world()
+    cls = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims]
+    torch.manual_seed(0)
+    plain = cls(x_full.shape[1], momentum=0.3)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5)
+        plain.bias.uniform_(-1, 1)
+    synced = par.convert_sync_batchnorm(nn.Sequential(cls(x_full.shape[1], momentum=0.3)))
+    if sync_even_alone:  # world size 1: force the synchronized code path
+        synced = par._convert(synced)
+    assert isinstance(synced[0], par.SyncBatchNorm)
+    synced[0].load_state_dict(plain.state_dict())
+    w = torch.linspace(-1, 2, x_full[0].numel()).view_as(x_full[0])  # a non-trivial loss
+    xs = x_full.clone().requires_grad_(True)
+    (plain(xs) * w).square().mean().backward()
+    sl = par.local_slice(x_full.shape[0])
+    xl = x_full[sl].clone().requires_grad_(True)
+    (synced(xl) * w).square().mean().backward()
+    par.average_gradients(synced.parameters())
+    # the input gradient of the local mean loss is size × the global one on this slice
+    return (
+        synced(xl).detach(),
+        plain(x_full).detach()[sl],
+        xl.grad * (1.0 / size),
+        xs.grad[sl],
+        [p.grad for p in synced.parameters()],
+        [p.grad for p in plain.parameters()],
+        synced[0].running_mean,
+        plain.running_mean,
+        synced[0].running_var,
+        plain.running_var,
+    )
+
+
+@pytest.mark.parametrize(("size", "dims"), [(1, 2), (2, 3), (4, 1)])
+def test_sync_batchnorm_matches_plain_batchnorm_on_the_global_batch(size, dims):
+    gen = torch.Generator().manual_seed(size)
+    shape = {1: (8, 3), 2: (4, 2, 5, 6), 3: (4, 2, 3, 4, 5)}[dims]
+    # large offset and scale: a sum-of-squares formula would lose digits here
+    x = 100.0 + 3.0 * torch.randn(shape, generator=gen)
+    for out in spawn(_bn_forward_backward, size, x, dims, size == 1):
+        y, y_ref, gx, gx_ref, gp, gp_ref, rm, rm_ref, rv, rv_ref = out
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-6)
+        for a, b in zip(gp, gp_ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rm, rm_ref)
+        torch.testing.assert_close(rv, rv_ref)
+
+
+def _raise_on_rank_one():
+    if par.world()[0] == 1:
+        raise RuntimeError("boom on purpose")
+    torch.distributed.barrier()
+
+
+def test_a_failing_rank_is_named():
+    with pytest.raises(RankFailed, match="rank 1 failed: RuntimeError: boom on purpose"):
+        spawn(_raise_on_rank_one, 2, timeout_s=30)
