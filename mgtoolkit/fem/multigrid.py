@@ -24,6 +24,7 @@ All arrays carry one leading batch axis ``B``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -82,6 +83,7 @@ def _hat(r: np.ndarray) -> np.ndarray:
     return np.maximum(0.0, 1.0 - np.abs(r) / 2.0)
 
 
+@functools.cache
 def galerkin_kernel(dim: int) -> np.ndarray:
     """Weights turning fine ν into the level-2 Galerkin stencil by a stride-2 convolution.
 
@@ -103,6 +105,7 @@ def galerkin_kernel(dim: int) -> np.ndarray:
                 phi_i = np.kron(phi_i, _hat(corners))
                 phi_o = np.kron(phi_o, _hat(corners - 2 * offset[a]))
             kernel[(o_idx, 0, *cell)] = phi_i @ k_ref @ phi_o
+    kernel.flags.writeable = False  # cached: shared by every call
     return kernel
 
 
@@ -114,7 +117,7 @@ def stencil_from_cells(nu: torch.Tensor, dim: int) -> torch.Tensor:
     torch.Tensor, shape ``(B, 3**d) + (n/2 + 1,) * d``, ν's dtype and device
     """
     n = nu.shape[-1]
-    weight = torch.as_tensor(galerkin_kernel(dim), dtype=nu.dtype, device=nu.device)
+    weight = torch.tensor(galerkin_kernel(dim), dtype=nu.dtype, device=nu.device)
     conv = torch.nn.functional.conv3d if dim == 3 else torch.nn.functional.conv2d
     out = conv(nu.unsqueeze(1), weight, stride=2, padding=2)
     return out.mul_((1.0 / n) ** (dim - 2))
@@ -229,10 +232,10 @@ class Level:
 
     dim: int
     n: int
-    dinv: torch.Tensor
-    lam_max: torch.Tensor
-    nu: torch.Tensor | None = None
-    stencil: torch.Tensor | None = None
+    dinv: torch.Tensor = field(repr=False)
+    lam_max: torch.Tensor = field(repr=False)
+    nu: torch.Tensor | None = field(default=None, repr=False)
+    stencil: torch.Tensor | None = field(default=None, repr=False)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """A x on free nodes (x zero on Dirichlet nodes; the result is too)."""
@@ -254,8 +257,10 @@ class Hierarchy:
 
     levels: list[Level]
     config: MultigridConfig
-    coarse_factor: torch.Tensor  # (B, F, F) Cholesky factor on the coarsest free nodes
-    coarse_free: torch.Tensor  # flat indices of the coarsest level's free nodes
+    #: (B, F, F) Cholesky factor of the coarsest operator on its F free nodes.
+    coarse_factor: torch.Tensor = field(repr=False)
+    #: Flat indices of the coarsest level's free nodes.
+    coarse_free: torch.Tensor = field(repr=False)
     stats: dict = field(default_factory=dict)
 
     @classmethod
