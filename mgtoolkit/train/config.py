@@ -1,0 +1,422 @@
+"""Training configuration: plain dataclasses, read from TOML or YAML in one place.
+
+A config file has the sections ``[data]``, ``[model]``, ``[cycle]``, ``[optim]`` and top-level
+keys (``seed``, ``adaptation``, ``target_metric``, ``target``, ...). Example (TOML)::
+
+    seed = 0
+    adaptation = "none"          # or "grow": fresh layers when moving to a finer level
+    target_metric = "energy_gap" # stop when the finest-level validation metric reaches target
+    target = 0.01
+
+    [data]
+    store = "data/kl2d.zarr"
+    val_samples = 8
+
+    [model]
+    dim = 2
+    depth = 3
+    base_filters = 16
+
+    [cycle]
+    name = "half-V"
+    levels = 3
+    epochs = 5
+    patience = 5
+    max_epochs = 50
+    [cycle.overrides]
+    "-1" = { patience = 10, max_epochs = 200 }   # step index → rule fields
+
+    [optim]
+    name = "adam"
+    lr = 1e-3
+    batch_size = 64
+
+Unknown keys and bad values are rejected with a message naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mgtoolkit.cycles import EarlyStopping, FixedEpochs, Schedule, schedule
+from mgtoolkit.nn import UNetConfig
+
+__all__ = [
+    "CycleConfig",
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "config_differences",
+    "load_config",
+    "to_toml",
+]
+
+ADAPTATIONS = ("none", "grow")
+TARGET_METRICS = ("energy_gap", "rel_l2")
+LOSSES = ("energy", "scaled_energy")
+
+
+def _positive_int(section: str, name: str, value, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{section}.{name} must be an integer ≥ {minimum} (got {value!r})")
+
+
+def _positive_float(section: str, name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{section}.{name} must be a number > 0 (got {value!r})")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the samples come from.
+
+    Parameters
+    ----------
+    store : str
+        Path of the dataset store (see :mod:`mgtoolkit.data`).
+    val_samples : int
+        Held-out samples: the *last* ``val_samples`` samples of the store (≥ 0).
+    train_samples : int, optional
+        Train on the first ``train_samples`` samples (default: all that are not held out).
+    cache : bool
+        Hold each level's training samples in memory while its step runs.
+    """
+
+    store: str = ""
+    val_samples: int = 8
+    train_samples: int | None = None
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.store, str | Path) or not str(self.store):
+            raise ValueError(
+                "data.store must name a dataset store, e.g. store = 'data/kl2d.zarr' "
+                "(create one with `mgtoolkit data generate`)"
+            )
+        object.__setattr__(self, "store", str(self.store))
+        _positive_int("data", "val_samples", self.val_samples, minimum=0)
+        if self.train_samples is not None:
+            _positive_int("data", "train_samples", self.train_samples)
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    """The training cycle (see :func:`mgtoolkit.cycles.schedule`).
+
+    Parameters
+    ----------
+    name : str
+        "V", "W", "F", "half-V" or "base"; ignored when ``sequence`` is given.
+    levels : int
+        Number of levels L (1 = finest).
+    sequence : list of int, optional
+        A custom level sequence (``Schedule.from_levels``).
+    epochs, patience, min_rel_improvement, max_epochs
+        Default rules (fixed steps / early-stopping steps).
+    overrides : dict
+        Step index (int, or its string in TOML; negative from the end) → rule fields:
+        ``{"epochs": 3}`` for a fixed step, or any of ``patience``, ``min_rel_improvement``,
+        ``max_epochs`` for an early-stopping step.
+    """
+
+    name: str = "half-V"
+    levels: int = 3
+    sequence: tuple[int, ...] | None = None
+    epochs: int = 5
+    patience: int = 5
+    min_rel_improvement: float = 1e-3
+    max_epochs: int = 50
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sequence is not None:
+            object.__setattr__(self, "sequence", tuple(self.sequence))
+        overrides = {}
+        for key, value in dict(self.overrides).items():
+            try:
+                index = int(key)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"cycle.overrides keys must be step indices such as 0 or -1 (got {key!r})"
+                ) from None
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"cycle.overrides[{key!r}] must be a table of rule fields such as "
+                    f"{{epochs = 3}} or {{patience = 10}} (got {value!r})"
+                )
+            overrides[index] = dict(value)
+        object.__setattr__(self, "overrides", overrides)
+        self.build()  # validate everything now, with the cycles module's messages
+
+    def build(self) -> Schedule:
+        """The :class:`~mgtoolkit.cycles.Schedule` this configuration describes."""
+        rules = dict(
+            epochs=self.epochs,
+            patience=self.patience,
+            min_rel_improvement=self.min_rel_improvement,
+            max_epochs=self.max_epochs,
+        )
+        if self.sequence is not None:
+            s = Schedule.from_levels(list(self.sequence), **rules)
+        else:
+            s = schedule(self.name, self.levels, **rules)
+        for index, spec in self.overrides.items():
+            if not -len(s.steps) <= index < len(s.steps):
+                raise ValueError(
+                    f"cycle.overrides: step index {index} out of range for the {s.name} "
+                    f"schedule of {len(s.steps)} steps (levels {' '.join(map(str, s.levels))})"
+                )
+            old = s.steps[index].rule
+            unknown = set(spec) - {"epochs", "patience", "min_rel_improvement", "max_epochs"}
+            if unknown:
+                raise ValueError(
+                    f"cycle.overrides[{index}]: unknown rule field(s) {sorted(unknown)}; use "
+                    "epochs (fixed steps) or patience / min_rel_improvement / max_epochs"
+                )
+            if "epochs" in spec and len(spec) == 1:
+                rule = FixedEpochs(spec["epochs"])
+            elif "epochs" in spec:
+                raise ValueError(
+                    f"cycle.overrides[{index}]: give either epochs (a fixed step) or "
+                    "early-stopping fields, not both"
+                )
+            else:
+                base = old if isinstance(old, EarlyStopping) else EarlyStopping()
+                rule = dataclasses.replace(base, **spec)
+            s = s.with_rule(index, rule)
+        return s
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer settings.
+
+    Parameters
+    ----------
+    name : str
+        "adam" or "lbfgs" (L-BFGS with strong-Wolfe line search over the global batch loss).
+    lr : float
+        Learning rate (Adam) or initial step length (L-BFGS).
+    batch_size : int
+        Global mini-batch (the paper: 64); capped at the number of training samples.
+    lbfgs_history, lbfgs_max_iter : int
+        L-BFGS memory and iterations per mini-batch.
+    loss : str
+        "energy": mean J over the batch (the paper). "scaled_energy": mean of J(ν / g, u) with
+        g the per-sample geometric mean of ν — the same minimizer per sample (J is linear in ν),
+        but samples of large mean ν no longer dominate the batch gradient.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 64
+    lbfgs_history: int = 20
+    lbfgs_max_iter: int = 5
+    loss: str = "energy"
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adam", "lbfgs"):
+            raise ValueError(f"optim.name must be 'adam' or 'lbfgs' (got {self.name!r})")
+        _positive_float("optim", "lr", self.lr)
+        _positive_int("optim", "batch_size", self.batch_size)
+        _positive_int("optim", "lbfgs_history", self.lbfgs_history)
+        _positive_int("optim", "lbfgs_max_iter", self.lbfgs_max_iter)
+        if self.loss not in LOSSES:
+            raise ValueError(f"optim.loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
+
+
+#: Top-level keys that do not change the training trajectory (free to change on resume).
+NON_TRAJECTORY = ("target_metric", "target", "validate_every", "checkpoint_minutes", "device")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs.
+
+    Parameters
+    ----------
+    data, model, cycle, optim
+        The sections (see each class).
+    seed : int
+        Seeds the initial weights and every epoch's sample order.
+    adaptation : str
+        "none", or "grow": add fresh layers (:meth:`mgtoolkit.nn.UNet.grow`) whenever a step
+        moves to a finer level than the previous step.
+    target_metric, target : str, float
+        Optional stop: end the run once the finest-level validation ``target_metric``
+        ("energy_gap" or "rel_l2") is ≤ ``target``.
+    validate_every : int
+        Validate every this many epochs (and always at the end of each step); 0 = only at step
+        ends.
+    checkpoint_minutes : float
+        A checkpoint is also written after any batch when this many minutes have passed since
+        the last one (checkpoints are always written at the end of each step).
+    device : str
+        "auto" (CUDA when available), "cpu" or "cuda".
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: UNetConfig = field(default_factory=UNetConfig)
+    cycle: CycleConfig = field(default_factory=CycleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    adaptation: str = "none"
+    target_metric: str = "energy_gap"
+    target: float | None = None
+    validate_every: int = 1
+    checkpoint_minutes: float = 10.0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive_int("config", "seed", self.seed, minimum=0)
+        if self.adaptation not in ADAPTATIONS:
+            raise ValueError(
+                f"adaptation must be one of {', '.join(ADAPTATIONS)} (got {self.adaptation!r})"
+            )
+        if self.target_metric not in TARGET_METRICS:
+            raise ValueError(
+                f"target_metric must be one of {', '.join(TARGET_METRICS)} "
+                f"(got {self.target_metric!r})"
+            )
+        if self.target is not None:
+            _positive_float("config", "target", self.target)
+        _positive_int("config", "validate_every", self.validate_every, minimum=0)
+        _positive_float("config", "checkpoint_minutes", self.checkpoint_minutes)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
+        if self.model.dim is None:  # pragma: no cover - UNetConfig validates dim
+            raise ValueError("model.dim is required")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """Build from nested plain dicts (as read from TOML/YAML), rejecting unknown keys."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"a training config must be a table of sections (got {type(raw)})")
+        sections = {"data": DataConfig, "model": UNetConfig, "cycle": CycleConfig}
+        sections["optim"] = OptimConfig
+        top = {f.name for f in fields(cls)}
+        _reject_unknown("config", raw, top)
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    raise ValueError(f"[{key}] must be a table of settings (got {value!r})")
+                known = {f.name for f in fields(sections[key])}
+                _reject_unknown(key, value, known)
+                kwargs[key] = sections[key](**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dicts (``None`` values dropped), the inverse of :meth:`from_dict`."""
+
+        def clean(obj):
+            if isinstance(obj, dict):
+                return {str(k): clean(v) for k, v in obj.items() if v is not None}
+            if isinstance(obj, list | tuple):
+                return [clean(v) for v in obj]
+            return obj
+
+        return clean(asdict(self))
+
+    def trajectory_dict(self) -> dict[str, Any]:
+        """The settings that determine the training trajectory (compared on resume)."""
+        d = self.to_dict()
+        for key in NON_TRAJECTORY:
+            d.pop(key, None)
+        d["data"].pop("store", None)  # a moved store holds the same samples
+        d["data"].pop("cache", None)
+        return d
+
+
+def _reject_unknown(section: str, raw: dict, known: set[str]) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in [{section}] of the training config; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a :class:`TrainConfig` from a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file.
+
+    A relative ``data.store`` is taken relative to the config file's directory.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training config {path} does not exist")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        import tomllib
+
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        raw = yaml.safe_load(text) or {}
+    elif suffix == ".json":
+        raw = json.loads(text)
+    else:
+        raise ValueError(f"config {path} must end in .toml, .yaml, .yml or .json")
+    store = raw.get("data", {}).get("store") if isinstance(raw.get("data"), dict) else None
+    if store and not Path(store).is_absolute():
+        raw["data"]["store"] = str((path.parent / store).resolve())
+    try:
+        return TrainConfig.from_dict(raw)
+    except TypeError as exc:  # e.g. a section given a non-keyword structure
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two nested config dicts (``key: old → new``)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, prefix=f"{name}.")
+        elif a != b:
+            out.append(f"{name}: {a!r} in the checkpoint, {b!r} now")
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return (
+            "{ "
+            + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items())
+            + " }"
+        )
+    raise ValueError(f"cannot write {v!r} to TOML")
+
+
+def to_toml(config: TrainConfig) -> str:
+    """The config as TOML text that :func:`load_config` reads back to an equal config."""
+    d = config.to_dict()
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for section, values in d.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,736 @@
+"""The multigrid trainer: walks a schedule, level by level, minimizing the FEM energy.
+
+The loss is the discrete energy J of :func:`mgtoolkit.fem.energy` averaged over the global
+mini-batch (DESIGN.md §1–2): its minimizer is the FEM solution, so no labels are needed. The
+network's output already carries the exact Dirichlet values.
+
+Data parallelism goes through :mod:`mgtoolkit.train.parallel` only (each rank trains on its
+contiguous slice of every global batch, gradients are averaged, batch norm is synchronized),
+which are no-ops in a single process. The trainer knows nothing of dask or widgets: it emits
+event dicts (see :mod:`mgtoolkit.train.events`) to listeners and to ``<run_dir>/events.jsonl``.
+
+Run directory layout::
+
+    config.toml          the configuration (reload it with load_config)
+    events.jsonl         every event, one JSON object per line
+    checkpoints/         latest.pt (also every N minutes) and step-NNN.pt after each step
+    metrics.csv          one row per finished step
+    report.md, report.json   the final report
+
+Resuming a run directory continues exactly where the checkpoint was written: parameters,
+optimizer state, batch position and early-stopping history are restored and every epoch's
+sample order is a pure function of (seed, step, epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgtoolkit.cycles import Schedule
+from mgtoolkit.nn import UNet
+from mgtoolkit.train import parallel
+from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
+from mgtoolkit.train.events import EventLog, Listener
+
+__all__ = ["RunResult", "Trainer", "train"]
+
+CHECKPOINT_FORMAT = 1
+#: Samples used to set the input scale of log ν.
+SCALE_SAMPLES = 64
+
+
+@dataclass
+class RunResult:
+    """What a finished (or target-stopped) run did.
+
+    Attributes
+    ----------
+    run_dir : Path
+    reason : str
+        "schedule complete" or "target reached".
+    wall_s : float
+        Training seconds (forward/backward/update and data), excluding validation and
+        checkpoint writing.
+    elapsed_s : float
+        Wall seconds of the whole run, across resumes.
+    time_to_target_s : float or None
+        Training seconds when the target was first reached (None: no target or not reached).
+    final_loss : float
+        Mean loss of the last epoch.
+    validation : dict
+        Last finest-level validation metrics (``val_energy_gap``, ``val_rel_l2``, ...).
+    level_wall_s : dict
+        Training seconds per level.
+    steps : list of dict
+        One row per finished step (the metrics table).
+    validations : list of dict
+        Every validation event of the run.
+    """
+
+    run_dir: Path
+    reason: str
+    wall_s: float
+    elapsed_s: float
+    time_to_target_s: float | None
+    final_loss: float
+    validation: dict
+    level_wall_s: dict[int, float]
+    steps: list[dict] = field(default_factory=list)
+    validations: list[dict] = field(default_factory=list)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # readers see the old or the new file, never a torn one
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train a :class:`~mgtoolkit.nn.UNet` over a multigrid schedule.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    run_dir : path-like
+        Directory for config, events, checkpoints, metrics and report (created).
+    listeners : iterable of callables
+        Each receives every event dict (on rank 0 only).
+    progress : bool
+        Show tqdm progress bars (rank 0 only).
+    resume : bool
+        Continue from ``run_dir/checkpoints/latest.pt`` when it exists. With False an existing
+        checkpoint is an error (choose a new directory).
+
+    Notes
+    -----
+    Subclasses may override :meth:`loss` (per-batch loss) or :meth:`validate`.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        listeners: tuple[Listener, ...] | list[Listener] = (),
+        progress: bool = True,
+        resume: bool = True,
+    ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig (got {type(config).__name__})")
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.rank, self.world_size = parallel.world()
+        self.progress = progress and self.rank == 0
+        self.schedule: Schedule = config.cycle.build()
+        self.device = self._device(config.device)
+        self._check_store()
+        ckpt_path = self.run_dir / "checkpoints" / "latest.pt"
+        checkpoint = None
+        if ckpt_path.exists():
+            if not resume:
+                raise FileExistsError(
+                    f"{self.run_dir} already holds a run ({ckpt_path}); resume it or choose a "
+                    "new run directory"
+                )
+            checkpoint = self._read_checkpoint(ckpt_path)
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(self.run_dir / "config.toml", to_toml(config))
+        self.log = EventLog(
+            self.run_dir.name,
+            self.run_dir / "events.jsonl" if self.rank == 0 else None,
+            listeners if self.rank == 0 else (),
+        )
+        self._build(checkpoint)
+        self._val = None  # finest-level validation data, loaded on first use
+        self._last_checkpoint = time.monotonic()
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _device(name: str) -> torch.device:
+        if name == "cpu":
+            return torch.device("cpu")
+        if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                raise ValueError("device = 'cuda' but torch sees no CUDA device; use 'auto'/'cpu'")
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def _check_store(self) -> None:
+        from mgtoolkit.data.store import check_store, completed
+
+        store = self.config.data.store
+        attrs = check_store(store)
+        n_samples, dim, n = int(attrs["samples"]), int(attrs["dim"]), int(attrs["resolution"])
+        if self.schedule.coarsest > attrs["levels"]:
+            raise ValueError(
+                f"store {store} has levels 1..{attrs['levels']} but the {self.schedule.name} "
+                f"schedule needs level {self.schedule.coarsest} "
+                f"(levels {' '.join(map(str, self.schedule.levels))}); use cycle.levels ≤ "
+                f"{attrs['levels']} or regenerate the store with more levels"
+            )
+        for level in sorted(set(self.schedule.levels)):
+            missing = int((~completed(store, level)).sum())
+            if missing:
+                raise ValueError(
+                    f"store {store}: {missing} samples of ν at level {level} are incomplete; "
+                    "finish generating it (rerun `mgtoolkit data generate`, which resumes)"
+                )
+        if dim != self.config.model.dim:
+            raise ValueError(
+                f"store {store} holds {dim}D samples but model.dim = {self.config.model.dim}; "
+                f"set model.dim = {dim}"
+            )
+        self._has_u_fem = bool(completed(store, 1, "u_fem").all())
+        if not self._has_u_fem and self.config.data.val_samples and parallel.world()[0] == 0:
+            import warnings
+
+            warnings.warn(
+                f"store {store} has no (complete) u_fem at level 1: validation reports the "
+                "energy only, without the energy gap and error vs FEM. Add the reference "
+                f"with `mgtoolkit fem solve {store} --level 1` and rerun.",
+                stacklevel=4,
+            )
+        self.level_n = {lv: n >> (lv - 1) for lv in range(1, int(attrs["levels"]) + 1)}
+        val = self.config.data.val_samples
+        n_train = n_samples - val
+        if self.config.data.train_samples is not None:
+            if self.config.data.train_samples > n_train:
+                raise ValueError(
+                    f"data.train_samples = {self.config.data.train_samples} but the store has "
+                    f"{n_samples} samples of which {val} are held out; use at most {n_train}"
+                )
+            n_train = self.config.data.train_samples
+        if n_train < 1:
+            raise ValueError(
+                f"store {store} has {n_samples} samples and data.val_samples = {val}: no "
+                "samples are left to train on; lower val_samples or generate more samples"
+            )
+        self.dim, self.n = dim, n
+        self.train_indices = np.arange(n_train)
+        self.val_indices = np.arange(n_samples - val, n_samples)
+
+    def _param_groups(self) -> list[list[torch.nn.Parameter]]:
+        """Base parameters, then one group per growth (read from the live model)."""
+        grown = [
+            [*a.parameters(), *b.parameters()]
+            for a, b in zip(self.model.grown_in, self.model.grown_out, strict=True)
+        ]
+        ids = {id(p) for g in grown for p in g}
+        return [[p for p in self.model.parameters() if id(p) not in ids], *grown]
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.config.optim
+        groups = self._param_groups()
+        if o.name == "adam":
+            return torch.optim.Adam([{"params": g} for g in groups], lr=o.lr)
+        # L-BFGS has a single parameter group; after growth it is rebuilt over all parameters.
+        return torch.optim.LBFGS(
+            [p for g in groups for p in g],
+            lr=o.lr,
+            history_size=o.lbfgs_history,
+            max_iter=o.lbfgs_max_iter,
+            line_search_fn="strong_wolfe",
+        )
+
+    def _build(self, checkpoint: dict | None) -> None:
+        torch.manual_seed(self.config.seed)
+        model = UNet(self.config.model)
+        if checkpoint is not None:
+            for _ in range(checkpoint["growth"]):
+                model.grow()
+            model.load_state_dict(checkpoint["model"])
+        else:
+            model.log_nu_scale.fill_(self._log_nu_scale())
+        self.model = parallel.convert_sync_batchnorm(model).to(self.device)
+        parallel.broadcast_module(self.model)
+        self.optimizer = self._make_optimizer()
+        if checkpoint is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.state = checkpoint["state"]
+            self.resumed = True
+            return
+        self.resumed = False
+        self.state = {
+            "step": 0,  # index of the current step
+            "started": False,  # whether the current step's start actions ran
+            "epoch": 0,  # epochs finished in the current step
+            "batch": 0,  # batches finished in the current epoch
+            "epoch_loss_sum": 0.0,
+            "epoch_wall_s": 0.0,
+            "step_losses": [],  # epoch mean losses of the current step (early stopping)
+            "step_wall_s": 0.0,
+            "wall_s": 0.0,  # training seconds of the run
+            "elapsed_s": 0.0,
+            "level_wall_s": {},
+            "steps": [],  # metrics rows of finished steps
+            "validations": [],
+            "time_to_target_s": None,
+            "reason": None,  # why the run ended, None while it runs
+            "prev_level": None,  # level of the last finished step (adaptation)
+        }
+
+    def _log_nu_scale(self) -> float:
+        """Std of per-sample-centred log ν over up to 64 finest-level training samples."""
+        nu = self._load(1, self.train_indices[:SCALE_SAMPLES])
+        log_nu = torch.log(nu.double())
+        spatial = tuple(range(1, log_nu.dim()))
+        centred = log_nu - log_nu.mean(dim=spatial, keepdim=True)
+        scale = float(centred.std())
+        return scale if scale > 1e-6 else 1.0  # constant ν: nothing to scale
+
+    # ------------------------------------------------------------------ data
+    def _load(self, level: int, indices, variable: str = "nu") -> torch.Tensor:
+        """Samples ``indices`` of ``variable`` at ``level``, stacked: (len,) + field shape."""
+        from mgtoolkit.data import LevelDataset
+
+        ds = LevelDataset(self.config.data.store, level, variables=(variable,), indices=indices)
+        return torch.stack([ds[i][variable] for i in range(len(ds))])
+
+    def _level_data(self, level: int):
+        """A function from training positions (array of int) to ν on ``level``."""
+        if self.config.data.cache:
+            all_nu = self._load(level, self.train_indices)
+            return lambda pos: all_nu[torch.as_tensor(pos)]
+        return lambda pos: self._load(level, self.train_indices[pos])
+
+    def _validation_data(self):
+        if self._val is None:
+            if len(self.val_indices) == 0:
+                self._val = {}
+            else:
+                nu = self._load(1, self.val_indices)
+                u = None
+                if self._has_u_fem:
+                    u = self._load(1, self.val_indices, "u_fem")
+                self._val = {"nu": nu, "u_fem": u}
+        return self._val
+
+    # ------------------------------------------------------------------ numerics
+    def loss(self, nu: torch.Tensor) -> torch.Tensor:
+        """Mean (optionally ν-scaled) energy J of the network's prediction over ``nu``.
+
+        ``nu``: (B,) + (n,) * dim on cells, on the training device. Returns a 0-d tensor.
+        """
+        from mgtoolkit.fem import energy
+
+        u = self.model(nu)
+        if self.config.optim.loss == "scaled_energy":
+            spatial = tuple(range(1, nu.dim()))
+            g = torch.exp(torch.log(nu).mean(dim=spatial, keepdim=True))
+            nu = nu / g
+        return energy(nu, u).mean()
+
+    def _train_batch(self, nu: torch.Tensor) -> float:
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.config.optim.name == "adam":
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss(nu)
+            loss.backward()
+            parallel.average_gradients(params)
+            self.optimizer.step()
+            return float(parallel.all_reduce_mean(loss.detach()))
+
+        def closure():
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss(nu)
+            loss.backward()
+            parallel.average_gradients(params)
+            return parallel.all_reduce_mean(loss.detach())
+
+        return float(self.optimizer.step(closure))
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Finest-level metrics on the held-out samples (empty dict when there are none).
+
+        Returns ``val_energy`` (mean J of the prediction) and, with u_fem in the store,
+        ``val_energy_gap`` = mean (J(u_net) − J(u_fem)) / J(u_fem), ``val_rel_l2`` = mean
+        ‖u_net − u_fem‖ / ‖u_fem‖ over nodes, ``val_max_abs`` = max |u_net − u_fem|.
+        """
+        from mgtoolkit.fem import energy
+
+        data = self._validation_data()
+        if not data:
+            return {}
+        self.model.eval()
+        chunk = max(1, self.config.optim.batch_size)
+        nu_all = data["nu"]
+        preds = [
+            self.model(nu_all[i : i + chunk].to(self.device)).double().cpu()
+            for i in range(0, len(nu_all), chunk)
+        ]
+        u = torch.cat(preds)
+        nu64 = nu_all.double()
+        j_net = energy(nu64, u)
+        out = {"val_energy": float(j_net.mean())}
+        if data["u_fem"] is not None:
+            ref = data["u_fem"].double()
+            j_fem = energy(nu64, ref)
+            diff = (u - ref).flatten(1)
+            out["val_energy_gap"] = float(((j_net - j_fem) / j_fem).mean())
+            out["val_rel_l2"] = float((diff.norm(dim=1) / ref.flatten(1).norm(dim=1)).mean())
+            out["val_max_abs"] = float(diff.abs().max())
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def _read_checkpoint(self, path: Path) -> dict:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not an mgtoolkit training checkpoint")
+        diffs = config_differences(ckpt["config"], self.config.trajectory_dict())
+        if diffs:
+            raise ValueError(
+                f"checkpoint {path} was written by another model/configuration — "
+                + "; ".join(diffs)
+                + ". Resume with the checkpoint's configuration (its config.toml) or start a "
+                "new run directory"
+            )
+        return ckpt
+
+    def checkpoint(self, *, step_end: bool = False) -> Path:
+        """Write ``checkpoints/latest.pt`` atomically (and ``step-NNN.pt`` at step ends)."""
+        path = self.run_dir / "checkpoints" / "latest.pt"
+        if self.rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            body = {
+                "format": CHECKPOINT_FORMAT,
+                "config": self.config.trajectory_dict(),
+                "growth": self.model.growth,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "state": self.state,
+            }
+            _atomic_torch_save(body, path)
+            if step_end:
+                _atomic_torch_save(body, path.with_name(f"step-{self.state['step']:03d}.pt"))
+            s = self.state
+            self.log.emit(
+                "checkpoint", path=str(path), step=s["step"], epoch=s["epoch"], batch=s["batch"]
+            )
+        self._last_checkpoint = time.monotonic()
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> RunResult:
+        """Train until the schedule completes or the target is reached; return the result."""
+        t_start = time.monotonic()
+        elapsed0 = self.state["elapsed_s"]
+        steps = self.schedule.steps
+        self.log.emit(
+            "run_start",
+            steps=len(steps),
+            levels=list(self.schedule.levels),
+            schedule=str(self.schedule),
+            dim=self.dim,
+            n=self.n,
+            train_samples=len(self.train_indices),
+            val_samples=len(self.val_indices),
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            world_size=self.world_size,
+            resumed=self.resumed,
+        )
+        try:
+            while self.state["reason"] is None and self.state["step"] < len(steps):
+                self._run_step(self.state["step"])
+                self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
+            if self.state["reason"] is None:
+                self.state["reason"] = "schedule complete"
+            self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
+            self.checkpoint()
+            result = self._result()
+            if self.rank == 0:
+                self._write_report(result)
+            self.log.emit(
+                "run_end",
+                reason=result.reason,
+                wall_s=result.wall_s,
+                elapsed_s=result.elapsed_s,
+                time_to_target_s=result.time_to_target_s,
+                **result.validation,
+            )
+            return result
+        except Exception as exc:
+            self.log.emit("error", message=str(exc), error_type=type(exc).__name__)
+            raise
+        finally:
+            self.log.close()
+
+    def _adapt(self, level: int) -> None:
+        prev = self.state["prev_level"]
+        if self.config.adaptation == "grow" and prev is not None and level < prev:
+            self.model.grow()
+            # New batch-norm layers must be synchronized too (a no-op in one process).
+            self.model = parallel.convert_sync_batchnorm(self.model)
+            parallel.broadcast_module(self.model)
+            fresh = self._param_groups()[-1]
+            if isinstance(self.optimizer, torch.optim.Adam):
+                self.optimizer.add_param_group({"params": fresh})
+            else:
+                self.optimizer = self._make_optimizer()
+
+    def _run_step(self, k: int) -> None:
+        s = self.state
+        step = self.schedule.steps[k]
+        level, n = step.level, self.level_n[step.level]
+        if not s["started"]:
+            self._adapt(level)
+            s.update(started=True, epoch=0, batch=0, step_losses=[], step_wall_s=0.0)
+            s["epoch_loss_sum"], s["epoch_wall_s"] = 0.0, 0.0
+        self.log.emit("step_start", step=k, level=level, n=n, rule=str(step.rule))
+        get = self._level_data(level)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=step.rule.max_epochs,
+                initial=s["epoch"],
+                desc=f"step {k + 1}/{len(self.schedule.steps)} level {level} ({n}^{self.dim})",
+                unit="epoch",
+                leave=False,
+            )
+        try:
+            while not step.rule.done(s["step_losses"]) and s["reason"] is None:
+                self._run_epoch(k, level, get)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{s['step_losses'][-1]:.5g}")
+        finally:
+            if bar is not None:
+                bar.close()
+        if not s["validations"] or s["validations"][-1].get("_at") != (k, s["epoch"]):
+            self._validate_and_check(k, level)
+        val = s["validations"][-1] if s["validations"] else {}
+        row = {
+            "step": k,
+            "level": level,
+            "n": n,
+            "rule": str(step.rule),
+            "epochs": s["epoch"],
+            "loss": s["step_losses"][-1] if s["step_losses"] else math.nan,
+            "wall_s": s["step_wall_s"],
+            "samples_per_s": (s["epoch"] * self._epoch_samples() / s["step_wall_s"])
+            if s["step_wall_s"] > 0
+            else math.nan,
+            "val_energy_gap": val.get("val_energy_gap", math.nan),
+            "val_rel_l2": val.get("val_rel_l2", math.nan),
+        }
+        s["steps"].append(row)
+        self.log.emit(
+            "step_end",
+            step=k,
+            level=level,
+            n=n,
+            rule=row["rule"],
+            epochs=row["epochs"],
+            loss=row["loss"],
+            wall_s=row["wall_s"],
+        )
+        s.update(step=k + 1, started=False, epoch=0, batch=0, prev_level=level)
+        self.checkpoint(step_end=True)
+        if self.rank == 0:
+            self._write_metrics()
+
+    def _global_batch(self) -> int:
+        return min(self.config.optim.batch_size, len(self.train_indices))
+
+    def _epoch_samples(self) -> int:
+        b = self._global_batch()
+        return -(-len(self.train_indices) // b) * b
+
+    def _run_epoch(self, k: int, level: int, get) -> None:
+        s = self.state
+        epoch = s["epoch"]
+        B = self._global_batch()
+        rng = np.random.default_rng([self.config.seed, k, epoch])
+        order = parallel.padded_order(rng.permutation(len(self.train_indices)), B)
+        n_batches = len(order) // B
+        mine = parallel.local_slice(B)
+        if s["batch"] == 0:
+            s["epoch_loss_sum"], s["epoch_wall_s"] = 0.0, 0.0
+            self.log.emit("epoch_start", step=k, level=level, epoch=epoch)
+        for b in range(s["batch"], n_batches):
+            t0 = time.perf_counter()
+            nu = get(order[b * B : (b + 1) * B][mine]).to(self.device, non_blocking=True)
+            loss = self._train_batch(nu)
+            dt = time.perf_counter() - t0
+            s["batch"] = b + 1
+            s["epoch_loss_sum"] += loss
+            s["epoch_wall_s"] += dt
+            s["step_wall_s"] += dt
+            s["wall_s"] += dt
+            s["level_wall_s"][level] = s["level_wall_s"].get(level, 0.0) + dt
+            self.log.emit(
+                "batch_end",
+                step=k,
+                level=level,
+                epoch=epoch,
+                batch=b,
+                loss=loss,
+                samples_per_s=B / dt if dt > 0 else math.nan,
+            )
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss} at step {k}, level {level}, epoch {epoch}, batch {b}; "
+                    "lower optim.lr or check the data for extreme ν"
+                )
+            minutes = (time.monotonic() - self._last_checkpoint) / 60
+            if minutes >= self.config.checkpoint_minutes and b + 1 < n_batches:
+                self.checkpoint()
+        mean = s["epoch_loss_sum"] / n_batches
+        s["step_losses"].append(mean)
+        s["epoch"], s["batch"] = epoch + 1, 0
+        self.log.emit(
+            "epoch_end",
+            step=k,
+            level=level,
+            epoch=epoch,
+            loss=mean,
+            wall_s=s["epoch_wall_s"],
+            samples_per_s=len(order) / s["epoch_wall_s"] if s["epoch_wall_s"] > 0 else math.nan,
+        )
+        every = self.config.validate_every
+        if every and s["epoch"] % every == 0:
+            self._validate_and_check(k, level)
+
+    def _validate_and_check(self, k: int, level: int) -> None:
+        s = self.state
+        metrics = self.validate()
+        if not metrics:
+            return
+        self.log.emit(
+            "validation",
+            step=k,
+            level=1,
+            train_level=level,
+            epoch=s["epoch"],
+            wall_s=s["wall_s"],
+            **metrics,
+        )
+        s["validations"].append(
+            {
+                **metrics,
+                "step": k,
+                "train_level": level,
+                "wall_s": s["wall_s"],
+                "_at": (k, s["epoch"]),
+            }
+        )
+        target, key = self.config.target, f"val_{self.config.target_metric}"
+        if target is not None and key in metrics and metrics[key] <= target:
+            if s["time_to_target_s"] is None:
+                s["time_to_target_s"] = s["wall_s"]
+            s["reason"] = "target reached"
+
+    # ------------------------------------------------------------------ outputs
+    def _result(self) -> RunResult:
+        s = self.state
+        clean = [{k: v for k, v in d.items() if k != "_at"} for d in s["validations"]]
+        last = clean[-1] if clean else {}
+        return RunResult(
+            run_dir=self.run_dir,
+            reason=s["reason"],
+            wall_s=s["wall_s"],
+            elapsed_s=s["elapsed_s"],
+            time_to_target_s=s["time_to_target_s"],
+            final_loss=s["steps"][-1]["loss"] if s["steps"] else math.nan,
+            validation={k: v for k, v in last.items() if k.startswith("val_")},
+            level_wall_s=dict(sorted(s["level_wall_s"].items())),
+            steps=list(s["steps"]),
+            validations=clean,
+        )
+
+    def _write_metrics(self) -> None:
+        rows = self.state["steps"]
+        if not rows:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        _atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+
+    def _write_report(self, r: RunResult) -> None:
+        self._write_metrics()
+        summary = {
+            "reason": r.reason,
+            "wall_s": r.wall_s,
+            "elapsed_s": r.elapsed_s,
+            "time_to_target_s": r.time_to_target_s,
+            "final_loss": r.final_loss,
+            "validation": r.validation,
+            "level_wall_s": {str(k): v for k, v in r.level_wall_s.items()},
+            "steps": r.steps,
+        }
+        _atomic_write_text(self.run_dir / "report.json", json.dumps(summary, indent=2) + "\n")
+        total = sum(r.level_wall_s.values()) or 1.0
+        lines = [
+            f"# Training run {self.run_dir.name}",
+            "",
+            "```",
+            str(self.schedule),
+            "```",
+            "",
+            f"- finished: {r.reason}",
+            f"- training time: {r.wall_s:.2f} s (run elapsed {r.elapsed_s:.2f} s)",
+            f"- final epoch loss: {r.final_loss:.6g}",
+        ]
+        if r.time_to_target_s is not None:
+            lines.append(
+                f"- target {self.config.target_metric} ≤ {self.config.target:g} reached after "
+                f"{r.time_to_target_s:.2f} s of training"
+            )
+        for key, label in (
+            ("val_energy_gap", "validation energy gap vs FEM"),
+            ("val_rel_l2", "validation relative L2 error vs FEM"),
+            ("val_max_abs", "validation max abs error vs FEM"),
+        ):
+            if key in r.validation:
+                lines.append(f"- {label}: {r.validation[key]:.4g}")
+        if "val_energy_gap" not in r.validation:
+            lines.append(
+                "- no u_fem in the store: add it with `mgtoolkit fem solve` for errors vs FEM"
+            )
+        lines += ["", "| level | training s | share |", "|---|---|---|"]
+        for lv, w in r.level_wall_s.items():
+            lines.append(f"| {lv} | {w:.2f} | {100 * w / total:.1f} % |")
+        lines += ["", "| step | level | epochs | loss | s | rel L2 |", "|---|---|---|---|---|---|"]
+        for row in r.steps:
+            lines.append(
+                f"| {row['step'] + 1} | {row['level']} | {row['epochs']} | {row['loss']:.5g} "
+                f"| {row['wall_s']:.2f} | {row['val_rel_l2']:.4g} |"
+            )
+        _atomic_write_text(self.run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    listeners: tuple[Listener, ...] | list[Listener] = (),
+    progress: bool = True,
+    resume: bool = True,
+) -> RunResult:
+    """Build a :class:`Trainer` and run it (see there for the parameters)."""
+    return Trainer(config, run_dir, listeners=listeners, progress=progress, resume=resume).run()

@@ -1,0 +1,183 @@
+"""The trainer on a real store: run directory, events, exact resume, refusals, bad input."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from mgtoolkit.nn import UNetConfig
+from mgtoolkit.train import (
+    CycleConfig,
+    DataConfig,
+    OptimConfig,
+    TrainConfig,
+    Trainer,
+    load_config,
+    read_events,
+    to_toml,
+    train,
+)
+
+
+def small_config(store, **top) -> TrainConfig:
+    sections = dict(
+        data=DataConfig(store=str(store), val_samples=4),
+        model=UNetConfig(dim=2, depth=2, base_filters=4),
+        cycle=CycleConfig(name="V", levels=2, epochs=2, patience=1, max_epochs=2),
+        optim=OptimConfig(batch_size=8, lr=3e-3),
+    )
+    sections.update(top)
+    return TrainConfig(**sections)
+
+
+class Interrupt(BaseException):
+    """Stands for Ctrl-C / a killed job: not caught by the trainer's error handling."""
+
+
+def test_run_directory_events_and_metrics(store2d, tmp_path):
+    seen = []
+    result = train(small_config(store2d), tmp_path / "run", listeners=[seen.append], progress=False)
+    run = tmp_path / "run"
+    for name in (
+        "config.toml",
+        "events.jsonl",
+        "metrics.csv",
+        "report.md",
+        "report.json",
+        "checkpoints/latest.pt",
+        "checkpoints/step-003.pt",
+    ):
+        assert (run / name).exists(), name
+    events = read_events(run / "events.jsonl")
+    assert [e["type"] for e in events] == [e["type"] for e in seen]
+    types = [e["type"] for e in events]
+    assert types[0] == "run_start" and types[-1] == "run_end"
+    assert types.count("step_start") == 3 and types.count("step_end") == 3
+    # 20 training samples, batch 8 → 3 full batches per epoch (padded), 2 epochs per step
+    assert types.count("batch_end") == 3 * 2 * 3
+    for e in events:
+        assert {"type", "time", "run"} <= set(e) and e["run"] == "run"
+    assert [e["level"] for e in events if e["type"] == "step_start"] == [1, 2, 1]
+    assert all(math.isfinite(e["loss"]) for e in events if e["type"] == "batch_end")
+    assert result.reason == "schedule complete"
+    assert [row["level"] for row in result.steps] == [1, 2, 1]
+    assert set(result.level_wall_s) == {1, 2}
+    # the written config reads back equal
+    assert load_config(run / "config.toml") == small_config(store2d)
+    summary = json.loads((run / "report.json").read_text())
+    assert summary["reason"] == "schedule complete"
+
+
+def _state(run_dir, name="latest.pt"):
+    return torch.load(run_dir / "checkpoints" / name, weights_only=False)
+
+
+def _assert_same(a, b, tol=1e-6):
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, atol=tol, rtol=0)
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        for name, value in sa[k].items():
+            torch.testing.assert_close(sb[k][name], value, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"type": "batch_end", "step": 1, "epoch": 1, "batch": 2},  # mid-epoch (timed checkpoint)
+        {"type": "step_start", "step": 2},  # right after a step-end checkpoint
+    ],
+)
+def test_resume_equals_uninterrupted(store2d, tmp_path, where):
+    # checkpoint_minutes tiny: a timed checkpoint follows every batch, as after N minutes
+    cfg = small_config(store2d, checkpoint_minutes=1e-9)
+    train(cfg, tmp_path / "full", progress=False)
+
+    def stop(event):
+        if all(event.get(k) == v for k, v in where.items()):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "cut", listeners=[stop], progress=False)
+    resumed = train(cfg, tmp_path / "cut", progress=False)
+    assert resumed.reason == "schedule complete"
+    _assert_same(_state(tmp_path / "full"), _state(tmp_path / "cut"))
+    _assert_same(_state(tmp_path / "full", "step-002.pt"), _state(tmp_path / "cut", "step-002.pt"))
+    events = read_events(tmp_path / "cut" / "events.jsonl")
+    assert [e["resumed"] for e in events if e["type"] == "run_start"] == [False, True]
+
+
+def test_checkpoint_from_another_config_is_refused(store2d, tmp_path):
+    cfg = small_config(store2d)
+    train(cfg, tmp_path / "run", progress=False)
+    other = small_config(store2d, model=UNetConfig(dim=2, depth=2, base_filters=8))
+    with pytest.raises(ValueError, match=r"model\.base_filters: 4 in the checkpoint, 8 now"):
+        Trainer(other, tmp_path / "run", progress=False)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        Trainer(cfg, tmp_path / "run", progress=False, resume=False)
+
+
+def test_adaptation_grows_when_moving_finer_and_resumes(store2d, tmp_path):
+    cfg = small_config(store2d, adaptation="grow")
+    result = train(cfg, tmp_path / "run", progress=False)
+    ckpt = _state(tmp_path / "run")
+    assert ckpt["growth"] == 1  # V(2) = 1 2 1: one move to a finer level
+    assert result.reason == "schedule complete"
+    Trainer(cfg, tmp_path / "run", progress=False)  # the grown checkpoint loads
+
+
+def test_lbfgs_runs_and_lowers_the_loss(store2d, tmp_path):
+    cfg = small_config(
+        store2d,
+        optim=OptimConfig(name="lbfgs", batch_size=20, lr=0.5, lbfgs_max_iter=4),
+        cycle=CycleConfig(sequence=[1], max_epochs=3, patience=3),
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    losses = [e["loss"] for e in events if e["type"] == "epoch_end"]
+    assert losses[-1] < losses[0]
+    assert result.reason == "schedule complete"
+
+
+def test_store_without_u_fem_warns_how_to_add_it(store2d, tmp_path):
+    with pytest.warns(UserWarning, match="mgtoolkit fem solve"):
+        result = train(small_config(store2d), tmp_path / "run", progress=False)
+    assert "val_energy" in result.validation and "val_energy_gap" not in result.validation
+
+
+def test_store_lacking_a_level_is_rejected(store2d, tmp_path):
+    cfg = small_config(store2d, cycle=CycleConfig(name="half-V", levels=4))
+    with pytest.raises(
+        ValueError, match=r"has levels 1\.\.3 but the half-V schedule needs level 4"
+    ):
+        Trainer(cfg, tmp_path / "run", progress=False)
+
+
+def test_wrong_dimension_and_too_few_samples(store2d, tmp_path):
+    with pytest.raises(ValueError, match=r"holds 2D samples but model\.dim = 3"):
+        Trainer(small_config(store2d, model=UNetConfig(dim=3)), tmp_path / "a", progress=False)
+    cfg = small_config(store2d, data=DataConfig(store=str(store2d), val_samples=24))
+    with pytest.raises(ValueError, match="no samples are left to train on"):
+        Trainer(cfg, tmp_path / "b", progress=False)
+
+
+def test_missing_store(tmp_path):
+    cfg = small_config(tmp_path / "nope.zarr")
+    with pytest.raises(FileNotFoundError, match="mgtoolkit data generate"):
+        Trainer(cfg, tmp_path / "run", progress=False)
+
+
+def test_toml_round_trip_with_overrides(store2d, tmp_path):
+    cfg = small_config(
+        store2d,
+        cycle=CycleConfig(name="W", levels=3, overrides={-1: {"patience": 9}, 0: {"epochs": 1}}),
+        target=0.05,
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    back = load_config(path)
+    assert back == cfg
+    s = back.cycle.build()
+    assert s.steps[-1].rule.patience == 9 and s.steps[0].rule.epochs == 1
