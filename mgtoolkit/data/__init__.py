@@ -1,10 +1,9 @@
 """Datasets of diffusivity fields: multilevel zarr stores, generation on dask, torch access.
 
-``import mgtoolkit.data`` loads torch but not dask, xarray or zarr; those are imported by the
-functions that use them.
+``import mgtoolkit.data`` loads neither dask, xarray, zarr nor torch (dask workers that only
+write fields stay light); each is imported by the function or class that uses it.
 """
 
-from mgtoolkit.data.dataset import LevelDataset
 from mgtoolkit.data.generate import generate, import_arrays
 from mgtoolkit.data.mapping import map_samples
 from mgtoolkit.data.store import (
@@ -34,3 +33,11 @@ __all__ = [
     "open_store",
     "store_summary",
 ]
+
+
+def __getattr__(name: str):
+    if name == "LevelDataset":  # imports torch
+        from mgtoolkit.data.dataset import LevelDataset
+
+        return LevelDataset
+    raise AttributeError(f"module 'mgtoolkit.data' has no attribute {name!r}")

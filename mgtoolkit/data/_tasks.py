@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +85,7 @@ def client_context(client=None) -> Iterator[Any]:
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never collides with another cluster
         ) as cluster,
         Client(cluster) as own,
     ):
@@ -95,7 +94,9 @@ def client_context(client=None) -> Iterator[Any]:
 
 def _ship(client, obj):
     """Send ``obj`` to the workers once (if big) and return what tasks should receive."""
-    if len(pickle.dumps(obj, protocol=5)) <= _SHIP_INLINE_BYTES:
+    import cloudpickle  # what dask uses: closures and notebook functions pickle by value
+
+    if len(cloudpickle.dumps(obj)) <= _SHIP_INLINE_BYTES:
         return obj
     return client.scatter(obj, broadcast=True, hash=False)
 
