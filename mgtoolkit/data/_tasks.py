@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,9 @@ def _ship(client, obj):
     """Send ``obj`` to the workers once (if big) and return what tasks should receive."""
     import cloudpickle  # what dask uses: closures and notebook functions pickle by value
 
-    if len(cloudpickle.dumps(obj)) <= _SHIP_INLINE_BYTES:
+    buffers: list = []  # large arrays go out of band: measured without being copied
+    head = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    if len(head) + sum(b.raw().nbytes for b in buffers) <= _SHIP_INLINE_BYTES:
         return obj
     return client.scatter(obj, broadcast=True, hash=False)
 
@@ -132,8 +135,9 @@ def run_units(
             left[(u.level, s)] = left.get((u.level, s), 0) + 1
 
     shipped = _ship(client, payload)
+    run = uuid.uuid4().hex[:8]  # keys unique per call, readable on the dashboard
     futures = {
-        client.submit(task, str(path), shipped, u, pure=False, key=f"{desc}-{u}-{i}"): u
+        client.submit(task, str(path), shipped, u, key=f"{desc}-{run}-L{u.level}-{u.start}-{i}"): u
         for i, u in enumerate(units)
     }
     bar = tqdm(total=len(levels_left), desc=desc, unit="sample", disable=not progress)
