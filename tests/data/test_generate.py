@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 
 from mgtoolkit import __version__
@@ -126,18 +127,24 @@ def test_explicit_omega_is_stored_and_used(tmp_path, dask_client):
     assert open_store(path).attrs["omega_source"] == "given"
 
 
-@pytest.mark.parametrize("source", ["numpy", "zarr"])
+@pytest.mark.parametrize("source", ["numpy", "zarr", "xarray"])
 def test_imported_arrays_coarsen_by_geometric_mean_of_children(tmp_path, dask_client, source):
     rng = np.random.default_rng(2)
     data = np.exp(rng.normal(size=(3, 16, 16, 16))).astype(np.float32)
-    if source == "zarr":
-        arr = zarr.create_array(
-            str(tmp_path / "in.zarr"), shape=data.shape, chunks=(1, 8, 8, 8), dtype="f4"
+    if source == "numpy":
+        data_in = data
+    else:
+        arr = zarr.open_group(str(tmp_path / "in.zarr"), mode="w").create_array(
+            "perm",
+            shape=data.shape,
+            chunks=(1, 8, 8, 8),
+            dtype="f4",
+            dimension_names=("sample", "z", "y", "x"),
         )
         arr[:] = data
-        data_in = arr
-    else:
-        data_in = data
+        # zarr: read by the workers block by block; xarray: a lazily opened variable
+        lazy = xr.open_zarr(tmp_path / "in.zarr", chunks=None, consolidated=False)["perm"]
+        data_in = arr if source == "zarr" else lazy
     path = import_arrays(tmp_path / "d.zarr", data_in, levels=3, client=dask_client, progress=False,
                          chunking=Chunking(chunk_mib=4 * 8**3 / 2**20))  # fmt: skip
     tree = open_store(path)
