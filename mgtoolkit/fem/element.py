@@ -1,25 +1,25 @@
 """The Q1 element algebra on the uniform grid: the one implementation behind J and K(ν)u.
 
 On a cell with corner values ``u_e`` (2 per axis), write along every axis the two 1D
-"modes" of a two-node segment: the average ``A u = (u0 + u1) / 2`` and the difference
+"modes" of a two-node segment: the sum ``S u = u0 + u1`` and the difference
 ``D u = u1 - u0``. The 1D Q1 matrices of the unit segment are diagonal in these modes::
 
-    uᵀ K1 u = (D u)²             (stiffness [[1, -1], [-1, 1]])
-    uᵀ M1 u = (A u)² + (D u)²/12  (mass [[1/3, 1/6], [1/6, 1/3]])
+    uᵀ K1 u = (D u)²               (stiffness [[1, -1], [-1, 1]])
+    uᵀ M1 u = (S u)²/4 + (D u)²/12  (mass [[1/3, 1/6], [1/6, 1/3]])
 
 and the reference stiffness of the unit square/cube is the Kronecker sum
 ``K̂ = Σ_axes K1 ⊗ M1 ⊗ …``. Hence, for a cell mode that takes ``D`` along a set of
-``k ≥ 1`` axes and ``A`` along the others,
+``k ≥ 1`` axes and ``S`` along the other ``d - k``,
 
-    u_eᵀ K̂ u_e = Σ_modes  w_k (mode u_e)²,   w_k = k / 12^(k-1)
+    u_eᵀ K̂ u_e = Σ_modes  w (mode u_e)²,   w = k / 12^(k-1) / 4^(d-k)
 
-(2D: w = 1, 1/6; 3D: w = 1, 1/6, 1/48) — a sum of squares, exact, with no quadrature error.
-Applied to every cell at once the modes are separable shifted-view differences and means
-(:func:`cell_modes`), and their transpose (:func:`cell_modes_transpose`) scatters back to
-nodes, so the energy ``J = ½ Σ_e ν_e h^(d-2) u_eᵀ K̂ u_e`` and the operator
-``K(ν) u = ∇_u J = h^(d-2) Tᵀ (w ν T u)`` share these two functions. Array axes follow
-:mod:`mgtoolkit.grids`: the last ``dim`` axes are spatial, (z, y, x), and any leading axes
-are batch axes.
+— a sum of squares, exact, with no quadrature error. Applied to every cell at once the
+modes are separable shifted-view sums and differences (:func:`cell_modes`), and their
+transpose (:func:`cell_modes_transpose`) scatters back to nodes, so the energy
+``J = ½ Σ_e ν_e h^(d-2) u_eᵀ K̂ u_e`` and the operator ``K(ν) u = ∇_u J = h^(d-2) Tᵀ (w ν T u)``
+share these two functions. (Sums rather than means: one multiplication less per mode.)
+Array axes follow :mod:`mgtoolkit.grids`: the last ``dim`` axes are spatial, (z, y, x), and
+any leading axes are batch axes.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = [
     "reference_stiffness",
 ]
 
-#: Per dimension, the cell modes used by the energy: tuples of 0 (A, average) / 1 (D,
+#: Per dimension, the cell modes used by the energy: tuples of 0 (S, sum) / 1 (D,
 #: difference) per spatial axis in array order, with at least one difference.
 MODES: dict[int, tuple[tuple[int, ...], ...]] = {
     d: tuple(m for m in itertools.product((0, 1), repeat=d) if any(m)) for d in (2, 3)
@@ -48,9 +48,9 @@ MODES: dict[int, tuple[tuple[int, ...], ...]] = {
 
 
 def mode_weight(mode: tuple[int, ...]) -> float:
-    """Weight ``w_k = k / 12^(k-1)`` of a cell mode with ``k`` difference axes."""
+    """Weight ``k / 12^(k-1) / 4^(d-k)`` of a cell mode with ``k`` of ``d`` difference axes."""
     k = sum(mode)
-    return k / 12.0 ** (k - 1)
+    return k / 12.0 ** (k - 1) / 4.0 ** (len(mode) - k)
 
 
 def reference_stiffness(dim: int) -> np.ndarray:
@@ -90,9 +90,9 @@ def max_eig_ratio(dim: int) -> float:
     return float(np.linalg.eigvalsh(k).max() / k[0, 0])
 
 
-def _mean(v, axis: int):
+def _sum(v, axis: int):
     n = v.shape[axis]
-    return 0.5 * (v.narrow(axis, 0, n - 1) + v.narrow(axis, 1, n - 1))
+    return v.narrow(axis, 0, n - 1) + v.narrow(axis, 1, n - 1)
 
 
 def _diff(v, axis: int):
@@ -121,8 +121,8 @@ def cell_modes(u, dim: int) -> dict[tuple[int, ...], object]:
         last = j == dim - 1
         nxt = {}
         for key, v in level.items():
-            if not (last and not any(key)):  # the all-average mode has weight 0
-                nxt[(*key, 0)] = _mean(v, axis)
+            if not (last and not any(key)):  # the all-sum mode has weight 0
+                nxt[(*key, 0)] = _sum(v, axis)
             nxt[(*key, 1)] = _diff(v, axis)
         level = nxt
     return level
@@ -145,21 +145,20 @@ def cell_modes_transpose(modes: dict, dim: int):
     for j in reversed(range(dim)):
         nxt: dict[tuple[int, ...], object] = {}
         for prefix in {key[:j] for key in level}:
-            avg = level.get((*prefix, 0))
+            tot = level.get((*prefix, 0))
             dif = level.get((*prefix, 1))
-            ref = avg if avg is not None else dif
+            ref = tot if tot is not None else dif
             axis = ref.ndim - dim + j
-            nxt[prefix] = _scatter(avg, dif, axis)
+            nxt[prefix] = _scatter(tot, dif, axis)
         level = nxt
     return level[()]
 
 
-def _scatter(avg, dif, axis: int):
-    """``Aᵀ avg + Dᵀ dif`` along ``axis``: cells → nodes (one more entry along the axis)."""
-    if avg is not None:
-        half = 0.5 * avg
-        lo = half - dif if dif is not None else half  # contribution to the cell's first node
-        hi = half + dif if dif is not None else half  # ... and to its second node
+def _scatter(tot, dif, axis: int):
+    """``Sᵀ tot + Dᵀ dif`` along ``axis``: cells → nodes (one more entry along the axis)."""
+    if tot is not None:
+        lo = tot - dif if dif is not None else tot  # contribution to the cell's first node
+        hi = tot + dif if dif is not None else tot  # ... and to its second node
     else:
         lo, hi = -dif, dif
     c = lo.shape[axis]

@@ -112,7 +112,6 @@ def energy(nu, u, *, dim: int | None = None) -> torch.Tensor:
     """
     nu, u = _as_tensor(nu), _as_tensor(u)
     dim, n, batch = split_shapes(nu, u, dim=dim)
-    nu = nu.to(u.dtype)
     scale = 0.5 * (1.0 / n) ** (dim - 2)
     ax = len(batch)
     plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
@@ -120,7 +119,7 @@ def energy(nu, u, *, dim: int | None = None) -> torch.Tensor:
     spatial = tuple(range(ax, ax + dim))
     for c0, c in _slabs(n, plane):
         modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
-        nu_s = nu.narrow(ax, c0, c)
+        nu_s = nu.narrow(ax, c0, c).to(u.dtype)
         dens = None
         for mode in MODES[dim]:
             term = modes[mode].square() * mode_weight(mode)
@@ -145,17 +144,17 @@ def apply_operator(nu, u, *, dim: int | None = None) -> torch.Tensor:
     """
     nu, u = _as_tensor(nu), _as_tensor(u)
     dim, n, batch = split_shapes(nu, u, dim=dim)
-    nu = nu.to(u.dtype)
     h_scale = (1.0 / n) ** (dim - 2)
     ax = len(batch)
     plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
+    weights = {sum(m): mode_weight(m) for m in MODES[dim]}
     out = torch.zeros_like(u)
     grad = torch.is_grad_enabled() and (u.requires_grad or nu.requires_grad)
     for c0, c in _slabs(n, plane):
         modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
-        nu_s = nu.narrow(ax, c0, c)
-        # ν w_k h^(d-2) per number k of difference axes (the weight of each mode).
-        nu_w = {k: nu_s * (k / 12.0 ** (k - 1) * h_scale) for k in range(1, dim + 1)}
+        nu_s = nu.narrow(ax, c0, c).to(u.dtype)  # per slab: ν stays in its own dtype
+        # ν w h^(d-2) per number k of difference axes (the weight of each mode).
+        nu_w = {k: nu_s * (weights[k] * h_scale) for k in range(1, dim + 1)}
         for mode, v in modes.items():
             modes[mode] = v * nu_w[sum(mode)] if grad else v.mul_(nu_w[sum(mode)])
         part = cell_modes_transpose(modes, dim)

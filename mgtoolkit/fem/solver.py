@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mgtoolkit.fem.boundary import impose_dirichlet
+from mgtoolkit.fem.boundary import DIRICHLET_HIGH, DIRICHLET_LOW, impose_dirichlet
 from mgtoolkit.fem.multigrid import Hierarchy, MultigridConfig, _zero_faces
 from mgtoolkit.fem.operator import apply_operator, split_shapes
 from mgtoolkit.grids import check_diffusivity
@@ -142,15 +142,16 @@ def solve(
     nu_b = arr.detach().to(device).reshape((-1,) + (n,) * dim)
     t0 = time.perf_counter()
     hierarchy = Hierarchy.build(nu_b.to(mg_dtype), dim=dim, config=config)
-    nu_cg = nu_b.to(cg_dtype)
     t1 = time.perf_counter()
 
-    u_d = impose_dirichlet(
-        torch.zeros(nu_b.shape[0], *(n + 1,) * dim, dtype=cg_dtype, device=device)
-    )
-    b = _zero_faces(apply_operator(nu_cg, u_d, dim=dim)).neg_()
-    x, history = _pcg(nu_cg, b, hierarchy, dim=dim, rtol=rtol, maxiter=maxiter)
-    u = x.add_(u_d)
+    # b = -K_fd u_d on free nodes; u_d (the Dirichlet data, 0 on free nodes) is then dropped.
+    zeros = torch.zeros(nu_b.shape[0], *(n + 1,) * dim, dtype=cg_dtype, device=device)
+    b = _zero_faces(apply_operator(nu_b, impose_dirichlet(zeros), dim=dim)).neg_()
+    del zeros
+    u, history = _pcg(nu_b, b, hierarchy, dim=dim, rtol=rtol, maxiter=maxiter)
+    del b
+    u[..., 0] = DIRICHLET_HIGH  # u = u_free + u_d
+    u[..., -1] = DIRICHLET_LOW
     _sync(device)
     t2 = time.perf_counter()
 
@@ -183,8 +184,10 @@ def solve(
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample inner products, shape ``(B,) + (1,) * d`` for broadcasting."""
-    return (a * b).flatten(1).sum(dim=1).reshape((-1,) + (1,) * (a.ndim - 1))
+    """Per-sample inner products, shape ``(B,) + (1,) * d`` for broadcasting (no temporary)."""
+    batch = a.shape[0]
+    out = torch.bmm(a.reshape(batch, 1, -1), b.reshape(batch, -1, 1))
+    return out.reshape((batch,) + (1,) * (a.ndim - 1))
 
 
 def _sync(device: torch.device) -> None:
