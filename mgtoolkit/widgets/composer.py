@@ -1,0 +1,461 @@
+"""The cycle composer: design a multigrid training cycle, see it, launch it.
+
+:class:`CycleComposer` is a plain :class:`param.Parameterized` state object; :meth:`schedule`
+turns it into the same :class:`~mgtoolkit.cycles.Schedule` the API builds (through
+:class:`~mgtoolkit.train.CycleConfig`, the one path that training also takes), and
+:meth:`CycleComposer.view` is a thin panel layout over it. The diagram (:func:`cycle_diagram`)
+draws levels on the vertical axis with **level 1 (finest) at the top**, as in Fig. 3 of Balu et
+al. (SC21); fixed-epoch (restriction) steps are squares, early-stopping steps circles.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import param
+
+from mgtoolkit.cycles import CYCLE_NAMES, EarlyStopping, FixedEpochs, Rule, Schedule
+from mgtoolkit.widgets._view import level_color, named
+
+__all__ = [
+    "CycleComposer",
+    "check_cluster",
+    "cycle_diagram",
+    "diagram_data",
+    "parse_sequence",
+]
+
+#: Bokeh figure name of the diagram (the browser test looks it up).
+DIAGRAM_NAME = "mgtoolkit-cycle-diagram"
+
+
+def parse_sequence(text: str, *, levels: int) -> list[int]:
+    """Parse a custom level sequence such as ``"3 2 1 2 1"`` or ``"3,2,1"``.
+
+    Parameters
+    ----------
+    text : str
+        Levels separated by spaces, commas or dashes (1 = finest).
+    levels : int
+        Number of levels available: every entry must lie in ``1..levels``.
+
+    Raises
+    ------
+    ValueError
+        Empty text, a token that is not an integer, or a level outside ``1..levels``.
+    """
+    tokens = [t for t in re.split(r"[\s,;\-–>]+", str(text).strip()) if t]
+    if not tokens:
+        raise ValueError(
+            f"the custom sequence is empty; type levels in training order, e.g. "
+            f"'{' '.join(map(str, range(levels, 0, -1)))}' (1 = finest)"
+        )
+    out = []
+    for tok in tokens:
+        if not re.fullmatch(r"[0-9]+", tok):
+            raise ValueError(
+                f"{tok!r} in the custom sequence is not a level number; use integers "
+                f"1..{levels} separated by spaces (1 = finest)"
+            )
+        lv = int(tok)
+        if not 1 <= lv <= levels:
+            raise ValueError(
+                f"level {lv} in the custom sequence is outside 1..{levels} (1 = finest, "
+                f"{levels} = coarsest); use levels 1..{levels} or raise the number of levels"
+            )
+        out.append(lv)
+    return out
+
+
+def _rule_fields(rule: Rule) -> dict:
+    """A rule as the override fields :class:`~mgtoolkit.train.CycleConfig` takes."""
+    return {"epochs": rule.epochs} if isinstance(rule, FixedEpochs) else asdict(rule)
+
+
+def _short(rule: Rule) -> str:
+    if isinstance(rule, FixedEpochs):
+        return f"{rule.epochs} ep"
+    return f"≤{rule.max_epochs} ep, p{rule.patience}"
+
+
+def diagram_data(schedule: Schedule, *, current: int | None = None) -> dict[str, list]:
+    """Columns of the cycle diagram: one row per step.
+
+    Returns
+    -------
+    dict
+        ``step`` (1-based), ``level``, ``kind`` ("fixed" or "early stopping"), ``rule`` (short
+        text), ``color`` (the level's colour), ``current`` (bool, the highlighted step;
+        ``current`` is 0-based like the trainer's ``step`` field).
+    """
+    steps = schedule.steps
+    return {
+        "step": list(range(1, len(steps) + 1)),
+        "level": [s.level for s in steps],
+        "kind": ["fixed" if isinstance(s.rule, FixedEpochs) else "early stopping" for s in steps],
+        "rule": [_short(s.rule) for s in steps],
+        "color": [level_color(s.level) for s in steps],
+        "current": [i == current for i in range(len(steps))],
+    }
+
+
+def cycle_diagram(
+    schedule: Schedule,
+    *,
+    levels: int | None = None,
+    current: int | None = None,
+    resolution: int | None = None,
+    dim: int = 2,
+    width: int = 520,
+    height: int = 260,
+):
+    """The cycle as a holoviews overlay: step on x, level on y (level 1, finest, at the top).
+
+    Parameters
+    ----------
+    schedule : Schedule
+    levels : int, optional
+        Levels to show on the axis (default: the schedule's coarsest).
+    current : int, optional
+        0-based step to highlight (a running step).
+    resolution : int, optional
+        Finest cells per side; labels the axis "2 (32²)".
+    dim : int
+        2 or 3, for the axis labels.
+    """
+    import holoviews as hv
+
+    data = diagram_data(schedule, current=current)
+    top = max(levels or 0, schedule.coarsest)
+    ticks = [
+        (
+            lv,
+            f"{lv} ({resolution >> (lv - 1)}{'²' if dim == 2 else '³'})" if resolution else str(lv),
+        )
+        for lv in range(1, top + 1)
+    ]
+    path = hv.Curve((data["step"], data["level"]), "step", "level").opts(
+        color="#888888", line_width=2
+    )
+    layers = [path]
+    for kind, marker in (("fixed", "square"), ("early stopping", "circle")):
+        rows = [i for i, k in enumerate(data["kind"]) if k == kind]
+        cols = {c: [data[c][i] for i in rows] for c in ("step", "level", "rule", "color")}
+        layers.append(
+            hv.Scatter(cols, "step", ["level", "rule", "color"], label=kind).opts(
+                marker=marker, size=13, color="color", line_color="white", tools=["hover"]
+            )
+        )
+    if current is not None and 0 <= current < len(data["step"]):
+        layers.append(
+            hv.Scatter(
+                ([current + 1], [data["level"][current]]), "step", "level", label="running"
+            ).opts(marker="circle", size=26, fill_alpha=0, line_color="red", line_width=3)
+        )
+    return hv.Overlay(layers).opts(
+        width=width,
+        height=height,
+        invert_yaxis=True,
+        ylim=(0.5, top + 0.5),
+        xlim=(0.5, len(data["step"]) + 0.5),
+        yticks=ticks,
+        xticks=data["step"] if len(data["step"]) <= 30 else 10,
+        ylabel="level (1 = finest, top)",
+        xlabel="step   (■ fixed epochs, ● early stopping)",
+        title=f"{schedule.name} cycle: {' '.join(map(str, schedule.levels))}",
+        show_legend=False,
+        show_grid=True,
+        hooks=[named(DIAGRAM_NAME)],
+    )
+
+
+def check_cluster(client, *, timeout: float = 10.0) -> None:
+    """Raise a clear error unless ``client`` is a connected dask Client with workers.
+
+    Raises
+    ------
+    ValueError
+        No client given.
+    ConnectionError
+        The client is closed, its scheduler unreachable, or no worker joined in ``timeout`` s.
+    """
+    fix = (
+        "start one in the notebook with `from distributed import Client, LocalCluster; "
+        "client = Client(LocalCluster(n_workers=2, threads_per_worker=1))` (or a "
+        "dask-jobqueue SLURMCluster/PBSCluster on HPC) and pass it as client="
+    )
+    if client is None:
+        raise ValueError(f"no cluster connected: {fix}")
+    status = getattr(client, "status", None)
+    if status != "running":
+        raise ConnectionError(f"the dask client is {status!r}, not connected to a cluster: {fix}")
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except Exception as exc:
+        address = getattr(getattr(client, "scheduler", None), "address", "?")
+        raise ConnectionError(
+            f"the cluster at {address} is not reachable or has no workers after {timeout:g} s "
+            f"({type(exc).__name__}); check that it is running, or {fix}"
+        ) from None
+
+
+class CycleComposer(param.Parameterized):
+    """State of the cycle composer: levels, cycle, per-step rules, optimizer, batch.
+
+    Editing any parameter changes :meth:`schedule`; the view redraws the diagram and the cost.
+    Per-step rule overrides (:meth:`set_rule`) are cleared whenever the step sequence changes
+    (another cycle, level count or custom sequence), because step indices change meaning.
+    """
+
+    levels = param.Integer(default=3, bounds=(1, 12), doc="Number of levels (1 = finest).")
+    cycle = param.Selector(
+        default="half-V", objects=[*CYCLE_NAMES, "custom"], doc="Named cycle or 'custom'."
+    )
+    sequence = param.String(
+        default="3 2 1 2 1", doc="Custom level sequence in training order (cycle='custom')."
+    )
+    epochs = param.Integer(default=5, bounds=(0, None), doc="Epochs of each fixed step.")
+    patience = param.Integer(default=5, bounds=(1, None), doc="Early-stopping patience.")
+    min_rel_improvement = param.Number(
+        default=1e-3, bounds=(0, 1), inclusive_bounds=(True, False), doc="Relative improvement."
+    )
+    max_epochs = param.Integer(default=50, bounds=(1, None), doc="Early-stopping epoch cap.")
+    overrides = param.Dict(default={}, doc="Step index → rule (FixedEpochs/EarlyStopping).")
+    optimizer = param.Selector(default="adam", objects=["adam", "lbfgs"])
+    lr = param.Number(default=1e-3, bounds=(0, None), inclusive_bounds=(False, True))
+    batch_size = param.Integer(default=64, bounds=(1, None), doc="Global mini-batch.")
+    dim = param.Selector(default=2, objects=[2, 3], doc="Dimension (for cost and labels).")
+    resolution = param.Integer(default=None, allow_None=True, doc="Finest cells per side.")
+    handle = param.Parameter(default=None, doc="The last launched run's handle.")
+    status = param.String(default="", doc="Last launch message (or error).")
+
+    @param.depends("cycle", "levels", "sequence", watch=True)
+    def _clear_overrides(self) -> None:
+        self.overrides = {}
+
+    # ------------------------------------------------------------------ logic
+    def cycle_config(self):
+        """The :class:`~mgtoolkit.train.CycleConfig` of the current state.
+
+        Raises
+        ------
+        ValueError
+            An invalid custom sequence or rule (the message names the fix).
+        """
+        from mgtoolkit.train import CycleConfig
+
+        sequence = None
+        if self.cycle == "custom":
+            sequence = tuple(parse_sequence(self.sequence, levels=self.levels))
+        return CycleConfig(
+            name="half-V" if self.cycle == "custom" else self.cycle,
+            levels=self.levels,
+            sequence=sequence,
+            epochs=self.epochs,
+            patience=self.patience,
+            min_rel_improvement=self.min_rel_improvement,
+            max_epochs=self.max_epochs,
+            overrides={i: _rule_fields(r) for i, r in self.overrides.items()},
+        )
+
+    def schedule(self) -> Schedule:
+        """The :class:`~mgtoolkit.cycles.Schedule` the composer describes."""
+        return self.cycle_config().build()
+
+    def set_rule(self, index: int, rule: Rule) -> None:
+        """Override step ``index``'s rule (0-based; negative counts from the end)."""
+        if not isinstance(rule, FixedEpochs | EarlyStopping):
+            raise ValueError(f"rule must be FixedEpochs or EarlyStopping (got {rule!r})")
+        n = len(self.schedule().steps)
+        if isinstance(index, bool) or not isinstance(index, int) or not -n <= index < n:
+            raise ValueError(f"step index {index!r} out of range: the cycle has {n} steps")
+        self.overrides = {**self.overrides, index % n: rule}
+
+    def optim_config(self):
+        """The :class:`~mgtoolkit.train.OptimConfig` (optimizer, learning rate, batch)."""
+        from mgtoolkit.train import OptimConfig
+
+        return OptimConfig(name=self.optimizer, lr=self.lr, batch_size=self.batch_size)
+
+    def train_config(self, *, store: str | Path, model=None, **settings):
+        """A complete :class:`~mgtoolkit.train.TrainConfig` for the dataset ``store``.
+
+        Parameters
+        ----------
+        store : path-like
+            Dataset store (its ``dim`` sets the network's dimension unless ``model`` is given).
+        model : UNetConfig, optional
+            Network settings (default: the paper's U-Net for the store's dimension).
+        **settings
+            Other :class:`~mgtoolkit.train.TrainConfig` fields (``seed``, ``target``, ``data``,
+            ``device``, ...); ``data`` replaces the default ``DataConfig(store=store)``.
+        """
+        from mgtoolkit.data import check_store
+        from mgtoolkit.nn import UNetConfig
+        from mgtoolkit.train import DataConfig, TrainConfig
+
+        attrs = check_store(store)
+        self.schedule().check_levels(attrs["levels"])
+        data = settings.pop("data", None) or DataConfig(store=str(store))
+        return TrainConfig(
+            data=data,
+            model=model or UNetConfig(dim=attrs["dim"]),
+            cycle=self.cycle_config(),
+            optim=self.optim_config(),
+            **settings,
+        )
+
+    def cost_text(self) -> str:
+        """The estimated cost, in finest-level epoch equivalents, per level and in total."""
+        s = self.schedule()
+        by_level = s.cost_by_level(self.dim)
+        parts = ", ".join(f"level {lv}: {c:.3g}" for lv, c in by_level.items())
+        return (
+            f"estimated cost ≤ {s.cost(self.dim):.3g} finest-level epochs ({self.dim}D; "
+            f"early-stopping steps counted at their cap) — {parts}"
+        )
+
+    def launch(self, *, client, store: str | Path, run_dir: str | Path, **settings):
+        """Start the cycle on the cluster behind ``client``; return the run's handle.
+
+        Raises
+        ------
+        ValueError, ConnectionError
+            No client, an unreachable cluster, or an invalid cycle/config (messages name the fix).
+        """
+        from mgtoolkit.dist import launch
+
+        check_cluster(client)
+        config = self.train_config(store=store, **settings)
+        self.handle = launch(config, run_dir, client=client)
+        self.status = (
+            f"launched {Path(run_dir).name} on {len(client.scheduler_info()['workers'])} workers"
+        )
+        return self.handle
+
+    # ------------------------------------------------------------------ view
+    def diagram(self, *, current: int | None = None):
+        """The current cycle's :func:`cycle_diagram`."""
+        return cycle_diagram(
+            self.schedule(),
+            levels=self.levels,
+            current=current,
+            resolution=self.resolution,
+            dim=self.dim,
+        )
+
+    def view(self, *, client=None, store: str | Path | None = None, run_dir=None, **settings):
+        """The composer as a panel layout; with ``client``, ``store`` and ``run_dir`` it has a
+        launch button (extra ``settings`` go to :meth:`train_config`)."""
+        import panel as pn
+
+        controls = pn.Param(
+            self.param,
+            parameters=[
+                "levels",
+                "cycle",
+                "sequence",
+                "epochs",
+                "patience",
+                "min_rel_improvement",
+                "max_epochs",
+                "optimizer",
+                "lr",
+                "batch_size",
+            ],
+            widgets={
+                "cycle": pn.widgets.RadioButtonGroup,
+                "levels": {"type": pn.widgets.IntInput, "start": 1, "end": 12},
+            },
+            show_name=False,
+            width=300,
+        )
+
+        diagram_pane = pn.pane.HoloViews(sizing_mode="fixed")
+        message = pn.pane.Alert("", alert_type="danger", visible=False)
+        cost = pn.pane.Markdown("")
+
+        def redraw(*_):
+            try:
+                diagram_pane.object = self.diagram()
+                cost.object = self.cost_text()
+                message.visible = False
+            except ValueError as exc:
+                message.object = str(exc)
+                message.visible = True
+
+        self.param.watch(
+            redraw,
+            [
+                "levels",
+                "cycle",
+                "sequence",
+                "epochs",
+                "patience",
+                "min_rel_improvement",
+                "max_epochs",
+                "overrides",
+                "dim",
+                "resolution",
+            ],
+        )
+        redraw()
+        right = [message, diagram_pane, cost, self._rule_editor()]
+        if client is not None or store is not None:
+            right.append(self._launch_row(client=client, store=store, run_dir=run_dir, **settings))
+        return pn.Row(controls, pn.Column(*right))
+
+    def _rule_editor(self):
+        import panel as pn
+
+        step = pn.widgets.IntInput(name="step (1-based)", value=1, start=1, width=110)
+        kind = pn.widgets.Select(name="rule", options=["fixed epochs", "early stopping"], width=130)
+        epochs = pn.widgets.IntInput(name="epochs / cap", value=self.epochs, start=0, width=100)
+        patience = pn.widgets.IntInput(name="patience", value=self.patience, start=1, width=90)
+        apply = pn.widgets.Button(name="Set step rule", button_type="primary", width=120)
+        reset = pn.widgets.Button(name="Reset rules", width=110)
+        note = pn.pane.Markdown("", margin=(0, 10))
+
+        def on_apply(_):
+            try:
+                rule = (
+                    FixedEpochs(epochs.value)
+                    if kind.value == "fixed epochs"
+                    else EarlyStopping(patience.value, self.min_rel_improvement, epochs.value)
+                )
+                self.set_rule(step.value - 1, rule)
+                note.object = f"step {step.value}: {rule}"
+            except ValueError as exc:
+                note.object = f"**{exc}**"
+
+        def on_reset(_):
+            self.overrides = {}
+            note.object = "all steps use the default rules"
+
+        apply.on_click(on_apply)
+        reset.on_click(on_reset)
+        return pn.Column(
+            pn.pane.Markdown("**Per-step rule**", margin=(0, 10)),
+            pn.Row(step, kind, epochs, patience),
+            pn.Row(apply, reset),
+            note,
+        )
+
+    def _launch_row(self, *, client, store, run_dir, **settings):
+        import panel as pn
+
+        button = pn.widgets.Button(name="Launch on cluster", button_type="success", width=180)
+        status = pn.pane.Markdown(self.status)
+
+        def on_click(_):
+            try:
+                self.launch(client=client, store=store, run_dir=run_dir, **settings)
+                status.object = self.status
+            except (ValueError, ConnectionError, FileExistsError, FileNotFoundError) as exc:
+                self.status = str(exc)
+                status.object = f"**Launch failed:** {exc}"
+
+        button.on_click(on_click)
+        return pn.Row(button, status)

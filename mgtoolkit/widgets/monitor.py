@@ -1,0 +1,404 @@
+"""The live training monitor: per-level loss curves, validation error, throughput, stop.
+
+:class:`RunMonitor` consumes the trainer's event dicts (:mod:`mgtoolkit.train.events`) from any
+number of sources — as a listener (``monitor(event)``, safe from any thread: it only enqueues),
+from a launched run's handle (:meth:`RunMonitor.attach`), or by following a batch run's
+``<run_dir>/events.jsonl`` (:meth:`RunMonitor.follow`). :meth:`RunMonitor.update` drains
+everything on the calling (notebook) thread into plain lists; the panel view redraws from them on
+a periodic callback, and :meth:`RunMonitor.wait` does the same while a cell blocks on a run.
+
+The x axis of the curves is the *iteration*: the running count of training batches over the
+whole run, so steps on different levels follow one another left to right.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from pathlib import Path
+
+import param
+
+from mgtoolkit.widgets._view import level_color, named
+
+__all__ = ["EventFollower", "RunMonitor", "request_stop"]
+
+#: Bokeh figure names (the browser test looks them up).
+LOSS_NAME = "mgtoolkit-loss-curves"
+VALIDATION_NAME = "mgtoolkit-validation"
+
+#: Name of the file that asks a running trainer to checkpoint and stop.
+STOP_FILE = "STOP"
+
+
+def request_stop(run_dir: str | Path) -> Path:
+    """Ask the run in ``run_dir`` to stop: create ``<run_dir>/STOP`` (returns its path).
+
+    The trainer checks for the file between batches, writes a checkpoint and ends the run; a
+    later resume continues from there.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory {run_dir}; pass the run's output directory")
+    path = run_dir / STOP_FILE
+    path.write_text(f"stop requested at {time.time():.3f}\n", encoding="utf-8")
+    return path
+
+
+class EventFollower:
+    """Read the events appended to an ``events.jsonl`` since the last call (like ``tail -f``).
+
+    A line still being written (no newline yet) is kept for the next call; the file may not
+    exist yet (the run has not started).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[dict]:
+        """The complete new events, oldest first."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # b"" after a complete last line
+        out = []
+        for line in lines:
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a torn line from a crashed writer
+        return out
+
+
+class RunMonitor(param.Parameterized):
+    """Collects one run's events and draws them.
+
+    Attributes (plain lists, updated by :meth:`update`)
+    ----------------------------------------------------
+    losses : dict level -> (iterations, losses)
+        Batch losses per level (``batch_end`` events); a NaN separates the steps of one level
+        so that the plot does not join them.
+    boundaries : list of (iteration, step, level)
+        Where each step started.
+    validations : list of dict
+        ``iteration`` plus the validation event's fields (``val_rel_l2``, ...).
+    """
+
+    status = param.String(default="waiting for the run to start")
+    current_step = param.Integer(default=None, allow_None=True, doc="0-based running step.")
+    samples_per_s = param.Number(default=None, allow_None=True)
+    finished = param.Boolean(default=False, doc="run_end or error seen.")
+    version = param.Integer(default=0, doc="Bumped whenever new events were processed.")
+
+    def __init__(self, *, schedule=None, run_dir: str | Path | None = None, **params):
+        super().__init__(**params)
+        self._clear(schedule=schedule, run_dir=run_dir)
+
+    def _clear(self, *, schedule, run_dir) -> None:
+        self.schedule = schedule
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._queue: collections.deque[dict] = collections.deque()
+        self._followers: list[EventFollower] = []
+        self.handle = None
+        self.dim = 2
+        self.events: list[dict] = []
+        self.losses: dict[int, tuple[list[int], list[float]]] = {}
+        self.boundaries: list[tuple[int, int, int]] = []
+        self.validations: list[dict] = []
+        self.level_n: dict[int, int] = {}
+        self.iteration = 0
+        self.error: str | None = None
+
+    # ------------------------------------------------------------------ sources
+    def __call__(self, event: dict) -> None:
+        """Listener interface: enqueue ``event`` (any thread); :meth:`update` processes it."""
+        self._queue.append(event)
+
+    def follow(self, run_dir: str | Path) -> RunMonitor:
+        """Follow the run writing ``<run_dir>/events.jsonl`` (e.g. a batch job); returns self."""
+        self.run_dir = Path(run_dir)
+        self._followers.append(EventFollower(self.run_dir / "events.jsonl"))
+        return self
+
+    def attach(self, handle) -> RunMonitor:
+        """Receive the events a launched run streams to the notebook; returns self.
+
+        ``handle`` is what :meth:`CycleComposer.launch` / :func:`mgtoolkit.dist.launch` return:
+        it must offer ``add_listener(fn)`` and ``run_dir``; ``stop()`` is used when present.
+        """
+        self.handle = handle
+        self.run_dir = Path(handle.run_dir)
+        handle.add_listener(self)
+        return self
+
+    def watch(self, composer) -> RunMonitor:
+        """Attach automatically to every run the composer's launch button starts."""
+
+        def on_launch(event):
+            if event.new is not None:
+                self.reset()
+                self.attach(event.new)
+
+        composer.param.watch(on_launch, "handle")
+        return self
+
+    def reset(self) -> None:
+        """Forget all events and sources (before following another run)."""
+        self._clear(schedule=None, run_dir=None)
+        self.param.update(
+            status="waiting for the run to start",
+            current_step=None,
+            samples_per_s=None,
+            finished=False,
+            version=self.version + 1,
+        )
+
+    # ------------------------------------------------------------------ processing
+    def update(self) -> int:
+        """Process every pending event (call on the notebook thread); returns how many."""
+        for follower in self._followers:
+            self._queue.extend(follower.poll())
+        count = 0
+        while self._queue:
+            self._ingest(self._queue.popleft())
+            count += 1
+        if count:
+            self.version += 1
+        return count
+
+    def _ingest(self, ev: dict) -> None:
+        self.events.append(ev)
+        kind = ev.get("type")
+        if kind == "run_start":
+            self.dim = int(ev.get("dim", self.dim))
+            self._schedule_from(ev)
+            self.status = f"run {ev.get('run')} started: {ev.get('steps')} steps"
+        elif kind == "step_start":
+            step, level = int(ev["step"]), int(ev["level"])
+            self.current_step = step
+            if "n" in ev:
+                self.level_n[level] = int(ev["n"])
+            self.boundaries.append((self.iteration, step, level))
+            if level in self.losses and self.losses[level][0]:
+                xs, ys = self.losses[level]  # a gap: the level's earlier step is not joined
+                xs.append(self.iteration + 0.5)
+                ys.append(float("nan"))
+            self.status = f"step {step + 1}: level {level} ({ev.get('rule', '')})"
+        elif kind == "batch_end":
+            self.iteration += 1
+            xs, ys = self.losses.setdefault(int(ev["level"]), ([], []))
+            xs.append(self.iteration)
+            ys.append(float(ev["loss"]))
+            if ev.get("samples_per_s") is not None:
+                self.samples_per_s = float(ev["samples_per_s"])
+        elif kind == "validation":
+            self.validations.append({"iteration": self.iteration, **ev})
+        elif kind == "run_end":
+            self.finished = True
+            self.current_step = None
+            self.status = (
+                f"finished ({ev.get('reason')}) after {ev.get('wall_s', 0):.1f} s training"
+            )
+        elif kind == "error":
+            self.finished = True
+            self.error = str(ev.get("message"))
+            self.status = f"failed: {ev.get('error_type')}: {ev.get('message')}"
+
+    def _schedule_from(self, ev: dict) -> None:
+        if self.schedule is not None:
+            return
+        config = self.run_dir / "config.toml" if self.run_dir is not None else None
+        if config is not None and config.exists():
+            from mgtoolkit.train import load_config
+
+            self.schedule = load_config(config).cycle.build()
+        elif ev.get("levels"):
+            from mgtoolkit.cycles import Schedule
+
+            self.schedule = Schedule.from_levels(list(ev["levels"]), name=str(ev.get("run")))
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Ask the run to stop after its current batch (it checkpoints first)."""
+        if self.handle is not None and hasattr(self.handle, "stop"):
+            self.handle.stop()
+        elif self.run_dir is not None:
+            request_stop(self.run_dir)
+        else:
+            raise ValueError("no run to stop: attach() a launched run or follow() a run directory")
+        self.status = "stop requested — the run checkpoints and ends after its current batch"
+
+    def wait(self, *, timeout: float | None = None, poll_s: float = 0.5) -> RunMonitor:
+        """Block until the run ends, processing and drawing events meanwhile; returns self.
+
+        Raises
+        ------
+        TimeoutError
+            The run did not end within ``timeout`` seconds.
+        RuntimeError
+            The run reported an error (its message is included).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.update()
+            self._redraw()
+            if self.finished:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the run did not finish within {timeout:g} s: {self.status}")
+            time.sleep(poll_s)
+        if self.error is not None:
+            raise RuntimeError(f"the training run failed: {self.error}")
+        return self
+
+    # ------------------------------------------------------------------ plots
+    def _label(self, level: int) -> str:
+        n = self.level_n.get(level)
+        return f"level {level}" + (f" (n={n})" if n else "")
+
+    def loss_plot(self, *, width: int = 620, height: int = 320):
+        """Batch loss per level (one colour per level, log scale), step starts dashed."""
+        import holoviews as hv
+
+        curves = {
+            self._label(lv): hv.Curve((xs, ys), "iteration", "loss").opts(color=level_color(lv))
+            for lv, (xs, ys) in sorted(self.losses.items())
+        }
+        overlay = (
+            hv.NdOverlay(curves, kdims="level")
+            if curves
+            else hv.NdOverlay(
+                {"no data yet": hv.Curve(([], []), "iteration", "loss")}, kdims="level"
+            )
+        )
+        lines = [
+            hv.VLine(x).opts(color="#777777", line_dash="dashed", line_width=1)
+            for x, _, _ in self.boundaries
+        ]
+        return hv.Overlay([overlay, *lines]).opts(
+            hv.opts.Curve(line_width=1.5, tools=["hover"]),
+            hv.opts.Overlay(
+                width=width,
+                height=height,
+                logy=True,
+                title="training loss J per batch (dashed: step starts)",
+                legend_position="right",
+                show_grid=True,
+                hooks=[named(LOSS_NAME)],
+            ),
+        )
+
+    def validation_plot(self, *, width: int = 620, height: int = 240):
+        """Finest-level validation error vs FEM (relative L2, energy gap), log scale."""
+        import holoviews as hv
+
+        layers = []
+        metrics = (
+            ("val_rel_l2", "rel. L2 error", "#000000"),
+            ("val_energy_gap", "energy gap", "#882255"),
+        )
+        for key, label, color in metrics:
+            pts = [(v["iteration"], v[key]) for v in self.validations if v.get(key) is not None]
+            pts = [(x, y) for x, y in pts if y > 0]  # log scale
+            if pts:
+                layers.append(hv.Curve(pts, "iteration", "error", label=label).opts(color=color))
+                layers.append(hv.Scatter(pts, "iteration", "error", label=label).opts(color=color))
+        if not layers:
+            layers.append(hv.Curve(([], []), "iteration", "error", label="no validation yet"))
+        return hv.Overlay(layers).opts(
+            hv.opts.Curve(tools=["hover"]),
+            hv.opts.Scatter(size=5),
+            hv.opts.Overlay(
+                width=width,
+                height=height,
+                logy=True,
+                title="validation on the finest level vs FEM",
+                legend_position="top_right",
+                show_grid=True,
+                hooks=[named(VALIDATION_NAME)],
+            ),
+        )
+
+    def summary(self) -> str:
+        """One status line: step, samples/s, last validation."""
+        parts = [self.status]
+        if self.samples_per_s is not None:
+            parts.append(f"{self.samples_per_s:.1f} samples/s")
+        if self.validations:
+            v = self.validations[-1]
+            if v.get("val_rel_l2") is not None:
+                parts.append(f"val rel. L2 {v['val_rel_l2']:.3g}")
+            if v.get("val_energy_gap") is not None:
+                parts.append(f"energy gap {v['val_energy_gap']:.3g}")
+        return " · ".join(parts)
+
+    def view(self, *, period_ms: int = 1000):
+        """The monitor as a panel layout, refreshed every ``period_ms`` while the kernel idles."""
+        import panel as pn
+
+        self._panes = {
+            "loss": pn.pane.HoloViews(self.loss_plot()),
+            "validation": pn.pane.HoloViews(self.validation_plot()),
+            "diagram": pn.pane.HoloViews(self._diagram()),
+            "summary": pn.pane.Markdown(self.summary()),
+        }
+        self._drawn = self.version
+        stop = pn.widgets.Button(name="Stop run", button_type="danger", width=120)
+
+        def on_stop(_):
+            try:
+                self.stop()
+            except (ValueError, FileNotFoundError) as exc:
+                self.status = str(exc)
+            self._panes["summary"].object = self.summary()
+
+        stop.on_click(on_stop)
+        layout = pn.Column(
+            pn.Row(stop, self._panes["summary"]),
+            pn.Row(self._panes["loss"], self._panes["diagram"]),
+            self._panes["validation"],
+        )
+
+        def tick():
+            self.update()
+            self._redraw()
+
+        callback = pn.state.add_periodic_callback(tick, period=period_ms, start=True)
+        self.param.watch(lambda e: callback.stop() if e.new else None, "finished")
+        return layout
+
+    def _diagram(self):
+        import holoviews as hv
+
+        from mgtoolkit.widgets.composer import cycle_diagram
+
+        if self.schedule is None:
+            return hv.Curve([]).opts(width=420, height=260, title="cycle: waiting for run_start")
+        n1 = self.level_n.get(1)
+        return cycle_diagram(
+            self.schedule,
+            current=self.current_step,
+            resolution=n1,
+            dim=self.dim,
+            width=420,
+        )
+
+    def _redraw(self) -> None:
+        panes = getattr(self, "_panes", None)
+        if panes is None or self._drawn == self.version:
+            return
+        self._drawn = self.version
+        panes["loss"].object = self.loss_plot()
+        panes["validation"].object = self.validation_plot()
+        panes["diagram"].object = self._diagram()
+        panes["summary"].object = self.summary()
