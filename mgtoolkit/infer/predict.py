@@ -1,0 +1,313 @@
+"""Tiled prediction: a trained U-Net over ν volumes of any size, equal to untiled inference.
+
+Why tiles: untiled inference of a 512³ field holds several 16-channel full-resolution
+activations at once (tens of GiB); a tile's memory is set by its box of cells alone.
+Why it is exact (see :mod:`mgtoolkit.infer.tiles` for the geometry): every owned node is
+computed from a box that contains its whole receptive field, aligned to the pooling grid; batch
+norm in eval mode is pointwise. The one global quantity, the per-sample mean of log ν that
+:meth:`~mgtoolkit.nn.UNet.inputs` subtracts, is computed once over the whole volume and passed
+to every tile, and the x-coordinate channel uses global cell positions. Instance and group
+normalization use statistics of the whole field and cannot be tiled exactly: they are refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mgtoolkit.infer.tiles import Tile, downsampling, tiles
+
+__all__ = ["TiledPredictor", "log_nu_mean", "predict_store", "predict_tiled"]
+
+#: Planes of ν read at once when summing log ν (bounds the temporaries of a 512³ field).
+_MEAN_PLANES = 32
+
+
+def log_nu_mean(nu) -> float:
+    """Mean of log ν over a whole field, accumulated in float64, a few planes at a time.
+
+    ``nu``: array-like ``(n,) * dim`` on cells (numpy, zarr or anything sliceable).
+    """
+    total, count = 0.0, 0
+    for z in range(0, nu.shape[0], _MEAN_PLANES):
+        block = np.asarray(nu[z : z + _MEAN_PLANES], dtype=np.float64)
+        total += float(np.log(block).sum())
+        count += block.size
+    return total / count
+
+
+def _check_tileable(model) -> None:
+    if model.config.norm in ("instance", "group"):
+        raise ValueError(
+            f"a U-Net with norm={model.config.norm!r} normalizes by statistics of the whole "
+            "field, so tiles cannot reproduce it exactly; predict such a network untiled "
+            "(tile=None on a grid that fits) or train with norm='batch' or 'none'"
+        )
+    if model.training:
+        raise ValueError(
+            "the network is in training mode (batch norm would use tile statistics); "
+            "call model.eval() before tiled prediction"
+        )
+
+
+@dataclass
+class TiledPredictor:
+    """Picklable ``nu -> u`` running a U-Net tile by tile (for dask workers and map_samples).
+
+    Parameters
+    ----------
+    model : mgtoolkit.nn.UNet
+        In eval mode; norm "batch" or "none".
+    tile : int, optional
+        Owned nodes per side of a tile; None (or ≥ n + 1) runs the field as one tile.
+    threads : int, optional
+        torch intra-op threads in the process running it (default: leave torch's setting).
+    """
+
+    model: object
+    tile: int | None = None
+    threads: int | None = None
+    _forward: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_tileable(self.model)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_forward": None}
+
+    def _net(self):
+        if self._forward is None:
+            # A shallow copy shares the weights; its ``inputs`` passes through the channels we
+            # build with global statistics, so the network's own forward runs on every tile.
+            net = copy.copy(self.model)
+            net.inputs = lambda channels, *args, **kwargs: channels
+            self._forward = net
+        return self._forward
+
+    def inputs(self, nu_box, *, box: Tile, n: int, mean: float):
+        """Input channels ``(1, C) + box shape`` of a cell box, with global statistics.
+
+        Same formulas as :meth:`mgtoolkit.nn.UNet.inputs`, but with the whole field's mean of
+        log ν and the cell-centre x coordinate of the box's global cells.
+        """
+        import torch
+
+        model = self.model
+        dtype = model.log_nu_scale.dtype
+        log_nu = torch.log(torch.as_tensor(np.asarray(nu_box), dtype=dtype))
+        channels = [(log_nu - mean) / model.log_nu_scale]
+        if model.config.x_channel:
+            x0, x1 = box.cells[-1]
+            xc = (torch.arange(x0, x1, dtype=dtype) + 0.5) * (2.0 / n) - 1.0
+            channels.append(xc.expand_as(log_nu))
+        return torch.stack(channels)[None]
+
+    def tile_list(self, n: int, dim: int) -> list[Tile]:
+        """The tiles of an ``(n,) * dim`` field (one tile when untiled)."""
+        size = n + 1 if self.tile is None else min(self.tile, n + 1)
+        return tiles(self.model.config, n=n, dim=dim, tile=size, growth=self.model.growth)
+
+    def predict_tile(self, nu, t: Tile, *, n: int, mean: float) -> np.ndarray:
+        """u on the owned nodes of tile ``t`` (float32 ndarray), reading ν's box from ``nu``."""
+        import torch
+
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        x = self.inputs(nu[t.cell_slices], box=t, n=n, mean=mean)
+        with torch.inference_mode():
+            u = self._net()(x)[0]
+        return u[t.inner_slices].float().numpy()
+
+    def __call__(self, nu) -> np.ndarray:
+        """u on nodes ``(n + 1,) * dim`` of one field ν ``(n,) * dim`` (any array-like)."""
+        import torch
+
+        dim, n = self.model.config.dim, int(nu.shape[-1])
+        if tuple(nu.shape) != (n,) * dim:
+            raise ValueError(
+                f"expected one field of shape (n,)*{dim} on cells (got {tuple(nu.shape)})"
+            )
+        if n % downsampling(self.model.config):  # coarse grid: the network pads it itself
+            with torch.inference_mode():
+                x = torch.as_tensor(np.asarray(nu), dtype=self.model.log_nu_scale.dtype)
+                return self.model(x[None])[0].float().numpy()
+        mean = log_nu_mean(nu)
+        out = np.empty((n + 1,) * dim, dtype=np.float32)
+        for t in self.tile_list(n, dim):
+            out[t.node_slices] = self.predict_tile(nu, t, n=n, mean=mean)
+        return out
+
+
+def predict_tiled(model, nu, *, tile: int | None = None) -> np.ndarray:
+    """Predict u for one field in memory, tile by tile, equal to ``model(nu)`` up to rounding.
+
+    Parameters
+    ----------
+    model : mgtoolkit.nn.UNet
+        In eval mode, norm "batch" or "none".
+    nu : array-like, shape ``(n,) * dim`` on cells
+        numpy, torch (CPU) or zarr array; only one tile's box is read at a time.
+    tile : int, optional
+        Owned nodes per side of a tile (peak memory grows with ``(tile + 2 halo)**dim``).
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape ``(n + 1,) * dim`` on nodes
+    """
+    if hasattr(nu, "detach"):
+        nu = nu.detach().cpu().numpy()
+    return TiledPredictor(model, tile=tile)(nu)
+
+
+def _sample_mean(path: str, level: int, sample: int) -> float:
+    """Task: mean of log ν of one stored sample."""
+    import zarr
+
+    from mgtoolkit.data.store import level_group
+
+    nu = zarr.open_group(path, mode="r")[level_group(level)]["nu"]
+    return log_nu_mean(_SampleView(nu, sample))
+
+
+@dataclass(frozen=True)
+class _SampleView:
+    """``array[sample]`` sliced lazily: indexing reads only the requested box from zarr."""
+
+    array: object
+    sample: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape[1:])
+
+    def __getitem__(self, index):
+        index = index if isinstance(index, tuple) else (index,)
+        return self.array[(self.sample, *index)]
+
+
+def _tile_task(
+    path: str, predictor: TiledPredictor, level: int, name: str, sample: int, t: Tile, mean: float
+) -> int:
+    """Task: predict one tile of one sample and write its owned nodes (whole zarr chunks)."""
+    import zarr
+    from distributed import get_worker
+
+    from mgtoolkit.data.store import level_group
+
+    if predictor.threads is None:
+        import torch
+
+        torch.set_num_threads(get_worker().state.nthreads)
+    group = zarr.open_group(path, mode="r+")[level_group(level)]
+    n = group["nu"].shape[-1]
+    u = predictor.predict_tile(_SampleView(group["nu"], sample), t, n=n, mean=mean)
+    group[name][(sample, *t.node_slices)] = u
+    return sample
+
+
+def predict_store(
+    path: str | os.PathLike,
+    model,
+    *,
+    level: int = 1,
+    name: str = "u_pred",
+    tile: int | None = None,
+    client=None,
+    progress: bool = True,
+) -> Path:
+    """Write the network's prediction as node field ``name`` at ``level``, tile by tile on dask.
+
+    Parameters
+    ----------
+    path : path-like
+        Dataset store (:func:`mgtoolkit.data.generate`).
+    model : mgtoolkit.nn.UNet
+        In eval mode, norm "batch" or "none".
+    level : int
+        Level to predict (1 = finest).
+    name : str
+        Node field (created by :func:`mgtoolkit.data.allocate_node_field` if absent).
+    tile : int, optional
+        Owned nodes per side of a tile. On spatially chunked fields (large samples) it is
+        rounded up to a multiple of the field's chunk, so each task writes whole chunks and no
+        two tasks share one; default: two chunks. Small samples (one chunk per sample) run
+        through :func:`mgtoolkit.data.map_samples`, one sample per task, tiled by ``tile``.
+    client : distributed.Client, optional
+        Default: an embedded LocalCluster for the duration of the call.
+    progress : bool
+        tqdm progress bar in tiles.
+
+    Samples whose ``<name>_complete`` marker is set are skipped (resumable); a sample's marker
+    is set once all its tiles are written.
+    """
+    import zarr
+
+    from mgtoolkit.data import allocate_node_field, check_store, completed, map_samples
+    from mgtoolkit.data._tasks import client_context
+    from mgtoolkit.data.store import level_group, marker_name
+
+    attrs = check_store(path)
+    if not isinstance(level, int | np.integer) or not 1 <= level <= attrs["levels"]:
+        raise ValueError(f"level must be 1 (finest) .. {attrs['levels']} (got {level!r})")
+    n = attrs["resolution"] >> (level - 1)
+    if attrs["dim"] != model.config.dim:
+        raise ValueError(
+            f"the network is {model.config.dim}D but {path} holds {attrs['dim']}D fields"
+        )
+    allocate_node_field(path, level, name)
+    group = zarr.open_group(str(path), mode="r")[level_group(level)]
+    chunk = group[name].chunks[1]
+    if chunk >= n + 1 or n % downsampling(model.config):
+        map_samples(
+            path,
+            TiledPredictor(model, tile=tile, threads=1),
+            level=level,
+            name=name,
+            client=client,
+            progress=progress,
+        )
+        return Path(path)
+    tile = 2 * chunk if tile is None else -(-int(tile) // chunk) * chunk
+    predictor = TiledPredictor(model, tile=tile)
+    todo = np.flatnonzero(~completed(path, level, name))
+    if not todo.size:
+        return Path(path)
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    layout = predictor.tile_list(n, attrs["dim"])
+    marker = zarr.open_group(str(path), mode="r+")[level_group(level)][marker_name(name)]
+    with client_context(client) as c:
+        shipped = c.scatter(predictor, broadcast=True, hash=False)
+        futures = {}
+        for s in todo:
+            mean = c.submit(_sample_mean, str(path), level, int(s), pure=False)
+            for t in layout:
+                f = c.submit(
+                    _tile_task, str(path), shipped, level, name, int(s), t, mean, pure=False
+                )
+                futures[f] = int(s)
+        left = {int(s): len(layout) for s in todo}
+        bar = tqdm(total=len(futures), desc=f"predict {name}", unit="tile", disable=not progress)
+        try:
+            for f in as_completed(futures):
+                s = f.result()
+                left[s] -= 1
+                if not left[s]:
+                    marker[s] = True
+                bar.update()
+        except BaseException as exc:
+            c.cancel(list(futures))
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise RuntimeError(
+                f"tiled prediction stopped ({type(exc).__name__}: {exc}); finished samples are "
+                "kept in the store — rerun the same call to predict only the missing ones"
+            ) from exc
+        finally:
+            bar.close()
+    return Path(path)
