@@ -9,6 +9,7 @@ covering it has finished — markers are therefore written by one process only, 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,8 +21,13 @@ import numpy as np
 
 from mgtoolkit.data.store import level_group, marker_name
 
-__all__ = ["Unit", "chunk_regions", "client_context", "plan_units", "run_units"]
+__all__ = ["Unit", "chunk_regions", "client_context", "plan_units", "run_units", "write_blocks"]
 
+#: A task writes about this many bytes of whole samples: fewer, larger tasks amortise the fixed
+#: cost of a task (scheduling, opening the store: 10-20 ms)...
+TASK_BYTES = 16 * 2**20
+#: ...but a call makes at least this many tasks when it has enough samples, to feed the workers.
+MIN_TASKS = 8
 #: Objects larger than this (pickled) are scattered once instead of riding in every task.
 _SHIP_INLINE_BYTES = 1 << 20
 
@@ -43,21 +49,34 @@ class Unit:
 def plan_units(array, done: np.ndarray, level: int, *, split: bool = True) -> list[Unit]:
     """Units that (re)write every sample of ``array`` whose marker in ``done`` is False.
 
-    Samples sharing a shard form one unit, so a shard is always written whole by one task.
-    A spatially chunked sample is cut into slabs of chunks when ``split``, else one unit.
+    A *write block* is a shard (or, unsharded, a chunk's samples); units cover whole write
+    blocks, so no two tasks write the same object. Consecutive incomplete blocks are grouped
+    into units of about ``TASK_BYTES`` (at least ``MIN_TASKS`` units when there are enough
+    blocks); complete blocks are never part of a unit. A spatially chunked sample is cut into
+    slabs of chunks along the first axis when ``split``, else it is one unit.
     """
     block = array.shards or array.chunks
     samples, n = array.shape[0], array.shape[1]
-    units = []
-    if block[1] >= n or not split:
-        for start in range(0, samples, block[0]):
-            stop = min(start + block[0], samples)
-            if not done[start:stop].all():
-                units.append(Unit(level, start, stop))
-    else:
-        for s in np.flatnonzero(~done):
-            for first in range(0, n, block[1]):
-                units.append(Unit(level, int(s), int(s) + 1, (first, min(first + block[1], n))))
+    if block[1] < n and split:
+        return [
+            Unit(level, int(s), int(s) + 1, (first, min(first + block[1], n)))
+            for s in np.flatnonzero(~done)
+            for first in range(0, n, block[1])
+        ]
+    step = block[0]
+    block_bytes = array.dtype.itemsize * step * math.prod(array.shape[1:])
+    per = max(1, min(TASK_BYTES // block_bytes, math.ceil(samples / step) // MIN_TASKS))
+    units: list[Unit] = []
+    run: list[int] = []  # starts of consecutive incomplete blocks
+    for start in range(0, samples, step):
+        if done[start : start + step].all() or len(run) == per:
+            if run:
+                units.append(Unit(level, run[0], min(run[-1] + step, samples)))
+            run = []
+        if not done[start : start + step].all():
+            run.append(start)
+    if run:
+        units.append(Unit(level, run[0], min(run[-1] + step, samples)))
     return units
 
 
@@ -70,6 +89,13 @@ def chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...], slab: tuple[i
             slice(r[i], min(r[i] + c, s if k else slab[1]))
             for k, (r, i, c, s) in enumerate(zip(ranges, starts, chunks, shape, strict=True))
         )
+
+
+def write_blocks(array, unit: Unit):
+    """``(start, stop)`` sample ranges of the write blocks (shards or chunks) of a unit."""
+    step = (array.shards or array.chunks)[0]
+    for start in range(unit.start, unit.stop, step):
+        yield start, min(start + step, unit.stop)
 
 
 @contextlib.contextmanager

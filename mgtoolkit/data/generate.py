@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from mgtoolkit.data._tasks import Unit, chunk_regions, client_context, plan_units, run_units
+from mgtoolkit.data._tasks import (
+    Unit,
+    chunk_regions,
+    client_context,
+    plan_units,
+    run_units,
+    write_blocks,
+)
 from mgtoolkit.data.store import (
     FORMAT,
     FORMAT_VERSION,
@@ -233,10 +240,11 @@ def _write_nu(path: str, family: Family, unit: Unit) -> None:
 
     if unit.slab is None:
         whole = (slice(0, n),) * dim
-        out = np.empty((unit.stop - unit.start,) + (n,) * dim, dtype=nu.dtype)
-        for j, s in enumerate(range(unit.start, unit.stop)):
-            out[j] = family.block(s, params(j), dim=dim, n=n, region=whole)
-        nu[unit.start : unit.stop] = out
+        for start, stop in write_blocks(nu, unit):
+            out = np.empty((stop - start,) + (n,) * dim, dtype=nu.dtype)
+            for s in range(start, stop):
+                out[s - start] = family.block(s, params(s - unit.start), dim=dim, n=n, region=whole)
+            nu[start:stop] = out
         return
     for region in chunk_regions(nu.shape[1:], nu.chunks[1:], unit.slab):
         block = family.block(unit.start, params(0), dim=dim, n=n, region=region)

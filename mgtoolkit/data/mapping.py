@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgtoolkit.data._tasks import Unit, client_context, plan_units, run_units
+from mgtoolkit.data._tasks import Unit, client_context, plan_units, run_units, write_blocks
 from mgtoolkit.data.store import (
     allocate_node_field,
     check_store,
@@ -101,14 +101,15 @@ def _apply(path: str, payload: tuple[Callable, str], unit: Unit) -> None:
     group = zarr.open_group(path, mode="r+")[level_group(unit.level)]
     nu, field = group["nu"], group[name]
     expected = field.shape[1:]
-    out = np.empty((unit.stop - unit.start, *expected), dtype=field.dtype)
-    for j, s in enumerate(range(unit.start, unit.stop)):
-        u = fn(np.asarray(nu[s]))
-        u = u.detach().cpu().numpy() if hasattr(u, "detach") else np.asarray(u)
-        if u.shape != expected:
-            raise ValueError(
-                f"map_samples fn returned shape {u.shape} for sample {s}; node field "
-                f"{name!r} needs {expected} (n + 1 nodes per side for n cells)"
-            )
-        out[j] = u
-    field[unit.start : unit.stop] = out
+    for start, stop in write_blocks(field, unit):
+        out = np.empty((stop - start, *expected), dtype=field.dtype)
+        for s in range(start, stop):
+            u = fn(np.asarray(nu[s]))
+            u = u.detach().cpu().numpy() if hasattr(u, "detach") else np.asarray(u)
+            if u.shape != expected:
+                raise ValueError(
+                    f"map_samples fn returned shape {u.shape} for sample {s}; node field "
+                    f"{name!r} needs {expected} (n + 1 nodes per side for n cells)"
+                )
+            out[s - start] = u
+        field[start:stop] = out

@@ -26,12 +26,17 @@ Adding a node field creates new arrays beside ``nu`` and never rewrites it.
 
 Chunking (see :class:`Chunking`) — uncompressed bytes per sample decide:
 
-- *Small samples* (≤ ``chunk_mib``, e.g. 2D up to 1024², 3D up to 128³ in float32): one chunk
+- *Samples up to* ``chunk_mib`` (8 MiB: 2D up to 1024², 3D up to 128³ in float32): one chunk
   per sample, so a reader of one sample (:class:`~mgtoolkit.data.LevelDataset`) decodes exactly
-  that sample; consecutive samples are grouped into shards of ≤ ``shard_mib`` so that a
-  dataset of 10⁴ small fields is a few hundred files, not 10⁴ per level, yet spread over at
-  least ``min_shards`` shards so the samples still spread over the workers. A shard is written
-  whole, by one task, so concurrent writers never share one (zarr rewrites a shard on any write).
+  that sample.
+- *Tiny samples* (< ``shard_below_mib`` = 1 MiB: 3D below 64³, 2D below 512²) are moreover
+  grouped into shards of ≤ ``shard_mib`` consecutive samples, so that 10⁴ small fields are a few
+  hundred files per level rather than 10⁴, yet spread over at least ``min_shards`` shards so
+  they still spread over the workers. A shard is written whole, by one task, so concurrent
+  writers never share one (zarr rewrites a whole shard on any write). Sharding is not used for
+  larger samples because it costs: measured on 128³ samples, zarr's sharded path wrote at
+  111 MB/s and read at 107 MB/s against 316 and 892 MB/s for one plain chunk per sample, while
+  on 32³ samples shards wrote 15× faster (per-object costs dominate there).
 - *Large samples*: cubic spatial chunks of the largest power-of-two side within ``chunk_mib``
   (8 MiB = 128³ float32), no sharding. A 512³ sample is 64 chunk objects; one task writes one
   slab of chunks along the first axis, one chunk at a time, which bounds a worker's memory by a
@@ -88,19 +93,22 @@ class Chunking:
     """Chunk and shard sizes (uncompressed MiB); the defaults are justified in the module doc."""
 
     chunk_mib: float = 8.0
+    shard_below_mib: float = 1.0
     shard_mib: float = 32.0
     min_shards: int = 8
 
     def layout(self, *, dim: int, n: int, samples: int, itemsize: int = 4) -> tuple[tuple, tuple]:
         """``(chunks, shards)`` of a cell field ``(samples,) + (n,) * dim``; shards may be None."""
         sample_bytes = itemsize * n**dim
-        if sample_bytes <= self.chunk_mib * 2**20:
-            k = int(self.shard_mib * 2**20 // sample_bytes)
-            k = max(1, min(k, math.ceil(samples / self.min_shards)))
-            chunks = (1,) + (n,) * dim
-            return chunks, ((k,) + (n,) * dim if k > 1 else None)
-        side = 1 << int(math.log2((self.chunk_mib * 2**20 / itemsize) ** (1.0 / dim)))
-        return (1,) + (min(side, n),) * dim, None
+        if sample_bytes > self.chunk_mib * 2**20:
+            side = 1 << int(math.log2((self.chunk_mib * 2**20 / itemsize) ** (1.0 / dim)))
+            return (1,) + (min(side, n),) * dim, None
+        chunks = (1,) + (n,) * dim
+        if sample_bytes >= self.shard_below_mib * 2**20:
+            return chunks, None
+        k = int(self.shard_mib * 2**20 // sample_bytes)
+        k = max(1, min(k, math.ceil(samples / self.min_shards)))
+        return chunks, ((k,) + (n,) * dim if k > 1 else None)
 
 
 def level_group(level: int) -> str:
