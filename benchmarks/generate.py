@@ -4,7 +4,8 @@ Each case runs on a fresh LocalCluster (single-threaded worker processes) so tha
 worker's peak resident memory (``ru_maxrss``) belongs to that case alone. The total peak is the
 largest sum of resident memory of this process and all its children, sampled every 20 ms.
 MB/s counts the uncompressed float32 bytes of ν over all levels per second of wall time
-(store creation included); "disk" is what the compressed store occupies.
+(store creation included); "disk" is what the compressed store occupies. With ``--repeat`` the
+fastest run is shown, with the largest peaks of all runs.
 
     flock /tmp/mgtoolkit-heavy.lock .venv/bin/python benchmarks/generate.py
 """
@@ -103,6 +104,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per case; the fastest is shown (shared machines)",
+    )
+    parser.add_argument(
         "--dir", default=None, help="where stores are written (default: a temp dir)"
     )
     parser.add_argument(
@@ -121,7 +128,13 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for resolution, samples in cases:
-        r = run_case(resolution, samples, levels=args.levels, workers=args.workers, root=root)
+        runs = [
+            run_case(resolution, samples, levels=args.levels, workers=args.workers, root=root)
+            for _ in range(args.repeat)
+        ]
+        r = min(runs, key=lambda run: run["wall_s"])
+        r["worker_peak_gib"] = max(run["worker_peak_gib"] for run in runs)
+        r["total_peak_gib"] = max(run["total_peak_gib"] for run in runs)
         ok = "yes" if r["worker_peak_gib"] <= WORKER_LIMIT_GIB else "NO"
         print(
             f"{r['case']:<12} {r['nu_mib']:>8.0f} {r['disk_mib']:>9.0f} {r['wall_s']:>7.1f} "

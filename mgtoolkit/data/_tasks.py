@@ -21,7 +21,15 @@ import numpy as np
 
 from mgtoolkit.data.store import level_group, marker_name
 
-__all__ = ["Unit", "chunk_regions", "client_context", "plan_units", "run_units", "write_blocks"]
+__all__ = [
+    "Unit",
+    "chunk_regions",
+    "client_context",
+    "plan_units",
+    "remove_partials",
+    "run_units",
+    "write_blocks",
+]
 
 #: A task writes about this many bytes of whole samples: fewer, larger tasks amortise the fixed
 #: cost of a task (scheduling, opening the store: 10-20 ms)...
@@ -89,6 +97,17 @@ def chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...], slab: tuple[i
             slice(r[i], min(r[i] + c, s if k else slab[1]))
             for k, (r, i, c, s) in enumerate(zip(ranges, starts, chunks, shape, strict=True))
         )
+
+
+def remove_partials(path: Path, variable: str) -> None:
+    """Delete temp files that writes of ``variable`` left when their process was killed.
+
+    zarr's local store writes each object to ``<key>.<uuid>.partial`` and renames it into
+    place, so a killed writer leaves such a file and never a torn chunk. Only ``variable``'s
+    arrays are swept: other variables may be written by another process right now.
+    """
+    for stray in path.glob(f"level*/{variable}/**/*.partial"):
+        stray.unlink(missing_ok=True)
 
 
 def write_blocks(array, unit: Unit):

@@ -13,6 +13,7 @@ from mgtoolkit.data._tasks import (
     chunk_regions,
     client_context,
     plan_units,
+    remove_partials,
     run_units,
     write_blocks,
 )
@@ -218,8 +219,7 @@ def _fill(path: Path, fam: Family, *, client, progress: bool) -> None:
         units += plan_units(root[level_group(level)]["nu"], completed(path, level), level)
     if not units:
         return
-    for stray in path.rglob("*.partial"):  # temp files of writes killed mid-way
-        stray.unlink(missing_ok=True)
+    remove_partials(path, "nu")
     with client_context(client) as c:
         run_units(
             c, _write_nu, fam, units, path=path, variable="nu", desc="generate", progress=progress

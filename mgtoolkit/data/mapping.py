@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mgtoolkit.data._tasks import Unit, client_context, plan_units, run_units, write_blocks
+from mgtoolkit.data._tasks import (
+    Unit,
+    client_context,
+    plan_units,
+    remove_partials,
+    run_units,
+    write_blocks,
+)
 from mgtoolkit.data.store import (
     allocate_node_field,
     check_store,
@@ -79,6 +86,7 @@ def map_samples(
     field = zarr.open_group(str(path), mode="r")[level_group(level)][name]
     units = plan_units(field, completed(path, level, name), level, split=False)
     if units:
+        remove_partials(path, name)
         with client_context(client) as c:
             run_units(
                 c,
