@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import queue
+import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -136,32 +137,25 @@ def spawn(
             else:
                 os.environ[k] = v
     out: dict[int, Any] = {}
-    errors: list[str] = []
+    errors: dict[int, str] = {}
+    deadline = time.monotonic() + timeout_s
     try:
-        import time
-
-        deadline = time.monotonic() + timeout_s
         while len(out) + len(errors) < world_size:
             try:
-                rank, ok, value = results.get(timeout=1.0)
+                rank, ok, value = results.get(timeout=1.0 if not errors else 3.0)
             except queue.Empty:
-                dead = [
-                    f"rank {r} died with exit code {p.exitcode}"
-                    for r, p in enumerate(procs)
-                    if p.exitcode is not None and r not in out and p.exitcode != 0
-                ]
-                if dead and results.empty():
-                    errors.extend(dead)
+                if errors:  # the others are stuck in a collective; stop them below
                     break
-                if time.monotonic() > deadline:
-                    errors.append(f"timed out after {timeout_s:.0f} s waiting for the ranks")
-                    break
+                for r, p in enumerate(procs):
+                    if p.exitcode not in (None, 0) and r not in out and r not in errors:
+                        errors[r] = f"died with exit code {p.exitcode}"
+                if not errors and time.monotonic() > deadline:
+                    errors[-1] = f"no result after {timeout_s:.0f} s (timed out)"
                 continue
             if ok:
                 out[rank] = pickle.loads(value)
             else:
-                errors.append(f"rank {rank} failed: {value}")
-                break  # the others are stuck in a collective; stop them below
+                errors[rank] = value
     finally:
         for p in procs:
             p.join(timeout=5.0 if not errors else 0.5)
@@ -169,5 +163,7 @@ def spawn(
                 p.terminate()
                 p.join()
     if errors:
-        raise RankFailed(f"distributed run on {world_size} local processes failed: " + errors[0])
+        # Name the first failure first: later ones are usually its echo in the peers.
+        detail = "\n".join(f"rank {r}: {m}" if r >= 0 else m for r, m in errors.items())
+        raise RankFailed(f"distributed run on {world_size} local processes failed: {detail}")
     return [out[r] for r in range(world_size)]

@@ -204,6 +204,25 @@ def broadcast_module(module: nn.Module) -> None:
             offset += t.numel()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: the gradient of a sum is the sum of the gradients.
+
+    (``torch.distributed.nn.functional.all_reduce`` does the same but is deprecated.)
+    """
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = t.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad)
+
+
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalization with statistics over the global batch, on CPU (gloo) and GPU.
 
@@ -229,7 +248,6 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (use_batch and _active()):
             return super().forward(x)
         import torch.distributed as dist
-        from torch.distributed.nn.functional import all_reduce
 
         rank, size = dist.get_rank(), dist.get_world_size()
         c = x.shape[1]
@@ -242,7 +260,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         slots = torch.zeros(size, 2 * c + 1, dtype=torch.float64, device=x.device)
         mine = torch.cat([mean_r, m2_r, mean_r.new_tensor([float(count)])])
         slots = slots.index_copy(0, torch.tensor([rank], device=x.device), mine[None])
-        gathered = all_reduce(slots)  # row r holds rank r's statistics
+        gathered = _AllReduceSum.apply(slots)  # row r holds rank r's statistics
         means, m2s, counts = gathered[:, :c], gathered[:, c : 2 * c], gathered[:, 2 * c :]
         total = counts.sum()
         mean = (counts * means).sum(0) / total
