@@ -21,8 +21,11 @@ from mgtoolkit.grids import check_resolution
 
 __all__ = ["apply_operator", "energy", "operator_diagonal", "split_shapes"]
 
-#: Elements (batch included) per slab temporary: ~1-2 MB, so a slab's temporaries fit in L2/L3.
+#: Elements (batch included) per slab temporary on CPU: ~1-2 MB, so a slab's temporaries
+#: stay in L2/L3 cache.
 SLAB_ELEMENTS = 1 << 18
+#: On GPUs kernel launches, not caches, are the cost: slabs of ~32M elements.
+SLAB_ELEMENTS_GPU = 1 << 25
 
 
 def split_shapes(nu, u=None, *, dim: int | None = None) -> tuple[int, int, tuple[int, ...]]:
@@ -79,9 +82,10 @@ def split_shapes(nu, u=None, *, dim: int | None = None) -> tuple[int, int, tuple
     return dim, n, batch
 
 
-def _slabs(n: int, plane: int):
+def _slabs(n: int, plane: int, device: torch.device):
     """Cell ranges ``(start, count)`` along the first spatial axis."""
-    step = max(1, SLAB_ELEMENTS // max(plane, 1))
+    size = SLAB_ELEMENTS if device.type == "cpu" else SLAB_ELEMENTS_GPU
+    step = max(1, size // max(plane, 1))
     for c0 in range(0, n, step):
         yield c0, min(step, n - c0)
 
@@ -117,7 +121,7 @@ def energy(nu, u, *, dim: int | None = None) -> torch.Tensor:
     plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
     total = u.new_zeros(batch)
     spatial = tuple(range(ax, ax + dim))
-    for c0, c in _slabs(n, plane):
+    for c0, c in _slabs(n, plane, u.device):
         modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
         nu_s = nu.narrow(ax, c0, c).to(u.dtype)
         dens = None
@@ -150,7 +154,7 @@ def apply_operator(nu, u, *, dim: int | None = None) -> torch.Tensor:
     weights = {sum(m): mode_weight(m) for m in MODES[dim]}
     out = torch.zeros_like(u)
     grad = torch.is_grad_enabled() and (u.requires_grad or nu.requires_grad)
-    for c0, c in _slabs(n, plane):
+    for c0, c in _slabs(n, plane, u.device):
         modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
         nu_s = nu.narrow(ax, c0, c).to(u.dtype)  # per slab: ν stays in its own dtype
         # ν w h^(d-2) per number k of difference axes (the weight of each mode).
