@@ -9,7 +9,8 @@ Run heavy sizes under the shared lock, e.g.::
 Columns: n = cells per side (the grid has (n+1)³ nodes); setup/solve/total in seconds;
 its = PCG iterations to ‖r‖ ≤ rtol ‖b‖; peak = peak RSS of the case's process in GiB.
 pyamg's matrix assembly (scipy, our :func:`mgtoolkit.fem.assemble`) is reported apart and not
-counted in its total. ν is the KL field at the ω-box corner ω = (3, 3, -3, 3).
+counted in its total. The 1-minute load average after each row tells whether other work
+shared the cores. ν is the KL field at the ω-box corner ω = (3, 3, -3, 3).
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def main() -> None:
             if n in args.pyamg_sizes
             else {"error": "not run"}
         )
+        load = os.getloadavg()[0]
         row = f"{n:>5} {(n + 1) ** args.dim:>11,} | "
         if "error" in ours:
             row += f"{'failed: ' + ours['error'][:40]:>40} | "
@@ -155,7 +157,7 @@ def main() -> None:
                 f"{amg['assemble']:>9.2f} {amg['setup']:>7.2f} {amg['solve']:>7.2f} "
                 f"{amg['total']:>7.2f} {amg['its']:>3d} {amg['peak_gib']:>8.2f} | {speed:>7.1f}x"
             )
-        print(row, flush=True)
+        print(f"{row}   (load avg {load:.1f})", flush=True)
 
     corners = list(itertools.product((-3.0, 3.0), repeat=4))
     for n in args.corners:
