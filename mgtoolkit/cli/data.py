@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 
 __all__ = ["register"]
 
@@ -69,10 +70,20 @@ def _client(address: str | None):
         yield client
 
 
+@contextlib.contextmanager
+def _interruptible():
+    """Turn a stopped run into a one-line message (its samples so far are kept)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        print(f"mgtoolkit: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+
+
 def _generate(args) -> int:
     from mgtoolkit.data import generate, store_summary
 
-    with _client(args.scheduler) as client:
+    with _client(args.scheduler) as client, _interruptible():
         path = generate(
             args.out,
             dim=args.dim,
@@ -116,7 +127,7 @@ def _import(args) -> int:
                 )
             node = node[args.variable]
         data = node
-    with _client(args.scheduler) as client:
+    with _client(args.scheduler) as client, _interruptible():
         path = import_arrays(
             args.out,
             data,

@@ -187,9 +187,10 @@ def run_units(
     }
     bar = tqdm(total=len(levels_left), desc=desc, unit="sample", disable=not progress)
     try:
-        for future in as_completed(futures):
+        for future in as_completed(list(futures)):
             future.result()  # re-raises the task's error here
             u = futures.pop(future)
+            bar.set_postfix_str(f"tasks {len(units) - len(futures)}/{len(units)}", refresh=False)
             finished = []
             for s in range(u.start, u.stop):
                 left[(u.level, s)] -= 1
@@ -207,7 +208,7 @@ def run_units(
             raise
         raise RuntimeError(
             f"{desc} stopped before finishing ({type(exc).__name__}: {exc}); finished samples "
-            "are kept in the store — rerun the same call to fill in only the missing ones"
+            "are kept in the store; rerun the same command or call to fill in only the missing ones"
         ) from exc
     finally:
         bar.close()

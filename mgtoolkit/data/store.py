@@ -19,6 +19,10 @@ Layout (format version 1)::
     ├── level2/ …                      n / 2 cells per side
     └── levelL/
 
+Read it with :func:`open_store` / :func:`open_level`, or with plain xarray:
+``xr.open_datatree(path, engine="zarr", consolidated=False)``. Metadata is deliberately not
+consolidated: node fields are added later, and a stale consolidated copy would hide them.
+
 Every per-sample variable ``v`` written by tasks has a marker ``v_complete``; a sample counts only
 once its marker is set, so an interrupted writer leaves at worst an unmarked, half-written
 sample that the next run rewrites. Markers are written by the coordinating process alone.

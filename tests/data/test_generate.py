@@ -47,6 +47,9 @@ def test_levels_hold_the_family_at_their_own_cell_centres(
     )
     tree = open_store(path)
     assert sorted(tree.children) == [f"level{lv}" for lv in range(1, levels + 1)]
+    plain = xr.open_datatree(path, engine="zarr", consolidated=False)  # no mgtoolkit needed
+    assert sorted(plain.children) == sorted(tree.children)
+    np.testing.assert_array_equal(plain["level1"]["nu"].values, tree["level1"]["nu"].values)
     attrs = tree.attrs
     assert attrs["family"] == "kl" and attrs["seed"] == 3 and attrs["samples"] == 5
     assert attrs["format_version"] == FORMAT_VERSION
