@@ -6,7 +6,7 @@ and testable without them loaded.
 
 from __future__ import annotations
 
-__all__ = ["LEVEL_COLORS", "extension", "level_color", "named"]
+__all__ = ["LEVEL_COLORS", "extension", "holoviews", "level_color", "named"]
 
 #: One colour per multigrid level (level 1 first); colour-blind friendly (Okabe–Ito).
 LEVEL_COLORS = (
@@ -38,6 +38,18 @@ def extension() -> None:
 
     pn.extension(inline=True)
     hv.extension("bokeh", inline=True)
+
+
+def holoviews():
+    """The holoviews module with its bokeh backend registered (options need a backend).
+
+    Outside a notebook (scripts, tests) nobody calls ``hv.extension``; importing the bokeh
+    plotting module registers the backend without loading any notebook JavaScript.
+    """
+    import holoviews as hv
+    import holoviews.plotting.bokeh
+
+    return hv
 
 
 def named(name: str):

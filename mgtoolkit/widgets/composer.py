@@ -17,7 +17,7 @@ from pathlib import Path
 import param
 
 from mgtoolkit.cycles import CYCLE_NAMES, EarlyStopping, FixedEpochs, Rule, Schedule
-from mgtoolkit.widgets._view import level_color, named
+from mgtoolkit.widgets._view import holoviews, level_color, named
 
 __all__ = [
     "CycleComposer",
@@ -125,7 +125,7 @@ def cycle_diagram(
     dim : int
         2 or 3, for the axis labels.
     """
-    import holoviews as hv
+    hv = holoviews()
 
     data = diagram_data(schedule, current=current)
     top = max(levels or 0, schedule.coarsest)
@@ -325,10 +325,10 @@ class CycleComposer(param.Parameterized):
         ValueError, ConnectionError
             No client, an unreachable cluster, or an invalid cycle/config (messages name the fix).
         """
-        from mgtoolkit.dist import launch
-
         check_cluster(client)
         config = self.train_config(store=store, **settings)
+        from mgtoolkit.dist import launch
+
         self.handle = launch(config, run_dir, client=client)
         self.status = (
             f"launched {Path(run_dir).name} on {len(client.scheduler_info()['workers'])} workers"
@@ -410,12 +410,14 @@ class CycleComposer(param.Parameterized):
     def _rule_editor(self):
         import panel as pn
 
-        step = pn.widgets.IntInput(name="step (1-based)", value=1, start=1, width=110)
-        kind = pn.widgets.Select(name="rule", options=["fixed epochs", "early stopping"], width=130)
-        epochs = pn.widgets.IntInput(name="epochs / cap", value=self.epochs, start=0, width=100)
-        patience = pn.widgets.IntInput(name="patience", value=self.patience, start=1, width=90)
-        apply = pn.widgets.Button(name="Set step rule", button_type="primary", width=120)
-        reset = pn.widgets.Button(name="Reset rules", width=110)
+        step = pn.widgets.IntInput(label="step (1-based)", value=1, start=1, width=110)
+        kind = pn.widgets.Select(
+            label="rule", options=["fixed epochs", "early stopping"], width=130
+        )
+        epochs = pn.widgets.IntInput(label="epochs / cap", value=self.epochs, start=0, width=100)
+        patience = pn.widgets.IntInput(label="patience", value=self.patience, start=1, width=90)
+        apply = pn.widgets.Button(label="Set step rule", color="primary", width=120)
+        reset = pn.widgets.Button(label="Reset rules", width=110)
         note = pn.pane.Markdown("", margin=(0, 10))
 
         def on_apply(_):
@@ -446,7 +448,7 @@ class CycleComposer(param.Parameterized):
     def _launch_row(self, *, client, store, run_dir, **settings):
         import panel as pn
 
-        button = pn.widgets.Button(name="Launch on cluster", button_type="success", width=180)
+        button = pn.widgets.Button(label="Launch on cluster", color="success", width=180)
         status = pn.pane.Markdown(self.status)
 
         def on_click(_):

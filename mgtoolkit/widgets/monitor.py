@@ -20,7 +20,7 @@ from pathlib import Path
 
 import param
 
-from mgtoolkit.widgets._view import level_color, named
+from mgtoolkit.widgets._view import holoviews, level_color, named
 
 __all__ = ["EventFollower", "RunMonitor", "request_stop"]
 
@@ -268,10 +268,12 @@ class RunMonitor(param.Parameterized):
 
     def loss_plot(self, *, width: int = 620, height: int = 320):
         """Batch loss per level (one colour per level, log scale), step starts dashed."""
-        import holoviews as hv
+        hv = holoviews()
 
         curves = {
-            self._label(lv): hv.Curve((xs, ys), "iteration", "loss").opts(color=level_color(lv))
+            self._label(lv): hv.Curve((xs, ys), "iteration", "loss").opts(
+                color=level_color(lv), line_width=1.5, tools=["hover"]
+            )
             for lv, (xs, ys) in sorted(self.losses.items())
         }
         overlay = (
@@ -286,21 +288,18 @@ class RunMonitor(param.Parameterized):
             for x, _, _ in self.boundaries
         ]
         return hv.Overlay([overlay, *lines]).opts(
-            hv.opts.Curve(line_width=1.5, tools=["hover"]),
-            hv.opts.Overlay(
-                width=width,
-                height=height,
-                logy=True,
-                title="training loss J per batch (dashed: step starts)",
-                legend_position="right",
-                show_grid=True,
-                hooks=[named(LOSS_NAME)],
-            ),
+            width=width,
+            height=height,
+            logy=True,
+            title="training loss J per batch (dashed: step starts)",
+            legend_position="right",
+            show_grid=True,
+            hooks=[named(LOSS_NAME)],
         )
 
     def validation_plot(self, *, width: int = 620, height: int = 240):
         """Finest-level validation error vs FEM (relative L2, energy gap), log scale."""
-        import holoviews as hv
+        hv = holoviews()
 
         layers = []
         metrics = (
@@ -311,22 +310,24 @@ class RunMonitor(param.Parameterized):
             pts = [(v["iteration"], v[key]) for v in self.validations if v.get(key) is not None]
             pts = [(x, y) for x, y in pts if y > 0]  # log scale
             if pts:
-                layers.append(hv.Curve(pts, "iteration", "error", label=label).opts(color=color))
-                layers.append(hv.Scatter(pts, "iteration", "error", label=label).opts(color=color))
+                layers.append(
+                    hv.Curve(pts, "iteration", "error", label=label).opts(
+                        color=color, tools=["hover"]
+                    )
+                )
+                layers.append(
+                    hv.Scatter(pts, "iteration", "error", label=label).opts(color=color, size=5)
+                )
         if not layers:
             layers.append(hv.Curve(([], []), "iteration", "error", label="no validation yet"))
         return hv.Overlay(layers).opts(
-            hv.opts.Curve(tools=["hover"]),
-            hv.opts.Scatter(size=5),
-            hv.opts.Overlay(
-                width=width,
-                height=height,
-                logy=True,
-                title="validation on the finest level vs FEM",
-                legend_position="top_right",
-                show_grid=True,
-                hooks=[named(VALIDATION_NAME)],
-            ),
+            width=width,
+            height=height,
+            logy=True,
+            title="validation on the finest level vs FEM",
+            legend_position="top_right",
+            show_grid=True,
+            hooks=[named(VALIDATION_NAME)],
         )
 
     def summary(self) -> str:
@@ -353,7 +354,7 @@ class RunMonitor(param.Parameterized):
             "summary": pn.pane.Markdown(self.summary()),
         }
         self._drawn = self.version
-        stop = pn.widgets.Button(name="Stop run", button_type="danger", width=120)
+        stop = pn.widgets.Button(label="Stop run", color="danger", width=120)
 
         def on_stop(_):
             try:
@@ -378,7 +379,7 @@ class RunMonitor(param.Parameterized):
         return layout
 
     def _diagram(self):
-        import holoviews as hv
+        hv = holoviews()
 
         from mgtoolkit.widgets.composer import cycle_diagram
 

@@ -21,6 +21,7 @@ import numpy as np
 import param
 
 from mgtoolkit.grids import AXES
+from mgtoolkit.widgets._view import holoviews, named
 
 __all__ = ["DatasetBrowser", "FieldViewer", "MissingFieldError"]
 
@@ -220,9 +221,7 @@ class FieldViewer(param.Parameterized):
     # ------------------------------------------------------------------ view
     def images(self, *, size: int = 200):
         """The selection as a holoviews Layout (ν log scale; shared scale for u; diff ±)."""
-        import holoviews as hv
-
-        from mgtoolkit.widgets._view import named
+        hv = holoviews()
 
         arrays = self.selection()
         vert, horiz = self.plane_axes()
@@ -365,7 +364,7 @@ class DatasetBrowser(param.Parameterized):
 
     def points(self):
         """ω scatter (selected sample ringed); tapping a point selects that sample."""
-        import holoviews as hv
+        hv = holoviews()
 
         x, y = self.omega[:, self.mode_x - 1], self.omega[:, self.mode_y - 1]
         kx, ky = f"ω{self.mode_x}", f"ω{self.mode_y}"
@@ -378,7 +377,7 @@ class DatasetBrowser(param.Parameterized):
         return pts * sel
 
     def view(self):
-        import holoviews as hv
+        hv = holoviews()
         import panel as pn
 
         tap = hv.streams.Tap(x=None, y=None)

@@ -1,0 +1,146 @@
+"""Cycle composer: state → the same Schedule as mgtoolkit.cycles; diagram; launch errors."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import pytest
+
+from mgtoolkit.cycles import CYCLE_NAMES, EarlyStopping, FixedEpochs, Schedule, schedule
+from mgtoolkit.widgets import CycleComposer, check_cluster, cycle_diagram, diagram_data
+from mgtoolkit.widgets.composer import DIAGRAM_NAME, parse_sequence
+
+RULES = dict(epochs=3, patience=4, min_rel_improvement=0.01, max_epochs=17)
+
+
+@pytest.mark.parametrize("name", CYCLE_NAMES)
+@pytest.mark.parametrize("levels", [1, 2, 4])
+def test_named_cycles_equal_the_api(name, levels):
+    c = CycleComposer(cycle=name, levels=levels, **RULES)
+    assert c.schedule() == schedule(name, levels, **RULES)
+
+
+def test_custom_sequence_and_step_rules_equal_the_api():
+    c = CycleComposer(levels=3, cycle="custom", sequence="3, 2 1-2 1", **RULES)
+    c.set_rule(0, FixedEpochs(9))
+    c.set_rule(-1, EarlyStopping(2, 0.0, 40))
+    expected = Schedule.from_levels(
+        [3, 2, 1, 2, 1],
+        **RULES,
+        overrides={0: FixedEpochs(9), 4: EarlyStopping(2, 0.0, 40)},
+    )
+    assert c.schedule() == expected
+    # The optimizer settings travel with the cycle into the training config.
+    c.param.update(optimizer="lbfgs", lr=0.5, batch_size=8)
+    assert (c.optim_config().name, c.optim_config().lr, c.optim_config().batch_size) == (
+        "lbfgs",
+        0.5,
+        8,
+    )
+
+
+def test_changing_the_sequence_clears_step_rules():
+    c = CycleComposer(levels=3, cycle="V")
+    c.set_rule(2, FixedEpochs(1))
+    assert c.schedule().steps[2].rule == FixedEpochs(1)
+    c.cycle = "W"
+    assert c.overrides == {}
+    assert c.schedule() == schedule("W", 3)
+
+
+@pytest.mark.parametrize(
+    "text, levels, words",
+    [
+        ("1 2 5", 3, ["level 5", "1..3"]),
+        ("0 1", 2, ["level 0", "1..2"]),
+        ("3 two 1", 3, ["'two'", "not a level number"]),
+        ("  ", 3, ["empty", "3 2 1"]),
+    ],
+)
+def test_invalid_custom_sequences_name_the_problem(text, levels, words):
+    with pytest.raises(ValueError) as err:
+        parse_sequence(text, levels=levels)
+    for w in words:
+        assert w in str(err.value)
+    c = CycleComposer(levels=levels, cycle="custom", sequence=text)
+    with pytest.raises(ValueError):
+        c.schedule()
+
+
+def test_step_rule_index_out_of_range():
+    c = CycleComposer(levels=2, cycle="V")  # 3 steps
+    with pytest.raises(ValueError, match="out of range: the cycle has 3 steps"):
+        c.set_rule(3, FixedEpochs(1))
+
+
+def test_diagram_data_and_rendered_figure():
+    s = schedule("F", 3)
+    data = diagram_data(s, current=4)
+    assert data["level"] == list(s.levels)
+    assert data["kind"] == [
+        "fixed" if isinstance(st.rule, FixedEpochs) else "early stopping" for st in s.steps
+    ]
+    assert data["current"].count(True) == 1 and data["current"][4]
+    fig = hv.render(cycle_diagram(s, current=4, resolution=64), backend="bokeh")
+    assert fig.name == DIAGRAM_NAME
+    assert fig.y_range.start > fig.y_range.end  # inverted: level 1 (finest) at the top
+    ticks = fig.yaxis[0].major_label_overrides
+    assert ticks[1] == "1 (64²)" and ticks[3] == "3 (16²)"
+    # Every step is drawn once as a marker (squares + circles), in step order.
+    steps = sorted(
+        (x, y)
+        for r in fig.renderers
+        if r.glyph.__class__.__name__ == "Scatter" and r.glyph.size == 13
+        for x, y in zip(r.data_source.data["step"], r.data_source.data["level"], strict=True)
+    )
+    assert steps == list(enumerate(s.levels, start=1))
+
+
+def test_cost_text_reports_the_schedule_cost():
+    c = CycleComposer(levels=3, cycle="half-V", dim=3, **RULES)
+    expected = schedule("half-V", 3, **RULES).cost(3)
+    assert f"≤ {expected:.3g} finest-level epochs (3D" in c.cost_text()
+
+
+def test_view_redraws_on_edit():
+    c = CycleComposer(levels=3, cycle="V")
+    layout = c.view()
+    pane = layout[1][1]  # message, diagram, cost, rule editor
+    before = pane.object
+    c.cycle = "W"
+    assert pane.object is not before
+    title = pane.object.opts.get().kwargs["title"]
+    assert title == "W cycle: " + " ".join(map(str, schedule("W", 3).levels))
+    # Bad input shows the message instead of failing.
+    c.param.update(cycle="custom", sequence="1 9")
+    assert layout[1][0].visible and "level 9" in layout[1][0].object
+
+
+def test_train_config_uses_the_store_and_checks_levels(store2d):
+    c = CycleComposer(levels=2, cycle="V", batch_size=4)
+    cfg = c.train_config(store=store2d, seed=3)
+    assert cfg.cycle.build() == c.schedule()
+    assert cfg.model.dim == 2 and cfg.optim.batch_size == 4 and cfg.seed == 3
+    c.levels = 3  # the store has only 2 levels
+    with pytest.raises(ValueError, match=r"only levels 1\.\.2 are available"):
+        c.train_config(store=store2d)
+
+
+def test_launch_without_a_cluster_is_refused(store2d, tmp_path):
+    c = CycleComposer(levels=2, cycle="V")
+    with pytest.raises(ValueError, match=r"no cluster connected.*LocalCluster"):
+        c.launch(client=None, store=store2d, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreachable_cluster_is_reported():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    )
+    client = Client(cluster)
+    check_cluster(client)  # connected: no error
+    client.close()
+    cluster.close()
+    with pytest.raises(ConnectionError, match="not connected to a cluster"):
+        check_cluster(client)
