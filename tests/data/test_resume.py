@@ -53,7 +53,7 @@ def test_killed_generation_resumes_to_a_complete_store(tmp_path):
     path, flag = tmp_path / "d.zarr", tmp_path / "kill"
     flag.touch()
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with pytest.raises(RuntimeError, match="rerun the same call"):
+        with pytest.raises(RuntimeError, match="rerun the same command or call"):
             generate(path, family=KillingKL(flag=str(flag)), **ARGS)
 
     done = completed(path, 1)
@@ -92,7 +92,7 @@ def test_killed_map_samples_resumes(tmp_path, dask_client):
     means = open_level(path, 2)["nu"].mean(dim=("z", "y", "x")).values.astype(np.float64)
     flag.touch()
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with pytest.raises(RuntimeError, match="rerun the same call"):
+        with pytest.raises(RuntimeError, match="rerun the same command or call"):
             map_samples(
                 path, killing_fn(str(flag), means[VICTIM]), level=2, name="u_fem", progress=False
             )
