@@ -7,7 +7,8 @@ Q1 operator of the coarse space for the *fine* ν, so coarse corrections stay ac
 Levels (finest first, :mod:`mgtoolkit.grids` numbering):
 
 - level 1 applies K(ν) matrix-free from ν on cells (:func:`~mgtoolkit.fem.apply_operator`);
-- level 2's stencil (3^d coefficients per node: 27 in 3D, 9 in 2D) comes straight from ν by
+- level 2's stencil (3^d coefficients per node: 27 in 3D, 9 in 2D; symmetric, so only the
+  centre and the positive offsets are stored: 14 in 3D, 5 in 2D) comes straight from ν by
   one strided convolution whose 4^d kernel is Pᵀ K̂ P per fine cell (:func:`galerkin_kernel`);
 - each coarser stencil is ``Pᵀ S P`` of the one above, computed one axis at a time
   (:func:`coarsen_stencil`: P is a tensor product, so three 1D Galerkin products suffice);
@@ -17,8 +18,9 @@ Smoothing is Chebyshev-accelerated Jacobi on an interval ``[λ/ratio, λ]`` of
 ``diag(A)⁻¹A``'s spectrum: λ = 3/2 exactly on level 1
 (:func:`~mgtoolkit.fem.element.max_eig_ratio`), a Gershgorin bound on stencil levels.
 Pre- and post-smoothing are the same polynomial, so the V-cycle is a symmetric
-preconditioner for CG. Dirichlet nodes are kept at zero: their stencil rows and inverse
-diagonal are zero, and restricted residuals are zeroed there.
+preconditioner for CG. Stencils are Galerkin products of the full (Neumann) operator; the
+Dirichlet nodes are kept at zero by zeroing them in every operator output, in the inverse
+diagonal and in restricted residuals.
 All arrays carry one leading batch axis ``B``.
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "MultigridConfig",
     "apply_stencil",
     "coarsen_stencil",
+    "full_stencil",
     "galerkin_kernel",
     "prolong",
     "restrict",
@@ -109,38 +112,75 @@ def galerkin_kernel(dim: int) -> np.ndarray:
     return kernel
 
 
+def _offsets(dim: int) -> list[tuple[int, ...]]:
+    """Stencil offsets in C order of ``{-1, 0, 1}^dim``; the centre is in the middle."""
+    return list(itertools.product((-1, 0, 1), repeat=dim))
+
+
 def stencil_from_cells(nu: torch.Tensor, dim: int) -> torch.Tensor:
-    """Level-2 Galerkin stencil ``Pᵀ K(ν) P`` from fine ν ``(B,) + (n,)*d``.
+    """Level-2 Galerkin stencil ``Pᵀ K(ν) P`` from fine ν ``(B,) + (n,)*d``, half-stored.
 
     Returns
     -------
-    torch.Tensor, shape ``(B, 3**d) + (n/2 + 1,) * d``, ν's dtype and device
+    torch.Tensor, shape ``(B, (3**d + 1) / 2) + (n/2 + 1,) * d``, ν's dtype and device
+        Entry ``[b, j, i] = S[i, i + o_j]`` for the centre (j = 0) and the positive offsets
+        ``o_j`` (the second half of :func:`_offsets`); the others follow by symmetry.
     """
     n = nu.shape[-1]
-    weight = torch.tensor(galerkin_kernel(dim), dtype=nu.dtype, device=nu.device)
+    centre = 3**dim // 2
+    weight = torch.tensor(galerkin_kernel(dim)[centre:], dtype=nu.dtype, device=nu.device)
     conv = torch.nn.functional.conv3d if dim == 3 else torch.nn.functional.conv2d
     out = conv(nu.unsqueeze(1), weight, stride=2, padding=2)
     return out.mul_((1.0 / n) ** (dim - 2))
 
 
+def _ranges(offset: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices of the nodes i and of their neighbours i + offset, where both are in the grid."""
+    here = tuple(
+        slice(None, -1) if o > 0 else slice(1, None) if o < 0 else slice(None) for o in offset
+    )
+    there = tuple(
+        slice(1, None) if o > 0 else slice(None, -1) if o < 0 else slice(None) for o in offset
+    )
+    return (slice(None), *here), (slice(None), *there)
+
+
+def full_stencil(half: torch.Tensor, dim: int) -> torch.Tensor:
+    """All ``3**d`` coefficients ``(B, 3**d) + nodes`` from the half storage, by symmetry:
+    ``S[i, i - o] = S[i - o, i]``."""
+    centre = 3**dim // 2
+    offsets = _offsets(dim)
+    full = half.new_zeros((half.shape[0], 3**dim, *half.shape[2:]))
+    full[:, centre:] = half
+    for k in range(centre):
+        mirror = 3**dim - 1 - k  # the offset -o_k, stored at half[:, mirror - centre]
+        here, there = _ranges(offsets[mirror])
+        full[:, k][there] = half[:, mirror - centre][here]
+    return full
+
+
 def coarsen_stencil(stencil: torch.Tensor, dim: int) -> torch.Tensor:
-    """Galerkin product ``Pᵀ S P`` of a 3^d-point stencil with trilinear P, axis by axis.
+    """Galerkin product ``Pᵀ S P`` of a symmetric 3^d-point stencil with trilinear P.
 
     Parameters
     ----------
-    stencil : torch.Tensor, shape ``(B, 3**d) + (N,) * d`` on nodes, N odd
-        ``stencil[b, o, i] = S[i, i + o]`` for offsets o in C order of ``{-1, 0, 1}^d``,
-        zero where ``i + o`` is outside the grid.
+    stencil : torch.Tensor, shape ``(B, (3**d + 1) / 2) + (N,) * d`` on nodes, N odd
+        Half-stored as in :func:`stencil_from_cells`; zero where ``i + o`` is outside.
 
     Returns
     -------
-    torch.Tensor, shape ``(B, 3**d) + ((N + 1) / 2,) * d``
+    torch.Tensor, shape ``(B, (3**d + 1) / 2) + ((N + 1) / 2,) * d``
+        P is a tensor product, so the product is taken one axis at a time (three 1D
+        Galerkin products on shrinking arrays instead of one 3D one).
     """
     batch = stencil.shape[0]
-    s = stencil.reshape((batch,) + (3,) * dim + tuple(stencil.shape[2:]))
+    full = full_stencil(stencil, dim)
+    s = full.reshape((batch,) + (3,) * dim + tuple(full.shape[2:]))
+    del full
     for j in range(dim):
         s = _coarsen_axis(s, off_axis=1 + j, node_axis=1 + dim + j)
-    return s.reshape((batch, 3**dim, *s.shape[1 + dim :]))
+    s = s.reshape((batch, 3**dim, *s.shape[1 + dim :]))
+    return s[:, 3**dim // 2 :].clone()
 
 
 def _coarsen_axis(s: torch.Tensor, *, off_axis: int, node_axis: int) -> torch.Tensor:
@@ -173,13 +213,21 @@ def _coarsen_axis(s: torch.Tensor, *, off_axis: int, node_axis: int) -> torch.Te
 
 
 def apply_stencil(stencil: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``y[i] = Σ_o S[i, i + o] x[i + o]`` for a 3^d-point stencil, x of shape ``(B,) + nodes``."""
-    nodes = x.shape[1:]
-    xp = torch.nn.functional.pad(x, [1, 1] * dim)
-    out = torch.zeros_like(x)
-    for k, offs in enumerate(itertools.product((0, 1, 2), repeat=dim)):
-        view = xp[(slice(None), *(slice(o, o + m) for o, m in zip(offs, nodes, strict=True)))]
-        out.addcmul_(stencil[:, k], view)
+    """``y[i] = Σ_o S[i, i + o] x[i + o]`` for a half-stored symmetric 3^d-point stencil.
+
+    Parameters
+    ----------
+    stencil : torch.Tensor, shape ``(B, (3**d + 1) / 2) + nodes`` (:func:`stencil_from_cells`)
+    x : torch.Tensor, shape ``(B,) + nodes``
+
+    Each stored coefficient serves twice: ``S[i, i+o] x[i+o]`` and ``S[i+o, i] x[i]``.
+    """
+    out = torch.mul(stencil[:, 0], x)
+    for j, offset in enumerate(_offsets(dim)[3**dim // 2 + 1 :], start=1):
+        here, there = _ranges(offset)
+        coef = stencil[:, j][here]
+        out[here].addcmul_(coef, x[there])
+        out[there].addcmul_(coef, x[here])
     return out
 
 
@@ -225,9 +273,10 @@ def restrict(xf: torch.Tensor, dim: int) -> torch.Tensor:
 class Level:
     """One level of the hierarchy (arrays batched, leading axis B).
 
-    Exactly one of ``nu`` (cells, level 1: matrix-free) and ``stencil`` (3^d coefficients
-    per node) is set. ``dinv`` is ``1/diag(A)`` on free nodes, 0 on Dirichlet nodes;
-    ``lam_max`` bounds the spectrum of ``diag(A)⁻¹A`` per sample, shape ``(B,) + (1,)*d``.
+    Exactly one of ``nu`` (cells, level 1: matrix-free) and ``stencil`` (half-stored
+    3^d-point stencil, :func:`stencil_from_cells`) is set. ``dinv`` is ``1/diag(A)`` on
+    free nodes, 0 on Dirichlet nodes; ``lam_max`` bounds the spectrum of ``diag(A)⁻¹A``
+    per sample, shape ``(B,) + (1,)*d``.
     """
 
     dim: int
@@ -241,7 +290,7 @@ class Level:
         """A x on free nodes (x zero on Dirichlet nodes; the result is too)."""
         if self.nu is not None:
             return _zero_faces(apply_operator(self.nu, x, dim=self.dim))
-        return apply_stencil(self.stencil, x, self.dim)
+        return _zero_faces(apply_stencil(self.stencil, x, self.dim))
 
     def nbytes(self) -> int:
         arrays = (self.dinv, self.nu, self.stencil)
@@ -281,12 +330,10 @@ class Hierarchy:
                 stencil = stencil_from_cells(nu, dim)
             else:
                 stencil = coarsen_stencil(stencil, dim)
-            centre = stencil[:, (3**dim) // 2]
-            stencil[..., 0] = 0  # Dirichlet rows (x-index 0 and n) vanish
-            stencil[..., -1] = 0
-            dinv = _zero_faces(centre.reciprocal())
-            row_abs = stencil.abs().sum(dim=1)
+            dinv = _zero_faces(stencil[:, 0].reciprocal())
+            row_abs = apply_stencil(stencil.abs(), torch.ones_like(dinv), dim)  # Σ_j |S_ij|
             gersh = (row_abs * dinv).flatten(1).amax(dim=1).reshape(batch, *ones)
+            del row_abs
             levels.append(Level(dim, levels[-1].n // 2, dinv, gersh, stencil=stencil))
         coarsest = levels[-1]
         dense = _dense_matrix(coarsest)
@@ -311,26 +358,34 @@ class Hierarchy:
         if index == len(self.levels) - 1:
             return self._coarse_solve(b)
         x = self._smooth(level, b, None)
-        r = b - level.apply(x)
+        r = level.apply(x).neg_().add_(b)
         rc = _zero_faces(restrict(r, level.dim))
         del r
-        x += prolong(self._cycle(index + 1, rc), level.dim)
+        ec = self._cycle(index + 1, rc)
+        del rc
+        x.add_(prolong(ec, level.dim))
+        del ec
         return self._smooth(level, b, x)
 
     def _smooth(self, level: Level, b: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
-        """Chebyshev–Jacobi smoothing, ``config.degree`` steps (Saad, Alg. 12.1)."""
+        """Chebyshev–Jacobi smoothing, ``config.degree`` steps (Saad, Alg. 12.1).
+
+        Written in place: besides x it holds the residual r, the step d and one A d.
+        """
         hi = level.lam_max
         lo = hi / self.config.ratio
         theta, delta = (hi + lo) / 2, (hi - lo) / 2
         sigma = theta / delta
         rho = 1.0 / sigma
-        r = b if x is None else b - level.apply(x)
-        d = level.dinv * r / theta
+        r = b if x is None else level.apply(x).neg_().add_(b)
+        d = torch.mul(level.dinv, r).div_(theta)
         x = d.clone() if x is None else x.add_(d)
         for _ in range(1, self.config.degree):
-            r = r - level.apply(d)
+            ad = level.apply(d)
+            r = b - ad if r is b else r.sub_(ad)  # never write into b
+            del ad
             rho_new = 1.0 / (2.0 * sigma - rho)
-            d = d.mul_(rho_new * rho).addcmul_(level.dinv * r, 2.0 * rho_new / delta)
+            d.mul_(rho_new * rho).add_(torch.mul(level.dinv, r).mul_(2.0 * rho_new / delta))
             x.add_(d)
             rho = rho_new
         return x
@@ -358,6 +413,6 @@ def _dense_matrix(level: Level) -> torch.Tensor:
             cols = _zero_faces(apply_operator(nu_b, _zero_faces(eye.clone()), dim=dim))
         else:
             st = level.stencil[b : b + 1].expand((size, *level.stencil.shape[1:]))
-            cols = apply_stencil(st, eye, dim)
+            cols = _zero_faces(apply_stencil(st, _zero_faces(eye.clone()), dim))
         mats.append(cols.reshape(size, size).T)
     return torch.stack(mats)

@@ -149,7 +149,6 @@ def solve(
     b = _zero_faces(apply_operator(nu_b, impose_dirichlet(zeros), dim=dim)).neg_()
     del zeros
     u, history = _pcg(nu_b, b, hierarchy, dim=dim, rtol=rtol, maxiter=maxiter)
-    del b
     u[..., 0] = DIRICHLET_HIGH  # u = u_free + u_d
     u[..., -1] = DIRICHLET_LOW
     _sync(device)
@@ -196,24 +195,25 @@ def _sync(device: torch.device) -> None:
 
 
 def _pcg(nu, b, hierarchy: Hierarchy, *, dim: int, rtol: float, maxiter: int):
-    """Preconditioned CG from x = 0, per-sample step sizes; returns ``(x, history)``."""
+    """Preconditioned CG from x = 0 with per-sample step sizes; returns ``(x, history)``.
+
+    Takes ownership of b (it becomes the residual). Holds x, r, p and, in turn, z or q:
+    four vectors of the CG dtype plus the V-cycle's float32 work arrays.
+    """
     mg_dtype = hierarchy.levels[0].dinv.dtype
 
     def precondition(r):
         return hierarchy.vcycle(r.to(mg_dtype)).to(r.dtype)
 
-    def operator(p):
-        return _zero_faces(apply_operator(nu, p, dim=dim))
-
-    x = torch.zeros_like(b)
-    r = b.clone()
     b_norm = _dot(b, b).sqrt()
     history = [[1.0] * b.shape[0]]
-    z = precondition(r)
-    p = z.clone()
-    rz = _dot(r, z)
+    x = torch.zeros_like(b)
+    r = b
+    del b
+    p = precondition(r)
+    rz = _dot(r, p)
     for _ in range(maxiter):
-        q = operator(p)
+        q = _zero_faces(apply_operator(nu, p, dim=dim))
         alpha = rz / _dot(p, q)
         x.addcmul_(alpha, p)
         r.addcmul_(alpha, q, value=-1.0)
@@ -225,5 +225,6 @@ def _pcg(nu, b, hierarchy: Hierarchy, *, dim: int, rtol: float, maxiter: int):
         z = precondition(r)
         rz_new = _dot(r, z)
         p.mul_(rz_new / rz).add_(z)
+        del z
         rz = rz_new
     return x, history

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -13,6 +15,7 @@ from mgtoolkit.fem.multigrid import (
     Hierarchy,
     apply_stencil,
     coarsen_stencil,
+    full_stencil,
     prolong,
     restrict,
     stencil_from_cells,
@@ -38,6 +41,14 @@ def _as_matrix(stencil: torch.Tensor, dim: int) -> np.ndarray:
     size = stencil.shape[-1] ** dim
     eye = torch.eye(size, dtype=stencil.dtype).reshape((size, *stencil.shape[2:]))
     cols = apply_stencil(stencil.expand((size, *stencil.shape[1:])), eye, dim)
+    full = full_stencil(stencil, dim)  # the same coefficients, all 3^d of them
+    cols_full = torch.zeros_like(cols)
+    padded = torch.nn.functional.pad(eye, [1, 1] * dim)
+    nodes = eye.shape[1:]
+    for k, offs in enumerate(itertools.product((0, 1, 2), repeat=dim)):
+        view = padded[(slice(None), *(slice(o, o + m) for o, m in zip(offs, nodes, strict=True)))]
+        cols_full += full[:, k] * view
+    assert torch.allclose(cols, cols_full, rtol=1e-13, atol=0)
     return cols.reshape(size, size).T.numpy()
 
 
