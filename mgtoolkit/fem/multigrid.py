@@ -192,9 +192,9 @@ def _coarsen_axis(s: torch.Tensor, *, off_axis: int, node_axis: int) -> torch.Te
     """
     fine = s.shape[node_axis]
     coarse = (fine - 1) // 2 + 1
-    pad = [0, 0] * (s.ndim - node_axis)
-    pad[-2:] = [1, 1]
-    sp = torch.nn.functional.pad(s, pad)  # fine node f sits at index f + 1
+    # Coarse nodes I whose fine node 2I + p exists, and those fine nodes (stride 2).
+    coarse_range = {-1: slice(1, None), 0: slice(None), 1: slice(None, -1)}
+    fine_range = {-1: slice(1, fine - 1, 2), 0: slice(0, fine, 2), 1: slice(1, fine - 1, 2)}
     shape = list(s.shape)
     shape[node_axis] = coarse
     out = s.new_zeros(shape)
@@ -205,10 +205,11 @@ def _coarsen_axis(s: torch.Tensor, *, off_axis: int, node_axis: int) -> torch.Te
             continue
         src = [slice(None)] * s.ndim
         src[off_axis] = slice(o + 1, o + 2)
-        src[node_axis] = slice(p + 1, p + 1 + 2 * (coarse - 1) + 1, 2)
+        src[node_axis] = fine_range[p]
         dst = [slice(None)] * s.ndim
         dst[off_axis] = slice(big_o + 1, big_o + 2)
-        out[tuple(dst)].add_(sp[tuple(src)], alpha=weight[p] * weight[q])
+        dst[node_axis] = coarse_range[p]
+        out[tuple(dst)].add_(s[tuple(src)], alpha=weight[p] * weight[q])
     return out
 
 
