@@ -1,0 +1,434 @@
+"""Launch a data-parallel run on a dask cluster from a notebook, and follow it.
+
+One call, :func:`launch` (or :func:`train_on_cluster` for the trainer), turns dask workers into
+``torch.distributed`` ranks:
+
+- the cluster is a ``LocalCluster`` with one single-threaded worker process per rank by default,
+  or any dask cluster/scheduler (dask-jobqueue's SLURMCluster/PBSCluster: :mod:`.clusters`);
+- rank r is the r-th worker in address order; each rank is one long-running task pinned to its
+  worker (``client.submit(..., workers=[addr], pure=False)``, not ``client.run``, which would
+  block the worker's event loop and its heartbeats);
+- rank 0 opens the rendezvous store on a port the OS picks and announces it through a
+  ``distributed.Variable`` on the scheduler; the other ranks read it from there;
+- inside the run, :func:`emit` on rank 0 streams event dicts to the client with
+  ``get_worker().log_event``; the returned :class:`Run` collects them (``client.subscribe_topic``).
+
+A rank whose worker dies makes :meth:`Run.result` raise :class:`WorkerLost`, naming the worker;
+training resumes from the run directory's last checkpoint when launched again (on a new cluster).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = [
+    "LaunchError",
+    "Run",
+    "RunStopped",
+    "WorkerLost",
+    "emit",
+    "launch",
+    "local_cluster",
+    "train_on_cluster",
+]
+
+
+class LaunchError(RuntimeError):
+    """The cluster cannot host the run (too few workers, mixed devices, no scheduler)."""
+
+
+class WorkerLost(RuntimeError):
+    """A rank's worker died during the run."""
+
+
+class RunStopped(RuntimeError):
+    """Raised inside every rank when :meth:`Run.stop` was called."""
+
+
+_local = threading.local()  # the rank context of the task running in this thread
+
+
+def _plain(value: Any) -> Any:
+    """A msgpack-safe copy: numbers, strings, lists and dicts only."""
+    return json.loads(
+        json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )
+
+
+def emit(event: dict) -> None:
+    """Send one event dict from rank 0 of a launched run to the client (no-op elsewhere).
+
+    Use it as a trainer listener: ``train(config, run_dir, listeners=[emit])``. Outside a run
+    started by :func:`launch`, and on ranks other than 0, it does nothing.
+    """
+    ctx = getattr(_local, "ctx", None)
+    if ctx is None or ctx["rank"] != 0:
+        return
+    from distributed import get_worker
+
+    get_worker().log_event(ctx["topic"], _plain(event))
+
+
+def local_cluster(ranks: int, *, memory_limit: str | None = None):
+    """A ``LocalCluster`` with one single-threaded worker process per rank.
+
+    Worker processes are not daemons, so a rank may start DataLoader worker processes.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.daemon": False}):
+        return LocalCluster(
+            n_workers=ranks,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=memory_limit,
+        )
+
+
+def _probe(dask_worker=None) -> dict:
+    """What a worker offers: GPUs it sees and GPU resources it declares (via client.run)."""
+    import torch
+
+    resources = dask_worker.state.total_resources
+    return {
+        "cuda": torch.cuda.device_count(),
+        "gpu_resource": float(resources.get("GPU", 0) or resources.get("gpu", 0)),
+    }
+
+
+def _check_devices(probes: dict[str, dict], backend: str | None) -> str:
+    """Refuse a mix of GPU and CPU workers; return the backend to use."""
+    gpu = sorted(a for a, p in probes.items() if p["cuda"] > 0 or p["gpu_resource"] > 0)
+    cpu = sorted(a for a in probes if a not in gpu)
+    if gpu and cpu and backend != "gloo":
+        raise LaunchError(
+            f"mixed workers: {', '.join(gpu)} have GPUs but {', '.join(cpu)} do not. "
+            "Data-parallel ranks must be alike: use a cluster of only GPU workers (NCCL) or "
+            "only CPU workers, or pass backend='gloo' to train every rank on its CPU"
+        )
+    if backend:
+        return backend
+    return "nccl" if gpu and all(probes[a]["cuda"] > 0 for a in gpu) else "gloo"
+
+
+class _StopWatcher(threading.Thread):
+    """Polls the run's stop flag; raises RunStopped in the training thread when it is set."""
+
+    def __init__(self, flag, target_thread: int):
+        super().__init__(daemon=True)
+        self.flag = flag  # a distributed.Event, made in the task's thread (it needs the client)
+        self.target = target_thread
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            try:
+                if self.flag.is_set():
+                    # An asynchronous exception lands at the next Python instruction of the
+                    # training thread (after the current collective or kernel returns).
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(self.target), ctypes.py_object(RunStopped)
+                    )
+                    return
+            except Exception:  # scheduler gone: the run is ending anyway
+                return
+
+
+def _rank_main(fn, args, kwargs, rank, size, local_rank, run_id, backend, timeout_s):
+    """Body of rank ``rank``'s task on its worker: rendezvous, run ``fn``, clean up."""
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+    from distributed import Event, Variable, get_worker
+
+    from mgtoolkit.dist.env import join
+
+    worker = get_worker()
+    torch.set_num_threads(max(1, int(worker.state.nthreads)))
+    timeout = timedelta(seconds=timeout_s)
+    announce = Variable(f"{run_id}-master")
+    if rank == 0:
+        host = urlparse(worker.address).hostname
+        store = dist.TCPStore(
+            host, 0, size, is_master=True, timeout=timeout, wait_for_workers=False
+        )
+        announce.set(f"{host}:{store.port}")
+    else:
+        host, port = announce.get(timeout=timeout_s).rsplit(":", 1)
+        store = dist.TCPStore(host, int(port), is_master=False, timeout=timeout)
+    join(store, rank, size, backend=backend, local_rank=local_rank, timeout_s=timeout_s)
+    _local.ctx = {"rank": rank, "topic": run_id}
+    watcher = _StopWatcher(Event(f"{run_id}-stop"), threading.get_ident())
+    watcher.start()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        watcher.done.set()
+        _local.ctx = None
+        dist.destroy_process_group()
+
+
+class Run:
+    """Handle on a launched run: status, events as they arrive, stop() and result().
+
+    Attributes
+    ----------
+    events : list of dict
+        Every event rank 0 emitted so far, in arrival order (appended by the client's IO
+        thread: read it, do not modify it).
+    workers : list of str
+        Worker address of each rank.
+    """
+
+    def __init__(self, client, futures, workers, run_id, owned):
+        self.client = client
+        self.futures = futures
+        self.workers = workers
+        self.run_id = run_id
+        self.events: list[dict] = []
+        self._owned = owned
+        self._stopped = False
+        self._lost: str | None = None
+        self._done = threading.Event()
+        self._watch = threading.Thread(target=self._watch_workers, daemon=True)
+        self._watch.start()
+
+    def _on_event(self, event) -> None:  # runs on the client's IO thread: only append
+        self.events.append(event[1])
+
+    def _watch_workers(self) -> None:
+        while not self._done.wait(0.5):
+            if all(f.done() for f in self.futures):
+                return
+            try:
+                alive = set(self.client.run_on_scheduler(_worker_addresses))
+            except Exception:
+                continue  # the client is closing
+            gone = [(r, a) for r, a in enumerate(self.workers) if a not in alive]
+            if gone:
+                self._lost = ", ".join(f"{a} (rank {r})" for r, a in gone)
+                # The pinned task of a dead worker would wait for it forever; peers fail on
+                # their next collective. Cancel everything.
+                self.client.cancel(self.futures, force=True)
+                return
+
+    @property
+    def status(self) -> str:
+        """ "running", "finished", "failed", "stopped" or "lost" (a worker died)."""
+        if self._lost:
+            return "lost"
+        if not all(f.done() for f in self.futures):
+            return "running"
+        if self._stopped:
+            return "stopped"
+        return "finished" if all(f.status == "finished" for f in self.futures) else "failed"
+
+    def stop(self) -> None:
+        """Ask every rank to stop now; the last checkpoint stays valid for a resume."""
+        from distributed import Event
+
+        self._stopped = True
+        Event(f"{self.run_id}-stop", client=self.client).set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run; return rank 0's return value.
+
+        Raises
+        ------
+        WorkerLost
+            A rank's worker died (the message names it and how to resume).
+        RunStopped
+            :meth:`stop` was called.
+        Exception
+            The first rank's exception, re-raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not all(f.done() for f in self.futures) and not self._lost:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.run_id} still running after {timeout} s")
+            time.sleep(0.2)
+            if any(f.status == "error" for f in self.futures):
+                time.sleep(1.0)  # give the watcher a chance to name a dead worker first
+                break
+        self._done.set()
+        if self._lost:
+            last = [e.get("path") for e in self.events if e.get("type") == "checkpoint"]
+            where = f"its last checkpoint is {last[-1]}" if last else "no checkpoint was written"
+            raise WorkerLost(
+                f"worker {self._lost} died during run {self.run_id}; {where}. Start a new "
+                "cluster (or wait for replacement workers) and launch the same run directory "
+                "again: training resumes from the last checkpoint"
+            )
+        if self._stopped:
+            raise RunStopped(f"run {self.run_id} was stopped")
+        for f in self.futures:
+            if f.status == "error":
+                f.result()  # re-raises the rank's exception
+        return self.futures[0].result()
+
+    def close(self) -> None:
+        """Stop following the run; close the cluster and client if :func:`launch` made them."""
+        self._done.set()
+        try:
+            self.client.unsubscribe_topic(self.run_id)
+        except Exception:
+            pass
+        for obj in reversed(self._owned):
+            obj.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, ranks={len(self.workers)}, status={self.status!r})"
+
+
+def _worker_addresses(dask_scheduler=None) -> list[str]:
+    return list(dask_scheduler.workers)
+
+
+def _connect(cluster, ranks: int | None, wait_s: float):
+    """Client for ``cluster`` (None, a Cluster, a Client or a scheduler address)."""
+    from distributed import Client
+
+    owned: list = []
+    if cluster is None:
+        cluster = local_cluster(ranks or 2)
+        owned.append(cluster)
+    if isinstance(cluster, Client):
+        return cluster, owned
+    if isinstance(cluster, str):
+        try:
+            client = Client(cluster, timeout=wait_s, set_as_default=False)
+        except OSError as exc:
+            raise LaunchError(
+                f"cannot reach the dask scheduler at {cluster} within {wait_s:.0f} s ({exc}). "
+                "Check the address (cluster.scheduler_address), that the scheduler is running, "
+                "and that this machine can reach it (interface, firewall)"
+            ) from None
+    else:
+        client = Client(cluster, set_as_default=False)
+    owned.append(client)
+    return client, owned
+
+
+def launch(
+    fn: Callable[..., Any],
+    *args: Any,
+    ranks: int | None = None,
+    cluster=None,
+    backend: str | None = None,
+    wait_s: float = 120.0,
+    timeout_s: float = 600.0,
+    **kwargs: Any,
+) -> Run:
+    """Run ``fn(*args, **kwargs)`` on ``ranks`` dask workers joined in one process group.
+
+    Parameters
+    ----------
+    fn : callable
+        Runs on every rank (``mgtoolkit.train.parallel.world()`` gives rank and size); call
+        :func:`emit` from it to stream events. Must be importable on the workers.
+    ranks : int, optional
+        Number of ranks (one per worker). Default: every worker of ``cluster``, or 2 for the
+        default LocalCluster.
+    cluster : None, Cluster, Client or str
+        None: a new LocalCluster (closed by :meth:`Run.close`); a dask cluster (e.g.
+        ``clusters.slurm_cluster(...)`` — scale it first or let this call wait), a Client, or a
+        scheduler address.
+    backend : {"gloo", "nccl"}, optional
+        Default: NCCL when every worker sees a GPU, else gloo.
+    wait_s : float
+        How long to wait for the scheduler and for ``ranks`` workers, in seconds.
+    timeout_s : float
+        Limit for the rendezvous and for each collective, in seconds.
+
+    Raises
+    ------
+    LaunchError
+        Unreachable scheduler; fewer than ``ranks`` workers after ``wait_s``; mixed GPU and
+        CPU workers.
+    """
+    client, owned = _connect(cluster, ranks, wait_s)
+    try:
+        n_now = len(client.run_on_scheduler(_worker_addresses))
+        ranks = ranks or n_now
+        if ranks < 1:
+            raise LaunchError("the cluster has no workers: scale it (cluster.scale(n)) first")
+        try:
+            client.wait_for_workers(ranks, timeout=wait_s)
+        except TimeoutError:
+            n = len(client.run_on_scheduler(_worker_addresses))
+            raise LaunchError(
+                f"asked for {ranks} ranks but only {n} dask worker(s) joined within "
+                f"{wait_s:.0f} s. Scale the cluster (cluster.scale({ranks}); on Slurm/PBS check "
+                "that the worker jobs are not pending: squeue / qstat) or ask for fewer ranks"
+            ) from None
+        workers = sorted(client.run_on_scheduler(_worker_addresses))[:ranks]
+        probes = client.run(_probe, workers=workers)
+        backend = _check_devices(probes, backend)
+        hosts = [urlparse(a).hostname for a in workers]
+        local_ranks = [hosts[:r].count(h) for r, h in enumerate(hosts)]
+        run_id = f"mgtoolkit-run-{uuid.uuid4().hex[:12]}"
+        futures = []
+        run = Run(client, futures, workers, run_id, owned)
+        client.subscribe_topic(run_id, run._on_event)
+        for r, addr in enumerate(workers):
+            futures.append(
+                client.submit(
+                    _rank_main,
+                    fn,
+                    args,
+                    kwargs,
+                    r,
+                    ranks,
+                    local_ranks[r],
+                    run_id,
+                    backend,
+                    timeout_s,
+                    key=f"{run_id}-rank{r}",
+                    workers=[addr],
+                    allow_other_workers=False,
+                    pure=False,
+                    retries=0,
+                )
+            )
+        return run
+    except BaseException:
+        for obj in reversed(owned):
+            obj.close()
+        raise
+
+
+def _train_entry(config, run_dir: str) -> dict:
+    """One rank of :func:`train_on_cluster`."""
+    import dataclasses
+
+    from mgtoolkit.train import train
+
+    result = train(config, run_dir, listeners=[emit], progress=False, resume=True)
+    return _plain(dataclasses.asdict(result)) if dataclasses.is_dataclass(result) else result
+
+
+def train_on_cluster(config, run_dir: str, *, ranks: int | None = None, cluster=None, **kw) -> Run:
+    """Train ``config`` (a ``TrainConfig``) into ``run_dir`` on a dask cluster.
+
+    Rank 0's events stream to :attr:`Run.events`; the trainer also writes them to
+    ``run_dir/events.jsonl``. Launching the same ``run_dir`` again resumes from its last
+    checkpoint (after :class:`WorkerLost`, for example). ``run_dir`` must be on a file system
+    every worker sees. Other keywords as for :func:`launch`.
+    """
+    return launch(_train_entry, config, str(run_dir), ranks=ranks, cluster=cluster, **kw)
