@@ -1,9 +1,18 @@
 """The reference solver: multigrid-preconditioned CG for K(ν) u = 0 with the Dirichlet data.
 
 ``solve(nu)`` minimizes the same energy as the training loss (:func:`~mgtoolkit.fem.energy`):
-on free nodes it solves ``K_ff u_f = -K_fd u_d``. CG runs in float64 with a float32 V-cycle
-(``precision="mixed"``, the default), all in float64 (``"double"``), or all in float32
-(``"single"``, for rtol ≥ 1e-5 — float32 cannot certify smaller residuals).
+on free nodes it solves ``K_ff u_f = -K_fd u_d``. Arithmetic (``precision``):
+
+- ``"mixed"`` (default): CG in float64, the V-cycle in float32. The V-cycle only
+  preconditions, so this reaches float64 residuals (rtol down to 1e-13; tested to 1e-10 with
+  nodal errors < 1e-7 against a sparse direct solve) at float32 cost and memory.
+- ``"double"``: everything in float64.
+- ``"single"``: everything in float32 — half the memory of the CG vectors, and the fast path
+  on GPUs. rtol must be ≥ 1e-6 (float32 cannot certify smaller residuals); at rtol 1e-6
+  nodal errors measured 1e-6 to 2e-5 at the ω-box corners (tested: < 1e-4).
+
+Memory on n³ cells (3D, mixed): about 70 bytes per node — ν, the hierarchy (ν, 1/diag and the
+level-2 stencil, ~17 B), four float64 CG vectors and the float32 V-cycle work arrays.
 """
 
 from __future__ import annotations
