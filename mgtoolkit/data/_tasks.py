@@ -9,6 +9,7 @@ covering it has finished — markers are therefore written by one process only, 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import uuid
@@ -89,14 +90,16 @@ def plan_units(array, done: np.ndarray, level: int, *, split: bool = True) -> li
 
 
 def chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...], slab: tuple[int, int]):
-    """Chunk-aligned regions (tuples of slices) covering ``slab`` of the first spatial axis."""
-    ranges = [range(slab[0], slab[1], chunks[0])]
-    ranges += [range(0, s, c) for s, c in zip(shape[1:], chunks[1:], strict=True)]
-    for starts in np.ndindex(*(len(r) for r in ranges)):
-        yield tuple(
-            slice(r[i], min(r[i] + c, s if k else slab[1]))
-            for k, (r, i, c, s) in enumerate(zip(ranges, starts, chunks, shape, strict=True))
-        )
+    """Chunk-aligned regions (tuples of slices) covering ``slab`` of the first spatial axis.
+
+    ``shape`` and ``chunks`` are spatial (no sample axis); ``slab`` starts on a chunk boundary.
+    """
+    bounds = [slab, *((0, s) for s in shape[1:])]
+    per_axis = [
+        [slice(a, min(a + c, hi)) for a in range(lo, hi, c)]
+        for (lo, hi), c in zip(bounds, chunks, strict=True)
+    ]
+    yield from itertools.product(*per_axis)
 
 
 def remove_partials(path: Path, variable: str) -> None:
@@ -119,7 +122,12 @@ def write_blocks(array, unit: Unit):
 
 @contextlib.contextmanager
 def client_context(client=None) -> Iterator[Any]:
-    """The given dask Client, or an embedded LocalCluster created here and closed on exit."""
+    """The given dask Client, or an embedded LocalCluster created here and closed on exit.
+
+    The embedded cluster has one single-threaded worker process per core, at most 8 (beyond
+    that, writing to one file system rather than computing limits generation); pass a Client
+    for anything else (dask-jobqueue, a remote scheduler, more workers).
+    """
     if client is not None:
         yield client
         return
@@ -201,7 +209,8 @@ def run_units(
                 markers[u.level][finished[0] : finished[-1] + 1] = True
                 for s in finished:
                     levels_left[s] -= 1
-                    bar.update(not levels_left[s])
+                    if not levels_left[s]:
+                        bar.update(1)
     except BaseException as exc:
         client.cancel(list(futures))
         if isinstance(exc, KeyboardInterrupt):

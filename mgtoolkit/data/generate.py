@@ -73,7 +73,8 @@ def generate(
         Explicit parameters, shape ``(samples, modes)``, instead of Sobol draws (e.g. the
         corners of the ω box for a robustness test set).
     client : distributed.Client, optional
-        Where to run. Default: an embedded LocalCluster, created and closed by this call.
+        Where to run. Default: an embedded LocalCluster (one single-threaded worker process per
+        core, at most 8), created and closed by this call.
     overwrite : bool
         Replace an existing store made with other parameters (or another format version).
         Without it such a store is left alone and a ValueError says so.

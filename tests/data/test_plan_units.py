@@ -44,3 +44,13 @@ def test_spatially_chunked_samples_become_slabs(tmp_path):
     assert all(u.level == 2 and u.stop == u.start + 1 for u in units)
     whole = plan_units(arr, np.array([True, False, False]), 2, split=False)
     assert [(u.start, u.stop, u.slab) for u in whole] == [(1, 2, None), (2, 3, None)]
+
+
+def test_chunk_regions_tile_a_slab_exactly():
+    from mgtoolkit.data._tasks import chunk_regions
+
+    cover = np.zeros((20, 12, 10), dtype=int)
+    for region in chunk_regions((20, 12, 10), (8, 8, 8), (8, 16)):
+        assert all(r.start % 8 == 0 for r in region)
+        cover[region] += 1
+    assert (cover[8:16] == 1).all() and cover[:8].sum() == 0 and cover[16:].sum() == 0
