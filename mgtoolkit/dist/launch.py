@@ -320,6 +320,8 @@ def _connect(cluster, ranks: int | None, wait_s: float):
                 "and that this machine can reach it (interface, firewall)"
             ) from None
     else:
+        if ranks and len(cluster.workers) < ranks:
+            cluster.scale(ranks)  # dask-jobqueue: one job per rank; LocalCluster: more workers
         client = Client(cluster, set_as_default=False)
     owned.append(client)
     return client, owned

@@ -1,4 +1,5 @@
-"""Make the helper module ``toy`` importable here and in spawned ranks and dask workers."""
+"""Make the helper module ``toy`` importable here (spawned ranks and LocalCluster workers
+inherit sys.path; Slurm job workers get it through PYTHONPATH in their prologue)."""
 
 from __future__ import annotations
 

@@ -8,16 +8,12 @@ import subprocess
 import sys
 import time
 
-import cloudpickle
 import pytest
 import torch
 import toy
 
 from mgtoolkit.dist.env import free_port
 from mgtoolkit.dist.launch import LaunchError, RunStopped, WorkerLost, emit, launch, local_cluster
-
-# Workers import modules by name; the helper module lives beside the tests, so ship it by value.
-cloudpickle.register_pickle_by_value(toy)
 
 
 def _close(a, b) -> None:
