@@ -37,6 +37,7 @@ __all__ = [
     "Rule",
     "Schedule",
     "Step",
+    "canonical_name",
     "schedule",
 ]
 
@@ -185,7 +186,8 @@ _SEQUENCES = {
 }
 
 
-def _canonical_name(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a cycle name ("halfv" → "half-V"); ValueError if unknown."""
     key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
     aliases = {"base": "base", "v": "V", "w": "W", "f": "F", "half-v": "half-V", "halfv": "half-V"}
     if key not in aliases:
@@ -351,7 +353,7 @@ def schedule(
     -------
     Schedule
     """
-    canonical = _canonical_name(name)
+    canonical = canonical_name(name)
     _check_int(levels, "levels", minimum=1, fix="level 1 is the finest grid; try levels = 3")
     return Schedule.from_levels(
         _merged(_SEQUENCES[canonical](levels)),

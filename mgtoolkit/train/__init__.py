@@ -4,6 +4,7 @@ Nothing here imports dask or widget libraries; data parallelism goes through
 :mod:`mgtoolkit.train.parallel` (torch.distributed, no-ops in a single process).
 """
 
+from mgtoolkit.train.compare import Comparison, compare_cycles
 from mgtoolkit.train.config import (
     CycleConfig,
     DataConfig,
@@ -12,10 +13,13 @@ from mgtoolkit.train.config import (
     load_config,
     to_toml,
 )
+from mgtoolkit.train.demo import quick_demo
 from mgtoolkit.train.events import EventLog, read_events
+from mgtoolkit.train.predict import load_model, predict
 from mgtoolkit.train.trainer import RunResult, Trainer, train
 
 __all__ = [
+    "Comparison",
     "CycleConfig",
     "DataConfig",
     "EventLog",
@@ -23,7 +27,11 @@ __all__ = [
     "RunResult",
     "TrainConfig",
     "Trainer",
+    "compare_cycles",
     "load_config",
+    "load_model",
+    "predict",
+    "quick_demo",
     "read_events",
     "to_toml",
     "train",

@@ -451,6 +451,8 @@ class Trainer:
             resumed=self.resumed,
         )
         try:
+            if not self.state["validations"] and self.state["step"] == 0:
+                self._validate_and_check(0, steps[0].level)  # the starting point of the curves
             while self.state["reason"] is None and self.state["step"] < len(steps):
                 self._run_step(self.state["step"])
                 self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start

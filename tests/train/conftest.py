@@ -1,6 +1,8 @@
-"""A small real 2D dataset store shared by the training tests."""
+"""Small real 2D dataset stores shared by the training tests."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
@@ -12,6 +14,25 @@ def store2d(tmp_path_factory, dask_client):
 
     path = tmp_path_factory.mktemp("stores") / "kl16.zarr"
     generate(
-        path, dim=2, resolution=16, levels=3, samples=24, seed=3, client=dask_client, progress=False
+        path,
+        dim=2,
+        resolution=16,
+        levels=3,
+        samples=24,
+        seed=3,
+        client=dask_client,
+        progress=False,
     )
+    return path
+
+
+@pytest.fixture(scope="session")
+def store2d_fem(tmp_path_factory, store2d, dask_client):
+    """The same samples with the FEM reference u_fem at level 1."""
+    from mgtoolkit.cli.fem import FemSolveFn
+    from mgtoolkit.data import map_samples
+
+    path = tmp_path_factory.mktemp("stores") / "kl16fem.zarr"
+    shutil.copytree(store2d, path)
+    map_samples(path, FemSolveFn(), level=1, name="u_fem", client=dask_client, progress=False)
     return path

@@ -181,3 +181,20 @@ def test_toml_round_trip_with_overrides(store2d, tmp_path):
     assert back == cfg
     s = back.cycle.build()
     assert s.steps[-1].rule.patience == 9 and s.steps[0].rule.epochs == 1
+
+
+def test_training_lowers_the_energy_gap_tenfold(store2d_fem, tmp_path):
+    # 20 training samples at 16², 4 held out; fixed budget: 25 epochs of 2 batches each.
+    cfg = small_config(
+        store2d_fem,
+        cycle=CycleConfig(sequence=[1], patience=25, max_epochs=25),
+        optim=OptimConfig(batch_size=10, lr=5e-3),
+        validate_every=25,
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    first, last = result.validations[0], result.validations[-1]
+    assert first["wall_s"] == 0.0  # the untrained network
+    print(f"energy gap {first['val_energy_gap']:.3g} -> {last['val_energy_gap']:.3g}")
+    assert last["val_energy_gap"] < first["val_energy_gap"] / 10
+    assert last["val_rel_l2"] < 0.7 * first["val_rel_l2"]
+    assert 0 <= last["val_energy_gap"]  # u_fem minimizes J: no prediction does better

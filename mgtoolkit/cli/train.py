@@ -1,0 +1,130 @@
+"""``mgtoolkit train``, ``mgtoolkit compare-cycles`` and ``mgtoolkit predict``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    tr = subparsers.add_parser(
+        "train",
+        help="train a neural solver over a multigrid cycle (config file)",
+        description="Train as the config file (TOML or YAML) says, into a run directory holding "
+        "the config, events.jsonl, checkpoints, metrics.csv and a report. Rerunning the same "
+        "command resumes from the latest checkpoint.",
+    )
+    tr.add_argument("config", help="training config, .toml or .yaml")
+    tr.add_argument("--run-dir", default=None, help="run directory (default runs/<config name>)")
+    tr.add_argument("--fresh", action="store_true", help="refuse to resume an existing run")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tr.set_defaults(run=_train)
+
+    cc = subparsers.add_parser(
+        "compare-cycles",
+        help="time to the same accuracy: base (finest level only) vs multigrid cycles",
+        description="Train base and each cycle from the same initial weights and data until the "
+        "finest-level validation metric reaches the target; print a table (time to target, "
+        "speed-up, final loss, error vs FEM, time share per level) and write a plot.",
+    )
+    cc.add_argument("config", help="training config (its cycle section gives levels and rules)")
+    cc.add_argument("--cycles", nargs="+", default=["half-V"], help="cycles (default half-V)")
+    cc.add_argument("--target", type=float, default=None, help="target value (or config's)")
+    cc.add_argument(
+        "--metric", choices=("energy_gap", "rel_l2"), default=None, help="target metric"
+    )
+    cc.add_argument("--out", default=None, help="output directory (default runs/compare-<name>)")
+    cc.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cc.set_defaults(run=_compare)
+
+    pr = subparsers.add_parser(
+        "predict",
+        help="write the network's prediction u_pred into a store, with errors vs FEM",
+        description="Run a trained network on every sample of one level (in parallel on dask) "
+        "and store it as a node field beside u_fem; print per-sample errors.",
+    )
+    pr.add_argument("source", metavar="RUN", help="run directory (or checkpoint file)")
+    pr.add_argument("store", help="dataset store")
+    pr.add_argument("--level", type=int, default=1, help="level (default 1, the finest)")
+    pr.add_argument("--name", default="u_pred", help="node field name (default u_pred)")
+    pr.add_argument("--metrics", default=None, help="CSV file for the per-sample metrics")
+    pr.add_argument("--scheduler", default=None, help="dask scheduler address (default: local)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pr.set_defaults(run=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mgtoolkit.train import Trainer, load_config
+
+    config = load_config(args.config)
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    trainer = Trainer(config, run_dir, progress=not args.no_progress, resume=not args.fresh)
+    print(trainer.schedule)
+    trainer.run()
+    print((run_dir / "report.md").read_text())
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from mgtoolkit.train import load_config
+    from mgtoolkit.train.compare import compare_cycles
+
+    config = load_config(args.config)
+    out = Path(args.out or Path("runs") / f"compare-{Path(args.config).stem}")
+    comp = compare_cycles(
+        config,
+        args.cycles,
+        out_dir=out,
+        target=args.target,
+        target_metric=args.metric,
+        progress=not args.no_progress,
+    )
+    print(comp.table)
+    print(
+        f"\nwritten: {out / 'comparison.csv'}, {out / 'comparison.md'}"
+        + (f", {comp.plot}" if comp.plot else " (no plot: install matplotlib)")
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from mgtoolkit.train.predict import predict
+
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.scheduler:
+            from distributed import Client
+
+            client = stack.enter_context(Client(args.scheduler))
+        rows = predict(
+            args.store,
+            args.source,
+            level=args.level,
+            name=args.name,
+            client=client,
+            progress=not args.no_progress,
+            metrics_csv=args.metrics,
+        )
+    if rows and "rel_l2" in rows[0]:
+        print(f"{'sample':>7} {'rel L2':>9} {'max abs':>9} {'energy gap':>11}")
+        for r in rows:
+            print(
+                f"{r['sample']:>7} {r['rel_l2']:>9.4f} {r['max_abs']:>9.4f} "
+                f"{r['energy_gap']:>11.2e}"
+            )
+        n = len(rows)
+        print(
+            f"{'mean':>7} {sum(r['rel_l2'] for r in rows) / n:>9.4f} "
+            f"{max(r['max_abs'] for r in rows):>9.4f} (max) "
+            f"{sum(r['energy_gap'] for r in rows) / n:>11.2e}"
+        )
+    else:
+        print(
+            f"wrote {args.name} for {len(rows)} samples; the store has no complete u_fem at "
+            f"level {args.level} to compare with (add it with `mgtoolkit fem solve`)"
+        )
+    return 0

@@ -1,0 +1,155 @@
+"""`mgtoolkit train`, `compare-cycles` and `predict` as a user runs them (real processes)."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+from mgtoolkit.cli import main
+from mgtoolkit.data import LevelDataset
+from mgtoolkit.train import read_events
+
+# The training tests' store fixtures (tests/train/conftest.py), shared rather than copied.
+_spec = importlib.util.spec_from_file_location(
+    "train_store_fixtures", Path(__file__).parents[1] / "train" / "conftest.py"
+)
+_stores = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_stores)
+store2d, store2d_fem = _stores.store2d, _stores.store2d_fem
+
+CONFIG = """
+seed = 0
+validate_every = 1
+
+[data]
+store = "{store}"
+val_samples = 4
+
+[model]
+dim = 2
+depth = 2
+base_filters = 4
+
+[cycle]
+name = "half-V"
+levels = 2
+epochs = 1
+patience = 2
+max_epochs = 3
+
+[optim]
+batch_size = 10
+lr = 0.003
+"""
+
+
+def _write(tmp_path, store, extra=""):
+    path = tmp_path / "cfg.toml"
+    path.write_text(CONFIG.format(store=store) + extra)
+    return path
+
+
+def test_train_command_writes_a_run_directory(store2d_fem, tmp_path):
+    cfg = _write(tmp_path, store2d_fem)
+    run = tmp_path / "run"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mgtoolkit",
+            "train",
+            str(cfg),
+            "--run-dir",
+            str(run),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "half-V cycle: 2 steps, levels 2 1" in out.stdout
+    assert "validation relative L2 error vs FEM" in out.stdout
+    for name in ("config.toml", "metrics.csv", "report.md", "events.jsonl"):
+        assert (run / name).exists()
+    assert (run / "metrics.csv").read_text().count("\n") == 3  # header + 2 steps
+    assert any(
+        e["type"] == "validation" and "val_rel_l2" in e for e in read_events(run / "events.jsonl")
+    )
+
+
+def test_bad_config_exits_with_a_clear_message(store2d, tmp_path, capsys):
+    cfg = _write(tmp_path, store2d, "\n[cycle.overrides]\n'0' = { patience = 0 }\n")
+    assert main(["train", str(cfg), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "patience must be an integer ≥ 1" in capsys.readouterr().err
+
+
+def test_compare_cycles_and_predict(store2d_fem, tmp_path, capsys, dask_client):
+    cfg = _write(tmp_path, store2d_fem)
+    out = tmp_path / "cmp"
+    # whether each run reaches this target is not the point: table, CSV and plot are
+    code = main(
+        [
+            "compare-cycles",
+            str(cfg),
+            "--cycles",
+            "half-V",
+            "V",
+            "--target",
+            "20",
+            "--metric",
+            "energy_gap",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "time to energy_gap ≤ 20" in text
+    for name in ("base", "half-V", "V"):
+        assert name in text and (out / name / "report.md").exists()
+    rows = (out / "comparison.csv").read_text().splitlines()
+    assert rows[0].startswith("cycle,reached,time_to_target_s,speedup")
+    assert len(rows) == 4
+    assert (out / "comparison.png").stat().st_size > 1000
+
+    metrics = tmp_path / "m.csv"
+    code = main(
+        [
+            "predict",
+            str(out / "half-V"),
+            str(store2d_fem),
+            "--metrics",
+            str(metrics),
+            "--no-progress",
+            "--scheduler",
+            dask_client.scheduler.address,
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "rel L2" in text and "mean" in text
+    lines = metrics.read_text().splitlines()
+    assert lines[0] == "sample,rel_l2,max_abs,energy_gap" and len(lines) == 25
+    u = LevelDataset(store2d_fem, 1, variables=("u_pred",))[3]["u_pred"]
+    assert u.shape == (17, 17) and (u[:, 0] == 1).all() and (u[:, -1] == 0).all()
+
+
+def test_compare_cycles_needs_u_fem_and_a_target(store2d, tmp_path, capsys):
+    cfg = _write(tmp_path, store2d)
+    assert main(["compare-cycles", str(cfg), "--out", str(tmp_path / "c")]) == 2
+    assert "needs a target" in capsys.readouterr().err
+    code = main(
+        [
+            "compare-cycles",
+            str(cfg),
+            "--target",
+            "0.1",
+            "--out",
+            str(tmp_path / "c"),
+            "--no-progress",
+        ]
+    )
+    assert code == 2
+    assert "mgtoolkit fem solve" in capsys.readouterr().err
