@@ -45,6 +45,7 @@ __all__ = [
     "full_stencil",
     "galerkin_kernel",
     "prolong",
+    "prolong_add",
     "restrict",
 ]
 
@@ -213,7 +214,9 @@ def _coarsen_axis(s: torch.Tensor, *, off_axis: int, node_axis: int) -> torch.Te
     return out
 
 
-def apply_stencil(stencil: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+def apply_stencil(
+    stencil: torch.Tensor, x: torch.Tensor, dim: int, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``y[i] = Σ_o S[i, i + o] x[i + o]`` for a half-stored symmetric 3^d-point stencil.
 
     Parameters
@@ -222,8 +225,9 @@ def apply_stencil(stencil: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Ten
     x : torch.Tensor, shape ``(B,) + nodes``
 
     Each stored coefficient serves twice: ``S[i, i+o] x[i+o]`` and ``S[i+o, i] x[i]``.
+    ``out`` (x's shape) receives the result when given.
     """
-    out = torch.mul(stencil[:, 0], x)
+    out = torch.mul(stencil[:, 0], x, out=out)
     for j, offset in enumerate(_offsets(dim)[3**dim // 2 + 1 :], start=1):
         here, there = _ranges(offset)
         coef = stencil[:, j][here]
@@ -232,23 +236,40 @@ def apply_stencil(stencil: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Ten
     return out
 
 
+def _prolong_axis(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Linear interpolation along one axis: M nodes → 2M - 1."""
+    m = x.shape[axis]
+    shape = list(x.shape)
+    shape[axis] = 2 * m - 1
+    out = x.new_empty(shape)
+    even = [slice(None)] * x.ndim
+    odd = [slice(None)] * x.ndim
+    even[axis] = slice(0, None, 2)
+    odd[axis] = slice(1, None, 2)
+    out[tuple(even)] = x
+    torch.add(x.narrow(axis, 0, m - 1), x.narrow(axis, 1, m - 1), out=out[tuple(odd)])
+    out[tuple(odd)] *= 0.5
+    return out
+
+
 def prolong(xc: torch.Tensor, dim: int) -> torch.Tensor:
     """Trilinear (bilinear) interpolation from coarse nodes ``(B,) + (M,)*d`` to ``2M - 1``."""
     x = xc
     for j in range(dim):
-        axis = x.ndim - dim + j
-        m = x.shape[axis]
-        shape = list(x.shape)
-        shape[axis] = 2 * m - 1
-        out = x.new_empty(shape)
-        even = [slice(None)] * x.ndim
-        odd = [slice(None)] * x.ndim
-        even[axis] = slice(0, None, 2)
-        odd[axis] = slice(1, None, 2)
-        out[tuple(even)] = x
-        torch.add(x.narrow(axis, 0, m - 1), x.narrow(axis, 1, m - 1), out=out[tuple(odd)])
-        out[tuple(odd)] *= 0.5
-        x = out
+        x = _prolong_axis(x, x.ndim - dim + j)
+    return x
+
+
+def prolong_add(xc: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x += prolong(xc)`` without a fine-sized temporary (the last axis adds into x)."""
+    y = xc
+    for j in range(dim - 1):
+        y = _prolong_axis(y, y.ndim - dim + j)
+    m = y.shape[-1]
+    x[..., 0::2].add_(y)
+    odd = x[..., 1::2]
+    odd.add_(y[..., : m - 1], alpha=0.5)
+    odd.add_(y[..., 1:], alpha=0.5)
     return x
 
 
@@ -287,11 +308,11 @@ class Level:
     nu: torch.Tensor | None = field(default=None, repr=False)
     stencil: torch.Tensor | None = field(default=None, repr=False)
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """A x on free nodes (x zero on Dirichlet nodes; the result is too)."""
+    def apply(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """A x on free nodes (x zero on Dirichlet nodes; the result is too), into ``out``."""
         if self.nu is not None:
-            return _zero_faces(apply_operator(self.nu, x, dim=self.dim))
-        return _zero_faces(apply_stencil(self.stencil, x, self.dim))
+            return _zero_faces(apply_operator(self.nu, x, dim=self.dim, out=out))
+        return _zero_faces(apply_stencil(self.stencil, x, self.dim, out=out))
 
     def nbytes(self) -> int:
         arrays = (self.dinv, self.nu, self.stencil)
@@ -312,6 +333,8 @@ class Hierarchy:
     #: Flat indices of the coarsest level's free nodes.
     coarse_free: torch.Tensor = field(repr=False)
     stats: dict = field(default_factory=dict)
+    #: Per level, four work arrays (x, r, d, Ad) reused by every V-cycle.
+    _work: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -351,42 +374,57 @@ class Hierarchy:
         return cls(levels, config, factor, free, stats)
 
     def vcycle(self, b: torch.Tensor) -> torch.Tensor:
-        """One V-cycle for ``A x = b`` from x = 0; b and the result ``(B,) + nodes``."""
+        """One V-cycle for ``A x = b`` from x = 0; b and the result ``(B,) + nodes``.
+
+        The result is a work array of the hierarchy: the next call overwrites it.
+        """
         return self._cycle(0, b)
 
+    def _buffers(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Level ``index``'s work arrays, allocated once: fresh multi-GB arrays cost page
+        faults on every use."""
+        work = self._work.get(index)
+        if work is None or work[0].shape != like.shape or work[0].dtype != like.dtype:
+            work = tuple(torch.empty_like(like) for _ in range(4))
+            self._work[index] = work
+        return work
+
     def _cycle(self, index: int, b: torch.Tensor) -> torch.Tensor:
+        """V-cycle on level ``index`` from zero; returns the level's x work array."""
         level = self.levels[index]
         if index == len(self.levels) - 1:
             return self._coarse_solve(b)
-        x = self._smooth(level, b, None)
-        r = level.apply(x).neg_().add_(b)
+        work = self._buffers(index, b)
+        _, r, _, ad = work
+        x = self._smooth(level, b, None, work)
+        torch.sub(b, level.apply(x, out=ad), out=r)
         rc = _zero_faces(restrict(r, level.dim))
-        del r
-        ec = self._cycle(index + 1, rc)
+        prolong_add(self._cycle(index + 1, rc), x, level.dim)
         del rc
-        x.add_(prolong(ec, level.dim))
-        del ec
-        return self._smooth(level, b, x)
+        return self._smooth(level, b, x, work)
 
-    def _smooth(self, level: Level, b: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
-        """Chebyshev–Jacobi smoothing, ``config.degree`` steps (Saad, Alg. 12.1).
-
-        Written in place: besides x it holds the residual r, the step d and one A d.
-        """
+    def _smooth(self, level: Level, b: torch.Tensor, x: torch.Tensor | None, work) -> torch.Tensor:
+        """Chebyshev–Jacobi smoothing, ``config.degree`` steps (Saad, Alg. 12.1), in place in
+        the level's work arrays; starts from zero when x is None."""
+        x_buf, r_buf, d, ad = work
         hi = level.lam_max
         lo = hi / self.config.ratio
         theta, delta = (hi + lo) / 2, (hi - lo) / 2
         sigma = theta / delta
         rho = 1.0 / sigma
-        r = b if x is None else level.apply(x).neg_().add_(b)
-        d = torch.mul(level.dinv, r).div_(theta)
-        x = d.clone() if x is None else x.add_(d)
+        if x is None:
+            r = b  # read only: b belongs to the caller
+            torch.mul(level.dinv, r, out=d).div_(theta)
+            x = x_buf.copy_(d)
+        else:
+            r = torch.sub(b, level.apply(x, out=ad), out=r_buf)
+            torch.mul(level.dinv, r, out=d).div_(theta)
+            x.add_(d)
         for _ in range(1, self.config.degree):
-            ad = level.apply(d)
-            r = b - ad if r is b else r.sub_(ad)  # never write into b
-            del ad
+            level.apply(d, out=ad)
+            r = torch.sub(b, ad, out=r_buf) if r is b else r.sub_(ad)
             rho_new = 1.0 / (2.0 * sigma - rho)
-            d.mul_(rho_new * rho).add_(torch.mul(level.dinv, r).mul_(2.0 * rho_new / delta))
+            d.mul_(rho_new * rho).add_(torch.mul(level.dinv, r, out=ad).mul_(2.0 * rho_new / delta))
             x.add_(d)
             rho = rho_new
         return x

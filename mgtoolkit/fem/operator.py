@@ -132,13 +132,16 @@ def energy(nu, u, *, dim: int | None = None) -> torch.Tensor:
     return scale * total
 
 
-def apply_operator(nu, u, *, dim: int | None = None) -> torch.Tensor:
+def apply_operator(nu, u, *, dim: int | None = None, out: torch.Tensor | None = None):
     """Matrix-free ``K(ν) u`` of the Q1 operator on all nodes (no Dirichlet rows removed).
 
     Parameters
     ----------
     nu : torch.Tensor, shape ``batch + (n,) * d`` on cells
     u : torch.Tensor, shape ``batch + (n + 1,) * d`` on nodes
+    out : torch.Tensor, optional
+        Buffer of u's shape and dtype to write the result into (solvers reuse one: fresh
+        multi-GB allocations cost page faults). Not with autograd.
 
     Returns
     -------
@@ -152,8 +155,13 @@ def apply_operator(nu, u, *, dim: int | None = None) -> torch.Tensor:
     ax = len(batch)
     plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
     weights = {sum(m): mode_weight(m) for m in MODES[dim]}
-    out = torch.zeros_like(u)
     grad = torch.is_grad_enabled() and (u.requires_grad or nu.requires_grad)
+    if out is None:
+        out = torch.zeros_like(u)
+    elif grad:
+        raise ValueError("apply_operator(out=...) does not support autograd; drop out=")
+    else:
+        out.zero_()
     for c0, c in _slabs(n, plane, u.device):
         modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
         nu_s = nu.narrow(ax, c0, c).to(u.dtype)  # per slab: ν stays in its own dtype

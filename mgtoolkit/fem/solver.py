@@ -206,34 +206,37 @@ def _sync(device: torch.device) -> None:
 def _pcg(nu, b, hierarchy: Hierarchy, *, dim: int, rtol: float, maxiter: int):
     """Preconditioned CG from x = 0 with per-sample step sizes; returns ``(x, history)``.
 
-    Takes ownership of b (it becomes the residual). Holds x, r, p and, in turn, z or q:
-    four vectors of the CG dtype plus the V-cycle's float32 work arrays.
+    Takes ownership of b (it becomes the residual). Holds four vectors of the CG dtype —
+    x, r, p and one buffer for q = A p and then z = M r, which are never needed at the same
+    time — plus the V-cycle's work arrays; all allocated once.
     """
     mg_dtype = hierarchy.levels[0].dinv.dtype
+    r_mg = torch.empty_like(b, dtype=mg_dtype) if mg_dtype != b.dtype else None
 
-    def precondition(r):
-        return hierarchy.vcycle(r.to(mg_dtype)).to(r.dtype)
+    def precondition(r, out):
+        if r_mg is None:  # V-cycle in the CG dtype: its result is a work array, copy it
+            return out.copy_(hierarchy.vcycle(r))
+        return out.copy_(hierarchy.vcycle(r_mg.copy_(r)))
 
     b_norm = _dot(b, b).sqrt()
     history = [[1.0] * b.shape[0]]
     x = torch.zeros_like(b)
     r = b
     del b
-    p = precondition(r)
+    p = precondition(r, torch.empty_like(r))
+    zq = torch.empty_like(r)
     rz = _dot(r, p)
     for _ in range(maxiter):
-        q = _zero_faces(apply_operator(nu, p, dim=dim))
+        q = _zero_faces(apply_operator(nu, p, dim=dim, out=zq))
         alpha = rz / _dot(p, q)
         x.addcmul_(alpha, p)
         r.addcmul_(alpha, q, value=-1.0)
-        del q
         rel = (_dot(r, r).sqrt() / b_norm).flatten()
         history.append(rel.cpu().tolist())
         if bool((rel <= rtol).all()):
             break
-        z = precondition(r)
+        z = precondition(r, zq)
         rz_new = _dot(r, z)
         p.mul_(rz_new / rz).add_(z)
-        del z
         rz = rz_new
     return x, history
