@@ -229,6 +229,7 @@ class CycleComposer(param.Parameterized):
     dim = param.Selector(default=2, objects=[2, 3], doc="Dimension (for cost and labels).")
     resolution = param.Integer(default=None, allow_None=True, doc="Finest cells per side.")
     handle = param.Parameter(default=None, doc="The last launched run's handle.")
+    run_dir = param.String(default=None, allow_None=True, doc="The last launched run's dir.")
     status = param.String(default="", doc="Last launch message (or error).")
 
     @param.depends("cycle", "levels", "sequence", watch=True)
@@ -317,8 +318,25 @@ class CycleComposer(param.Parameterized):
             f"early-stopping steps counted at their cap) — {parts}"
         )
 
-    def launch(self, *, client, store: str | Path, run_dir: str | Path, **settings):
+    def launch(self, *, client, store: str | Path, run_dir: str | Path, ranks=None, **settings):
         """Start the cycle on the cluster behind ``client``; return the run's handle.
+
+        Parameters
+        ----------
+        client : distributed.Client
+            The connected cluster (a LocalCluster's client by default in the notebooks).
+        store, run_dir : path-like
+            Dataset store and run directory (on a file system every worker sees). Launching
+            the same ``run_dir`` again resumes its last checkpoint.
+        ranks : int, optional
+            Data-parallel ranks, one per worker (default: every worker).
+        **settings
+            Passed to :meth:`train_config` (``seed``, ``model``, ``data``, ...).
+
+        Returns
+        -------
+        mgtoolkit.dist.launch.Run
+            Also kept in :attr:`handle` (a :class:`RunMonitor` can :meth:`~RunMonitor.watch`).
 
         Raises
         ------
@@ -327,13 +345,13 @@ class CycleComposer(param.Parameterized):
         """
         check_cluster(client)
         config = self.train_config(store=store, **settings)
-        from mgtoolkit.dist import launch
+        from mgtoolkit.dist.launch import train_on_cluster
 
-        self.handle = launch(config, run_dir, client=client)
-        self.status = (
-            f"launched {Path(run_dir).name} on {len(client.scheduler_info()['workers'])} workers"
-        )
-        return self.handle
+        self.run_dir = str(run_dir)
+        run = train_on_cluster(config, str(run_dir), ranks=ranks, cluster=client)
+        self.status = f"launched {Path(run_dir).name} on {len(run.workers)} rank(s)"
+        self.handle = run
+        return run
 
     # ------------------------------------------------------------------ view
     def diagram(self, *, current: int | None = None):
@@ -455,7 +473,7 @@ class CycleComposer(param.Parameterized):
             try:
                 self.launch(client=client, store=store, run_dir=run_dir, **settings)
                 status.object = self.status
-            except (ValueError, ConnectionError, FileExistsError, FileNotFoundError) as exc:
+            except (ValueError, ConnectionError, OSError, RuntimeError) as exc:
                 self.status = str(exc)
                 status.object = f"**Launch failed:** {exc}"
 

@@ -35,8 +35,8 @@ STOP_FILE = "STOP"
 def request_stop(run_dir: str | Path) -> Path:
     """Ask the run in ``run_dir`` to stop: create ``<run_dir>/STOP`` (returns its path).
 
-    The trainer checks for the file between batches, writes a checkpoint and ends the run; a
-    later resume continues from there.
+    The trainer checks for the file between batches and ends the run; a later resume continues
+    from the last checkpoint.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -116,6 +116,8 @@ class RunMonitor(param.Parameterized):
         self.boundaries: list[tuple[int, int, int]] = []
         self.validations: list[dict] = []
         self.level_n: dict[int, int] = {}
+        self.stopped = False
+        self._handle_seen = 0
         self.iteration = 0
         self.error: str | None = None
 
@@ -130,15 +132,19 @@ class RunMonitor(param.Parameterized):
         self._followers.append(EventFollower(self.run_dir / "events.jsonl"))
         return self
 
-    def attach(self, handle) -> RunMonitor:
+    def attach(self, handle, *, run_dir: str | Path | None = None) -> RunMonitor:
         """Receive the events a launched run streams to the notebook; returns self.
 
-        ``handle`` is what :meth:`CycleComposer.launch` / :func:`mgtoolkit.dist.launch` return:
-        it must offer ``add_listener(fn)`` and ``run_dir``; ``stop()`` is used when present.
+        ``handle`` is the :class:`mgtoolkit.dist.launch.Run` that :meth:`CycleComposer.launch`
+        (or :func:`~mgtoolkit.dist.launch.train_on_cluster`) returns: its ``events`` list
+        grows as rank 0 emits, ``status`` tells a lost or failed run, ``stop()`` stops it.
+        ``run_dir`` (the run's directory) lets the monitor read the exact cycle from its
+        ``config.toml``.
         """
         self.handle = handle
-        self.run_dir = Path(handle.run_dir)
-        handle.add_listener(self)
+        self._handle_seen = 0
+        run_dir = run_dir if run_dir is not None else getattr(handle, "run_dir", None)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         return self
 
     def watch(self, composer) -> RunMonitor:
@@ -147,7 +153,7 @@ class RunMonitor(param.Parameterized):
         def on_launch(event):
             if event.new is not None:
                 self.reset()
-                self.attach(event.new)
+                self.attach(event.new, run_dir=composer.run_dir)
 
         composer.param.watch(on_launch, "handle")
         return self
@@ -168,9 +174,23 @@ class RunMonitor(param.Parameterized):
         """Process every pending event (call on the notebook thread); returns how many."""
         for follower in self._followers:
             self._queue.extend(follower.poll())
+        if self.handle is not None:
+            # Run.events is appended by the client's IO thread; read past what we have seen.
+            new = self.handle.events[self._handle_seen :]
+            self._handle_seen += len(new)
+            self._queue.extend(new)
         count = 0
         while self._queue:
             self._ingest(self._queue.popleft())
+            count += 1
+        status = getattr(self.handle, "status", None)
+        if not self.finished and not self._queue and status in ("failed", "lost", "stopped"):
+            # A dead worker or a crash can end a run without a final event.
+            self.finished = True
+            self.stopped = status == "stopped"
+            self.status = f"run {status}"
+            if status != "stopped":
+                self.error = f"the run {status}"
             count += 1
         if count:
             self.version += 1
@@ -209,6 +229,9 @@ class RunMonitor(param.Parameterized):
             self.status = (
                 f"finished ({ev.get('reason')}) after {ev.get('wall_s', 0):.1f} s training"
             )
+        elif kind == "error" and ev.get("error_type") == "RunStopped":
+            self.finished = self.stopped = True  # the stop button, not a failure
+            self.status = "stopped on request (the last checkpoint can be resumed)"
         elif kind == "error":
             self.finished = True
             self.error = str(ev.get("message"))
@@ -229,14 +252,19 @@ class RunMonitor(param.Parameterized):
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
-        """Ask the run to stop after its current batch (it checkpoints first)."""
+        """Ask the run to stop.
+
+        A launched run (:meth:`attach`) stops at once through its handle; its last checkpoint
+        stays valid for a resume. A followed batch run gets ``<run_dir>/STOP``
+        (:func:`request_stop`), which the trainer honours between batches.
+        """
         if self.handle is not None and hasattr(self.handle, "stop"):
             self.handle.stop()
         elif self.run_dir is not None:
             request_stop(self.run_dir)
         else:
             raise ValueError("no run to stop: attach() a launched run or follow() a run directory")
-        self.status = "stop requested — the run checkpoints and ends after its current batch"
+        self.status = "stop requested"
 
     def wait(self, *, timeout: float | None = None, poll_s: float = 0.5) -> RunMonitor:
         """Block until the run ends, processing and drawing events meanwhile; returns self.
@@ -245,8 +273,9 @@ class RunMonitor(param.Parameterized):
         ------
         TimeoutError
             The run did not end within ``timeout`` seconds.
-        RuntimeError
-            The run reported an error (its message is included).
+        Exception
+            The run failed: the handle's own exception when attached to a launched run
+            (e.g. ``WorkerLost``), else a RuntimeError with the run's error message.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -257,7 +286,14 @@ class RunMonitor(param.Parameterized):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"the run did not finish within {timeout:g} s: {self.status}")
             time.sleep(poll_s)
+        while getattr(self.handle, "status", None) == "running":
+            # The final event can arrive before the ranks' tasks have returned.
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the run's tasks did not end within {timeout:g} s")
+            time.sleep(min(poll_s, 0.1))
         if self.error is not None:
+            if self.handle is not None:
+                self.handle.result()  # re-raises the run's own exception
             raise RuntimeError(f"the training run failed: {self.error}")
         return self
 

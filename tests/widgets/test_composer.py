@@ -144,3 +144,43 @@ def test_unreachable_cluster_is_reported():
     cluster.close()
     with pytest.raises(ConnectionError, match="not connected to a cluster"):
         check_cluster(client)
+
+
+def test_launch_streams_to_the_monitor_and_stops(store2d, tmp_path, dask_client):
+    """Launch button path on a real LocalCluster: events stream in, the stop button stops."""
+    import time
+
+    from mgtoolkit.nn import UNetConfig
+    from mgtoolkit.train import DataConfig, read_events
+    from mgtoolkit.widgets import RunMonitor
+
+    c = CycleComposer(levels=2, cycle="V", epochs=1, patience=50, max_epochs=50, batch_size=2)
+    monitor = RunMonitor().watch(c)
+    run_dir = tmp_path / "launched"
+    model = UNetConfig(dim=2, depth=1, base_filters=2, convs_per_block=1)
+    data = DataConfig(store=str(store2d), val_samples=2)
+    # One rank: a stop that lands while a peer waits in a collective is the launcher's concern.
+    run = c.launch(
+        client=dask_client,
+        store=store2d,
+        run_dir=run_dir,
+        ranks=1,
+        model=model,
+        data=data,
+        device="cpu",
+    )
+    assert monitor.handle is run and c.status == "launched launched on 1 rank(s)"
+    deadline = time.monotonic() + 120
+    while monitor.iteration < 3:  # events arrive through the handle while the run trains
+        assert time.monotonic() < deadline, monitor.status
+        monitor.update()
+        if monitor.finished:
+            run.result()  # raises the run's error
+        time.sleep(0.1)
+    assert monitor.schedule == c.schedule()
+    monitor.stop()
+    monitor.wait(timeout=60, poll_s=0.1)
+    assert monitor.stopped and monitor.error is None and run.status == "stopped"
+    batches = [e for e in read_events(run_dir / "events.jsonl") if e["type"] == "batch_end"]
+    # Stopped long before the 50-epoch cap: 2 train samples / batch 2 = 1 batch per epoch.
+    assert 3 <= len(batches) < 40
