@@ -1,0 +1,103 @@
+"""Data-parallel scaling on this machine: efficiency at p = 2 with single-threaded ranks.
+
+Prints (1) strong and weak scaling of a full training step (paper U-Net, FEM energy loss,
+gradient all-reduce, Adam) with the time split into compute and gradient all-reduce, against
+the target E ≥ 0.9 at p = 2; (2) gloo (torch.distributed) vs mpi4py's Allreduce on the same
+float32 buffers under ``mpirun -n 2``, which is why gradients travel over gloo.
+
+Run (heavy: saturates the cores):
+
+    flock /tmp/mgtoolkit-heavy.lock .venv/bin/python benchmarks/scaling.py
+    flock /tmp/mgtoolkit-heavy.lock .venv/bin/python benchmarks/scaling.py --dim 3 --n 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+TARGET = 0.9
+
+
+def allreduce_worker(sizes: list[int], repeats: int) -> None:
+    """Under mpirun: time gloo all_reduce and mpi4py Allreduce on the same buffers."""
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from mpi4py import MPI
+
+    from mgtoolkit.dist.env import init_from_environment
+
+    torch.set_num_threads(1)
+    info = init_from_environment()
+    comm = MPI.COMM_WORLD
+    rows = []
+    for numel in sizes:
+        t = torch.ones(numel)
+        a = np.ones(numel, dtype=np.float32)
+        for name, op in (
+            ("gloo", lambda t=t: dist.all_reduce(t)),
+            ("mpi4py", lambda a=a: comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)),
+        ):
+            op()  # warm-up (connections, buffers)
+            comm.Barrier()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                op()
+            rows.append((numel, name, (time.perf_counter() - t0) / repeats))
+    if info.rank == 0:
+        print(f"\nall-reduce of float32 buffers, {info.size} ranks (mpirun, Open MPI wheel)")
+        print("| elements | MiB | gloo ms | mpi4py ms |")
+        print("|---|---|---|---|")
+        for numel in sizes:
+            g = next(s for n, k, s in rows if n == numel and k == "gloo")
+            m = next(s for n, k, s in rows if n == numel and k == "mpi4py")
+            print(f"| {numel} | {numel * 4 / 2**20:.2f} | {g * 1e3:.3f} | {m * 1e3:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dim", type=int, default=2)
+    parser.add_argument("--n", type=int, default=64, help="cells per side (64)")
+    parser.add_argument("--batch", type=int, default=8, help="strong: global batch (8)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--no-mpi", action="store_true", help="skip the gloo/mpi4py comparison")
+    parser.add_argument("--allreduce-worker", type=int, nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.allreduce_worker is not None:
+        allreduce_worker(args.allreduce_worker, repeats=20)
+        return
+
+    from mgtoolkit.dist.scaling import format_table, measure
+    from mgtoolkit.nn import UNet, UNetConfig
+
+    model = {"dim": args.dim}
+    numel = sum(p.numel() for p in UNet(UNetConfig(**model)).parameters())
+    print(
+        f"U-Net (paper defaults, {args.dim}D, {numel} parameters), n = {args.n}, "
+        f"{args.steps} timed steps, 1 torch thread per rank, {os.cpu_count()} cores"
+    )
+    rows = measure(model=model, n=args.n, ranks=(1, 2), batch=args.batch, steps=args.steps)
+    print(format_table(rows))
+    for r in rows:
+        if r.ranks == 2:
+            verdict = "meets" if r.efficiency >= TARGET else "misses"
+            print(
+                f"{r.mode} scaling at p = 2: E = {r.efficiency:.2f} ({verdict} the target "
+                f"E ≥ {TARGET}); gradient all-reduce {r.allreduce_s * 1e3:.1f} ms vs compute "
+                f"{r.compute_s * 1e3:.1f} ms per step"
+            )
+    if not args.no_mpi:
+        env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+        mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+        sizes = [1_000, 100_000, numel, 4_000_000]
+        cmd = [mpirun, "-n", "2", "--oversubscribe", sys.executable, __file__,
+               "--allreduce-worker", *map(str, sizes)]  # fmt: skip
+        subprocess.run(cmd, env=env, check=True, timeout=600)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""``mgtoolkit scaling``: strong and weak scaling of data-parallel training steps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    sc = subparsers.add_parser(
+        "scaling",
+        help="strong and weak scaling of training steps on p local ranks (table and plot)",
+        description="Run the same training step (U-Net, FEM energy loss, gradient all-reduce, "
+        "Adam) on p = 1, 2, ... local gloo ranks; write speed-up S = T1/Tp and efficiency "
+        "E = T1/(p Tp) as scaling.csv, scaling.md and scaling.png (with E = 0.8 marked).",
+    )
+    sc.add_argument("--config", default=None, help="training config whose [model] to use")
+    sc.add_argument("--dim", type=int, default=None, help="2 or 3 (default: config's, else 2)")
+    sc.add_argument("--n", type=int, default=64, help="cells per side (default 64)")
+    sc.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="world sizes (1 2)")
+    sc.add_argument(
+        "--batch", type=int, default=8, help="strong: global batch; weak: batch per rank (8)"
+    )
+    sc.add_argument("--steps", type=int, default=10, help="timed steps per run (10)")
+    sc.add_argument("--warmup", type=int, default=2, help="untimed steps per run (2)")
+    sc.add_argument(
+        "--mode", choices=("strong", "weak", "both"), default="both", help="(default both)"
+    )
+    sc.add_argument("--threads", type=int, default=1, help="torch threads per rank (1)")
+    sc.add_argument("--out", default="runs/scaling", help="output directory (runs/scaling)")
+    sc.set_defaults(run=_scaling)
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    import csv
+
+    from mgtoolkit.dist.scaling import format_table, measure, plot
+
+    model: dict = {}
+    if args.config:
+        from mgtoolkit.train import load_config
+
+        model = load_config(args.config).model.to_dict()
+    if args.dim is not None:
+        model["dim"] = args.dim
+    if any(p < 1 for p in args.ranks):
+        raise ValueError(f"--ranks must be positive integers (got {args.ranks})")
+    modes = ("strong", "weak") if args.mode == "both" else (args.mode,)
+    rows = measure(
+        model=model,
+        n=args.n,
+        ranks=tuple(args.ranks),
+        batch=args.batch,
+        steps=args.steps,
+        warmup=args.warmup,
+        modes=modes,
+        threads_per_rank=args.threads,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_table(rows)
+    (out / "scaling.md").write_text(table + "\n")
+    with open(out / "scaling.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].to_dict()))
+        writer.writeheader()
+        writer.writerows(r.to_dict() for r in rows)
+    plot(rows, out / "scaling.png")
+    print(table)
+    print(f"wrote {out / 'scaling.csv'}, {out / 'scaling.md'}, {out / 'scaling.png'}")
+    return 0

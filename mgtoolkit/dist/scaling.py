@@ -1,0 +1,203 @@
+"""Strong and weak scaling of data-parallel training steps (speed-up and efficiency).
+
+The same training step — the U-Net on ν, the FEM energy loss, backward, gradient all-reduce,
+Adam — runs on p = 1, 2, … local ranks (real processes over gloo, ``threads_per_rank`` torch
+threads each). Per step we time *compute* (forward, backward — including the synchronized
+batch norm's small all-reduces — and the optimizer) and *all-reduce* (:func:`average_gradients`,
+which includes waiting for the slowest rank).
+
+- strong scaling: fixed global batch B, local batch B/p; S = T1/Tp, E = T1/(p·Tp);
+- weak scaling: fixed local batch B, global batch p·B; E = T1/Tp (S = p·E).
+
+E ≥ 0.8 is the admissible efficiency (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+__all__ = ["ADMISSIBLE_EFFICIENCY", "ScalingRow", "format_table", "measure", "plot"]
+
+#: The minimum admissible parallel efficiency.
+ADMISSIBLE_EFFICIENCY = 0.8
+
+
+@dataclass(frozen=True)
+class ScalingRow:
+    """One (mode, p) measurement; times are medians over the timed steps, in seconds."""
+
+    mode: str
+    ranks: int
+    global_batch: int
+    local_batch: int
+    step_s: float
+    compute_s: float
+    allreduce_s: float
+    speedup: float
+    efficiency: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.global_batch / self.step_s
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "samples_per_s": self.samples_per_s}
+
+
+def _steps(model: dict, n: int, local_batch: int, steps: int, warmup: int) -> dict:
+    """One rank: time ``warmup + steps`` training steps; return medians (rank 0's view)."""
+    import statistics
+
+    import torch
+
+    from mgtoolkit.fem import energy
+    from mgtoolkit.nn import UNet, UNetConfig
+    from mgtoolkit.train import parallel
+
+    rank, _ = parallel.world()
+    cfg = UNetConfig(**model)
+    torch.manual_seed(0)
+    net = parallel.convert_sync_batchnorm(UNet(cfg))
+    parallel.broadcast_module(net)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1 + rank)
+    # Timing does not depend on the values: a log-normal field with ν > 0 suffices.
+    nu = torch.exp(torch.randn((local_batch,) + (n,) * cfg.dim, generator=gen))
+    times: dict[str, list[float]] = {"step": [], "compute": [], "allreduce": []}
+    params = list(net.parameters())
+    for k in range(warmup + steps):
+        parallel.all_reduce_sum(torch.zeros(1))  # start each step together
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        energy(nu, net(nu)).mean().backward()
+        t1 = time.perf_counter()
+        parallel.average_gradients(params)
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        if k >= warmup:
+            times["step"].append(t3 - t0)
+            times["compute"].append((t1 - t0) + (t3 - t2))
+            times["allreduce"].append(t2 - t1)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def measure(
+    *,
+    model: dict | None = None,
+    n: int = 64,
+    ranks: tuple[int, ...] = (1, 2),
+    batch: int = 8,
+    steps: int = 10,
+    warmup: int = 2,
+    modes: tuple[str, ...] = ("strong", "weak"),
+    threads_per_rank: int = 1,
+) -> list[ScalingRow]:
+    """Run the scaling study on local processes.
+
+    Parameters
+    ----------
+    model : dict, optional
+        ``UNetConfig`` fields (default: the paper's U-Net, 2D).
+    n : int
+        Cells per side of the training fields.
+    ranks : tuple of int
+        World sizes to measure; the first is the reference (normally 1).
+    batch : int
+        Strong scaling: the global batch (each p must divide it). Weak: the local batch.
+    steps, warmup : int
+        Timed steps and untimed warm-up steps per run.
+    modes : tuple of {"strong", "weak"}
+    threads_per_rank : int
+        torch threads per rank (1: one core per rank).
+
+    Returns
+    -------
+    list of ScalingRow
+    """
+    from mgtoolkit.dist.local import spawn
+    from mgtoolkit.grids import check_resolution
+
+    check_resolution(n)
+    model = dict(model or {})
+    for p in ranks:
+        if "strong" in modes and batch % p:
+            raise ValueError(
+                f"strong scaling splits the global batch {batch} over {p} ranks: use a batch "
+                f"that every rank count in {list(ranks)} divides"
+            )
+    rows: list[ScalingRow] = []
+    for mode in modes:
+        if mode not in ("strong", "weak"):
+            raise ValueError(f"mode must be 'strong' or 'weak' (got {mode!r})")
+        base = None
+        for p in ranks:
+            local = batch // p if mode == "strong" else batch
+            t = spawn(_steps, p, model, n, local, steps, warmup, threads_per_rank=threads_per_rank)[
+                0
+            ]
+            base = base or (t["step"], p)
+            t1, p1 = base
+            # Normalise to the reference world size p1 (1 in the usual study).
+            if mode == "strong":
+                speedup = t1 / t["step"]
+                eff = speedup * p1 / p
+            else:
+                eff = t1 / t["step"]
+                speedup = eff * p / p1
+            rows.append(
+                ScalingRow(
+                    mode,
+                    p,
+                    local * p,
+                    local,
+                    t["step"],
+                    t["compute"],
+                    t["allreduce"],
+                    speedup,
+                    eff,
+                )
+            )
+    return rows
+
+
+def format_table(rows: list[ScalingRow]) -> str:
+    """A Markdown table of the rows."""
+    lines = [
+        "| mode | p | global batch | step s | compute s | all-reduce s | all-reduce % | S | E |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.mode} | {r.ranks} | {r.global_batch} | {r.step_s:.3f} | {r.compute_s:.3f} "
+            f"| {r.allreduce_s:.4f} | {100 * r.allreduce_s / r.step_s:.1f} | {r.speedup:.2f} "
+            f"| {r.efficiency:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[ScalingRow], path) -> None:
+    """Efficiency against p for each mode, with the admissible line E = 0.8 (PNG/SVG/PDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for mode in dict.fromkeys(r.mode for r in rows):
+        sel = [r for r in rows if r.mode == mode]
+        ps = [r.ranks for r in sel]
+        ax_e.plot(ps, [r.efficiency for r in sel], "o-", label=f"{mode} scaling")
+        ax_s.plot(ps, [r.speedup for r in sel], "o-", label=f"{mode} scaling")
+    all_p = sorted({r.ranks for r in rows})
+    ax_e.axhline(ADMISSIBLE_EFFICIENCY, color="red", ls="--", label="E = 0.8 (admissible)")
+    ax_e.set(xlabel="ranks p", ylabel="efficiency E", ylim=(0, 1.2), xticks=all_p)
+    ax_s.plot(all_p, all_p, "k:", label="ideal")
+    ax_s.set(xlabel="ranks p", ylabel="speed-up S", xticks=all_p)
+    for ax in (ax_e, ax_s):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
