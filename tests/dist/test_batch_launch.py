@@ -13,7 +13,7 @@ import pytest
 import torch
 import toy
 
-from mgtoolkit.dist.env import free_port
+from mgtoolkit.dist.env import WorldMismatchError, check_mpi_world, free_port
 
 BIN = os.path.dirname(sys.executable)
 TOY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy.py")
@@ -79,9 +79,12 @@ def test_srun_with_the_wrong_mpi_plugin_names_the_fix(tmp_path):
     assert not (tmp_path / "out.pt").exists()
 
 
-def test_forcing_mpi_under_plain_srun_is_detected(tmp_path):
-    _slurm_ready()
-    cmd = ["srun", "-n", "2", "--mpi=none", sys.executable, TOY, "out.pt", "--launcher", "mpi"]
-    out = _launch(cmd, tmp_path)
-    assert out.returncode != 0
-    assert "SLURM_STEP_NUM_TASKS=2" in out.stderr and "every rank is running alone" in out.stderr
+def test_every_rank_alone_is_detected_from_the_launcher_variables(monkeypatch):
+    # What each task of `srun -n 2` sees when forced to use MPI without an srun MPI plugin.
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    with pytest.raises(WorldMismatchError, match="SLURM_STEP_NUM_TASKS=2") as err:
+        check_mpi_world(1, "Open MPI v5.0.11\n...")
+    assert "every rank is running alone" in str(err.value) and "Open MPI v5.0.11" in str(err.value)
+    check_mpi_world(2)  # consistent: no error
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    check_mpi_world(1)
