@@ -62,14 +62,14 @@ class TiledPredictor:
     ----------
     model : mgtoolkit.nn.UNet
         In eval mode; norm "batch" or "none".
-    tile : int, optional
-        Owned nodes per side of a tile; None (or ≥ n + 1) runs the field as one tile.
+    tile : int or tuple of int, optional
+        Owned nodes per side of a tile (or per axis, z y x); None runs the field as one tile.
     threads : int, optional
         torch intra-op threads in the process running it (default: leave torch's setting).
     """
 
     model: object
-    tile: int | None = None
+    tile: int | tuple[int, ...] | None = None
     threads: int | None = None
     _forward: object = field(default=None, init=False, repr=False)
 
@@ -108,7 +108,7 @@ class TiledPredictor:
 
     def tile_list(self, n: int, dim: int) -> list[Tile]:
         """The tiles of an ``(n,) * dim`` field (one tile when untiled)."""
-        size = n + 1 if self.tile is None else min(self.tile, n + 1)
+        size = n + 1 if self.tile is None else self.tile
         return tiles(self.model.config, n=n, dim=dim, tile=size, growth=self.model.growth)
 
     def predict_tile(self, nu, t: Tile, *, n: int, mean: float) -> np.ndarray:
@@ -142,7 +142,7 @@ class TiledPredictor:
         return out
 
 
-def predict_tiled(model, nu, *, tile: int | None = None) -> np.ndarray:
+def predict_tiled(model, nu, *, tile: int | tuple[int, ...] | None = None) -> np.ndarray:
     """Predict u for one field in memory, tile by tile, equal to ``model(nu)`` up to rounding.
 
     Parameters
@@ -151,8 +151,9 @@ def predict_tiled(model, nu, *, tile: int | None = None) -> np.ndarray:
         In eval mode, norm "batch" or "none".
     nu : array-like, shape ``(n,) * dim`` on cells
         numpy, torch (CPU) or zarr array; only one tile's box is read at a time.
-    tile : int, optional
-        Owned nodes per side of a tile (peak memory grows with ``(tile + 2 halo)**dim``).
+    tile : int or tuple of int, optional
+        Owned nodes per side of a tile, or per axis (peak memory grows with the box,
+        ``(tile + 2 halo)**dim``); None: one tile.
 
     Returns
     -------
@@ -190,9 +191,9 @@ class _SampleView:
 
 
 def _tile_task(
-    path: str, predictor: TiledPredictor, level: int, name: str, sample: int, t: Tile, mean: float
-) -> int:
-    """Task: predict one tile of one sample and write its owned nodes (whole zarr chunks)."""
+    path: str, predictor: TiledPredictor, level: int, sample: int, t: Tile, mean: float
+) -> np.ndarray:
+    """Task: u on the owned nodes of one tile of one stored sample (ν read from zarr)."""
     import zarr
     from distributed import get_worker
 
@@ -202,11 +203,45 @@ def _tile_task(
         import torch
 
         torch.set_num_threads(get_worker().state.nthreads)
-    group = zarr.open_group(path, mode="r+")[level_group(level)]
-    n = group["nu"].shape[-1]
-    u = predictor.predict_tile(_SampleView(group["nu"], sample), t, n=n, mean=mean)
-    group[name][(sample, *t.node_slices)] = u
-    return sample
+    nu = zarr.open_group(path, mode="r")[level_group(level)]["nu"]
+    return predictor.predict_tile(_SampleView(nu, sample), t, n=nu.shape[-1], mean=mean)
+
+
+class _SlabWriter:
+    """Collect tile results of one sample and write each slab of chunk rows once it is whole.
+
+    The slabs follow the node field's chunks along z, so every write covers whole chunks and
+    each chunk is compressed once; at most the slabs still waiting for tiles are in memory.
+    """
+
+    def __init__(self, field, sample: int, layout: list[Tile]) -> None:
+        self.field, self.sample = field, sample
+        size, chunk = field.shape[1], field.chunks[1]
+        self.slabs = [(z, min(z + chunk, size)) for z in range(0, size, chunk)]
+        self.waiting = {
+            z: {i for i, t in enumerate(layout) if t.nodes[0][0] < z1 and z < t.nodes[0][1]}
+            for z, z1 in self.slabs
+        }
+        self.buffers: dict[int, np.ndarray] = {}
+
+    def add(self, index: int, t: Tile, u: np.ndarray) -> None:
+        shape = self.field.shape[2:]
+        for z0, z1 in self.slabs:
+            a, b = max(z0, t.nodes[0][0]), min(z1, t.nodes[0][1])
+            if a >= b:
+                continue
+            buf = self.buffers.get(z0)
+            if buf is None:
+                buf = self.buffers[z0] = np.empty((z1 - z0, *shape), dtype=self.field.dtype)
+            rest = t.node_slices[1:]
+            buf[(slice(a - z0, b - z0), *rest)] = u[a - t.nodes[0][0] : b - t.nodes[0][0]]
+            self.waiting[z0].discard(index)
+            if not self.waiting[z0]:
+                self.field[self.sample, z0:z1] = self.buffers.pop(z0)
+
+    @property
+    def done(self) -> bool:
+        return not any(self.waiting.values())
 
 
 def predict_store(
@@ -215,7 +250,7 @@ def predict_store(
     *,
     level: int = 1,
     name: str = "u_pred",
-    tile: int | None = None,
+    tile: int | tuple[int, ...] | None = None,
     client=None,
     progress: bool = True,
 ) -> Path:
@@ -231,18 +266,21 @@ def predict_store(
         Level to predict (1 = finest).
     name : str
         Node field (created by :func:`mgtoolkit.data.allocate_node_field` if absent).
-    tile : int, optional
-        Owned nodes per side of a tile. On spatially chunked fields (large samples) it is
-        rounded up to a multiple of the field's chunk, so each task writes whole chunks and no
-        two tasks share one; default: two chunks. Small samples (one chunk per sample) run
-        through :func:`mgtoolkit.data.map_samples`, one sample per task, tiled by ``tile``.
+    tile : int or tuple of int, optional
+        Owned nodes per side of a tile, or per axis (z, y, x). Default: one tile per sample
+        for small samples; for spatially chunked (large) samples the tiling that
+        :func:`mgtoolkit.plan.suggest_tile` finds for this machine's memory.
     client : distributed.Client, optional
         Default: an embedded LocalCluster for the duration of the call.
     progress : bool
-        tqdm progress bar in tiles.
+        tqdm progress bar (in tiles for large samples, in samples for small ones).
 
-    Samples whose ``<name>_complete`` marker is set are skipped (resumable); a sample's marker
-    is set once all its tiles are written.
+    Large samples: each task reads its box of ν from zarr and returns its block of u; the
+    calling process writes u slab by slab (whole chunks) as soon as a slab is complete, so no
+    two writers ever share a chunk. Small samples (one chunk per sample) run through
+    :func:`mgtoolkit.data.map_samples`, one sample per task. Samples whose
+    ``<name>_complete`` marker is set are skipped (resumable); a marker is set once all of
+    its sample's tiles are written.
     """
     import zarr
 
@@ -253,51 +291,45 @@ def predict_store(
     attrs = check_store(path)
     if not isinstance(level, int | np.integer) or not 1 <= level <= attrs["levels"]:
         raise ValueError(f"level must be 1 (finest) .. {attrs['levels']} (got {level!r})")
-    n = attrs["resolution"] >> (level - 1)
-    if attrs["dim"] != model.config.dim:
-        raise ValueError(
-            f"the network is {model.config.dim}D but {path} holds {attrs['dim']}D fields"
-        )
+    n, dim = attrs["resolution"] >> (level - 1), attrs["dim"]
+    if dim != model.config.dim:
+        raise ValueError(f"the network is {model.config.dim}D but {path} holds {dim}D fields")
+    _check_tileable(model)
     allocate_node_field(path, level, name)
-    group = zarr.open_group(str(path), mode="r")[level_group(level)]
-    chunk = group[name].chunks[1]
-    if chunk >= n + 1 or n % downsampling(model.config):
-        map_samples(
-            path,
-            TiledPredictor(model, tile=tile, threads=1),
-            level=level,
-            name=name,
-            client=client,
-            progress=progress,
-        )
+    group = zarr.open_group(str(path), mode="r+")[level_group(level)]
+    field, marker = group[name], group[marker_name(name)]
+    if field.chunks[1] >= n + 1 or n % downsampling(model.config):
+        fn = TiledPredictor(model, tile=tile, threads=1)
+        map_samples(path, fn, level=level, name=name, client=client, progress=progress)
         return Path(path)
-    tile = 2 * chunk if tile is None else -(-int(tile) // chunk) * chunk
-    predictor = TiledPredictor(model, tile=tile)
     todo = np.flatnonzero(~completed(path, level, name))
     if not todo.size:
         return Path(path)
+    if tile is None:
+        from mgtoolkit.plan import suggest_tile
+
+        tile = suggest_tile(model.config, resolution=n, growth=model.growth)
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    layout = predictor.tile_list(n, attrs["dim"])
-    marker = zarr.open_group(str(path), mode="r+")[level_group(level)][marker_name(name)]
+    predictor = TiledPredictor(model, tile=tile)
+    layout = predictor.tile_list(n, dim)
     with client_context(client) as c:
         shipped = c.scatter(predictor, broadcast=True, hash=False)
-        futures = {}
-        for s in todo:
-            mean = c.submit(_sample_mean, str(path), level, int(s), pure=False)
-            for t in layout:
-                f = c.submit(
-                    _tile_task, str(path), shipped, level, name, int(s), t, mean, pure=False
-                )
-                futures[f] = int(s)
-        left = {int(s): len(layout) for s in todo}
+        futures, writers = {}, {}
+        for s in map(int, todo):
+            writers[s] = _SlabWriter(field, s, layout)
+            mean = c.submit(_sample_mean, str(path), level, s, pure=False)
+            for i, t in enumerate(layout):
+                f = c.submit(_tile_task, str(path), shipped, level, s, t, mean, pure=False)
+                futures[f] = (s, i, t)
         bar = tqdm(total=len(futures), desc=f"predict {name}", unit="tile", disable=not progress)
         try:
             for f in as_completed(futures):
-                s = f.result()
-                left[s] -= 1
-                if not left[s]:
+                s, i, t = futures.pop(f)
+                writers[s].add(i, t, f.result())
+                del f
+                if writers[s].done:
                     marker[s] = True
                 bar.update()
         except BaseException as exc:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-__all__ = ["Tile", "downsampling", "needed_cells", "receptive_halo", "tiles"]
+import numpy as np
+
+__all__ = ["Tile", "downsampling", "needed_cells", "receptive_halo", "split", "tiles"]
 
 
 def downsampling(config) -> int:
@@ -123,8 +125,21 @@ def _box(config, growth: int, n: int, start: int, stop: int) -> tuple[int, int]:
     return max(0, (lo // m) * m), min(n, -(-(hi + 1) // m) * m)
 
 
-def tiles(config, *, n: int, dim: int, tile: int, growth: int = 0) -> list[Tile]:
-    """Partition the ``(n + 1,) * dim`` nodes into tiles of ``tile`` nodes per side.
+def split(n: int, tile: int, multiple: int) -> list[tuple[int, int]]:
+    """Split nodes ``0 .. n`` (``n + 1`` of them) into near-equal ranges of about ``tile`` nodes.
+
+    Inner boundaries are multiples of ``multiple`` (so boxes start on the pooling grid);
+    returns half-open ``(start, stop)`` ranges covering ``0 .. n + 1``.
+    """
+    k = -(-(n + 1) // tile)
+    cuts = sorted({round(i * (n + 1) / k / multiple) * multiple for i in range(1, k)} - {0})
+    cuts = [c for c in cuts if c < n + 1]
+    bounds = [0, *cuts, n + 1]
+    return list(itertools.pairwise(bounds))
+
+
+def tiles(config, *, n: int, dim: int, tile, growth: int = 0) -> list[Tile]:
+    """Partition the ``(n + 1,) * dim`` nodes into tiles of about ``tile`` nodes per side.
 
     Parameters
     ----------
@@ -133,16 +148,17 @@ def tiles(config, *, n: int, dim: int, tile: int, growth: int = 0) -> list[Tile]
         Cells per side (a multiple of ``2**depth``; coarser grids are run untiled).
     dim : int
         2 or 3.
-    tile : int
-        Owned nodes per side of a tile (the last tile per axis takes the remainder, up to
-        ``n + 1``); tiles are listed in C order, x fastest.
+    tile : int or tuple of int
+        Owned nodes per side of a tile, or per axis (z, y, x). Each axis is split into
+        ``ceil((n + 1) / tile)`` near-equal ranges whose inner boundaries lie on the pooling
+        grid. Tiles are listed in C order, x fastest.
     growth : int
         See :func:`needed_cells`.
 
     Raises
     ------
     ValueError
-        ``tile`` < 1, or ``n`` not a multiple of ``2**depth``.
+        A tile side < 1, or ``n`` not a multiple of ``2**depth``.
     """
     m = downsampling(config)
     if n % m:
@@ -150,14 +166,18 @@ def tiles(config, *, n: int, dim: int, tile: int, growth: int = 0) -> list[Tile]
             f"tiling needs n to be a multiple of the down-sampling factor 2**depth = {m} "
             f"(got n = {n}); run such a small grid untiled"
         )
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-        raise ValueError(f"tile must be a positive number of nodes per side (got {tile!r})")
-    starts = list(range(0, n + 1, tile))
-    if len(starts) > 1 and n + 1 - starts[-1] < tile // 2:
-        starts.pop()  # fold a sliver into the previous tile rather than computing a thin box
-    ranges = [(a, b) for a, b in zip(starts, [*starts[1:], n + 1], strict=True)]
-    boxes = [_box(config, growth, n, a, b) for a, b in ranges]
-    out = []
-    for idx in itertools.product(range(len(ranges)), repeat=dim):
-        out.append(Tile(tuple(ranges[i] for i in idx), tuple(boxes[i] for i in idx)))
-    return out
+    sides = (tile,) * dim if isinstance(tile, int | np.integer) else tuple(tile)
+    if len(sides) != dim or any(
+        isinstance(t, bool) or not isinstance(t, int | np.integer) or t < 1 for t in sides
+    ):
+        raise ValueError(
+            f"tile must be a positive number of nodes per side, or one per axis (got {tile!r})"
+        )
+    axes = []
+    for t in sides:
+        ranges = split(n, int(t), m)
+        axes.append([(r, _box(config, growth, n, *r)) for r in ranges])
+    return [
+        Tile(tuple(r for r, _ in combo), tuple(b for _, b in combo))
+        for combo in itertools.product(*axes)
+    ]

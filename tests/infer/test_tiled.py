@@ -20,7 +20,7 @@ def _untiled(net, nu):
         return net(torch.as_tensor(nu, dtype=net.log_nu_scale.dtype)[None])[0].float().numpy()
 
 
-@pytest.mark.parametrize("tile", [33, 24])  # 65 = 33 + 32 nodes; 24 does not divide 65
+@pytest.mark.parametrize("tile", [33, (24, 40, 65)])  # 65 = 32 + 33; 24 does not divide 65
 def test_tiled_equals_untiled_3d_64(tile):
     net = make_net(dim=3, depth=2, convs_per_block=1, dtype=torch.float32)
     nu = _field((64,) * 3)
@@ -35,8 +35,8 @@ def test_tiled_equals_untiled_3d_64(tile):
 
 
 def test_tiled_equals_untiled_float64_depth3_growth_2d():
-    """Deep net with grown blocks, two convs per block: agreement to float64 rounding."""
-    net = make_net(dim=2, depth=3, convs_per_block=2, growth=1)
+    """Grown blocks, two convs per block: agreement to float64 rounding."""
+    net = make_net(dim=2, depth=2, convs_per_block=2, growth=1)
     nu = _field((128, 128), seed=1)
     u = TiledFloat64(net)(nu, tile=37)
     ref = net(torch.as_tensor(nu, dtype=torch.float64)[None])[0].detach().numpy()

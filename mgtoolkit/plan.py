@@ -1,0 +1,593 @@
+"""Memory and time planner: will a training run, a tiled prediction or a FEM solve fit?
+
+How the estimates are made. Every array of a U-Net step or of the FEM solver is a torch
+tensor whose size is proportional to the number of cells (or nodes) — except the weights and
+small coarse-grid data. So the planner runs the real computation once on two small grids,
+counts the bytes of live tensors as they are created and freed (a torch dispatch mode sees
+every allocation, forward, backward, recomputation and optimizer step alike), fits
+``peak(N) = a + b·N`` in the number of cells N, and evaluates it at the requested size. Nothing
+is hand-counted, so the estimates follow the code of :mod:`mgtoolkit.nn` and
+:mod:`mgtoolkit.fem` as they change. Each process also carries a fixed runtime — the
+interpreter, torch and its kernels, initialized on first use — :data:`RUNTIME_BYTES`, measured
+on this project's machines.
+
+Times come from the floating-point operations of the convolutions (counted by
+:class:`torch.utils.flop_counter.FlopCounterMode` on the probe) divided by the throughput of
+this machine (:func:`machine_gflops`, a short convolution benchmark), and for the FEM solver
+from the probe's own wall time scaled by the node count. They are estimates for planning.
+
+Data parallelism over p ranks splits the global batch into p equal local batches: memory per
+rank follows the local batch, plus one gradient-sized communication buffer.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from dataclasses import dataclass, field, replace
+
+__all__ = [
+    "RUNTIME_BYTES",
+    "LiveTensorBytes",
+    "Plan",
+    "PlanError",
+    "fem_estimate",
+    "inference_estimate",
+    "machine_gflops",
+    "plan",
+    "suggest_tile",
+    "training_estimate",
+]
+
+GiB = 2**30
+#: Resident memory of one worker process before its tensors: Python, torch, mgtoolkit and the
+#: CPU kernels' first-use initialization (measured here: 0.30 GiB after import, +0.15 GiB
+#: during the first convolutions).
+RUNTIME_BYTES = int(0.45 * GiB)
+#: Fraction of a machine's memory a plan may fill by default (the OS and page cache need some).
+DEFAULT_FILL = 0.85
+
+
+class PlanError(ValueError):
+    """A plan that cannot fit; the message says what would."""
+
+
+class LiveTensorBytes:
+    """Count the bytes of live tensor storages created inside the context, and their peak.
+
+    Storages created before entering (weights, inputs) are not counted. Views share their
+    base's storage and count once.
+    """
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self._keys: set[int] = set()
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        counter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_flatten(out)[0]:
+                    if hasattr(t, "untyped_storage") and t.device.type != "meta":
+                        counter._track(t.untyped_storage())
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+    def _track(self, storage) -> None:
+        key, nbytes = storage.data_ptr(), storage.nbytes()
+        if nbytes and key not in self._keys:
+            self._keys.add(key)
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key, nbytes)
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._keys.discard(key)
+        self.live -= nbytes
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def _fit(n1: int, y1: float, n2: int, y2: float, n: int) -> float:
+    """Evaluate the line through (n1, y1), (n2, y2) at n (all in cells or nodes)."""
+    slope = (y2 - y1) / (n2 - n1)
+    return y1 + slope * (n - n1)
+
+
+def _model(config, growth: int):
+    from mgtoolkit.nn import UNet
+
+    net = UNet(config)
+    for _ in range(growth):
+        net.grow()
+    return net
+
+
+@functools.lru_cache(maxsize=64)
+def _train_probe(config, growth: int, side: int, batch: int, precision: str, ckpt: bool):
+    """(peak live bytes, forward+backward FLOPs) of one Adam step of ``batch`` fields."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mgtoolkit.fem import energy
+    from mgtoolkit.nn.memory import autocast, checkpoint_blocks
+
+    torch.manual_seed(0)
+    net = checkpoint_blocks(_model(config, growth), enabled=ckpt).train()
+    opt = torch.optim.Adam(net.parameters())
+    nu = torch.exp(torch.randn((batch,) + (side,) * config.dim))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(precision, model=net):
+            u = net(nu)
+        energy(nu, u.float()).mean().backward()
+        opt.step()
+
+    # Adam's moments appear in the first step's opt.step(), after backward has freed the
+    # activations: they do not change this peak, and the estimate adds them explicitly.
+    with LiveTensorBytes() as live, FlopCounterMode(display=False) as flops:
+        step()
+    return live.peak, flops.get_total_flops()
+
+
+@functools.lru_cache(maxsize=64)
+def _infer_probe(config, growth: int, side: int, precision: str):
+    """(peak live bytes, FLOPs) of one eval-mode forward pass on a cube of ``side`` cells."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mgtoolkit.nn.memory import autocast
+
+    net = _model(config, growth).eval()
+    nu = torch.exp(torch.randn((1,) + (side,) * config.dim))
+    with torch.inference_mode(), autocast(precision, model=net):
+        with LiveTensorBytes() as live, FlopCounterMode(display=False) as flops:
+            net(nu)
+    return live.peak, flops.get_total_flops()
+
+
+@functools.lru_cache(maxsize=16)
+def _fem_probe(dim: int, n: int, batch: int):
+    """(peak live bytes, wall seconds) of one FEM solve of ``batch`` fields of n cells per side."""
+    import torch
+
+    from mgtoolkit.fem import solve
+
+    g = torch.Generator().manual_seed(0)
+    nu = torch.exp(torch.randn((batch,) + (n,) * dim, generator=g))
+    t0 = time.perf_counter()
+    solve(nu)  # timed without the counter, which slows every operation
+    seconds = time.perf_counter() - t0
+    with LiveTensorBytes() as live:
+        solve(nu)
+    return live.peak, seconds
+
+
+@functools.cache
+def machine_gflops() -> float:
+    """Sustained float32 GFLOP/s of a 3D convolution here (torch's current thread count)."""
+    import torch
+
+    x = torch.randn(1, 16, 48, 48, 48)
+    conv = torch.nn.Conv3d(16, 16, 3, padding=1, bias=False)
+    with torch.inference_mode():
+        conv(x)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            conv(x)
+        seconds = (time.perf_counter() - t0) / 3
+    return 2 * 27 * 16 * 16 * 48**3 / seconds / 1e9
+
+
+# ----------------------------------------------------------------------------- estimates
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak bytes of one process (runtime included) and seconds, with how they were obtained."""
+
+    bytes: int
+    seconds: float
+    detail: str
+
+    @property
+    def gib(self) -> float:
+        return self.bytes / GiB
+
+
+def _param_bytes(config, growth: int) -> int:
+    return sum(p.numel() * p.element_size() for p in _model(config, growth).parameters())
+
+
+def _probe_sides(config) -> tuple[int, int]:
+    """Two small grids, aligned to the pooling, large enough that activations dominate."""
+    m = 2**config.depth
+    side = max(2 * m, 16 if config.dim == 3 else 128)
+    return side, 2 * side
+
+
+def training_estimate(
+    config,
+    *,
+    resolution: int,
+    batch: int = 1,
+    precision: str = "fp32",
+    checkpointing: bool = False,
+    ranks: int = 1,
+    growth: int = 0,
+) -> Estimate:
+    """Peak memory per rank and time per global mini-batch of training (CPU, Adam).
+
+    Parameters
+    ----------
+    config : mgtoolkit.nn.UNetConfig
+    resolution : int
+        Cells per side of the training level.
+    batch : int
+        Global mini-batch; each of ``ranks`` ranks holds ``batch / ranks`` samples.
+    precision : {"fp32", "bf16"}
+    checkpointing : bool
+        Activation checkpointing of the conv blocks (:func:`mgtoolkit.nn.memory.checkpoint_blocks`).
+    ranks : int
+        Data-parallel processes.
+    growth : int
+        Grown block pairs of the network.
+    """
+    if batch % ranks:
+        raise PlanError(
+            f"a global batch of {batch} does not split into {ranks} equal local batches; "
+            f"use a batch that is a multiple of {ranks}"
+        )
+    local = batch // ranks
+    s1, s2 = _probe_sides(config)
+    # The probe batch of 2 keeps batch norm's training statistics defined at the bottom level.
+    (p1, _), (p2, f2) = (
+        _train_probe(config, growth, s, 2, precision, checkpointing) for s in (s1, s2)
+    )
+    d = config.dim
+    slope = (p2 - p1) / (s2**d - s1**d)
+    per_sample = slope * resolution**d / 2 + 4 * resolution**d  # + the float32 ν of the batch
+    # Weights and Adam's two moments exist before the probe counts; gradients are counted.
+    params = _param_bytes(config, growth)
+    fixed = 3 * params + max(0.0, p1 - slope * s1**d)
+    comm = params if ranks > 1 else 0
+    total = RUNTIME_BYTES + fixed + comm + per_sample * local
+    flops = f2 / (2 * s2**d) * resolution**d * local
+    seconds = flops / (machine_gflops() * 1e9)
+    detail = (
+        f"train {d}D {resolution}^{d}, batch {batch} ({local} per rank × {ranks}), {precision}"
+        f"{', checkpointing' if checkpointing else ''}: {per_sample * local / GiB:.2f} GiB "
+        f"activations + {(fixed + comm) / GiB:.2f} GiB weights/optimizer"
+        f"{'/communication' if comm else ''} + {RUNTIME_BYTES / GiB:.2f} GiB runtime"
+    )
+    return Estimate(int(total), seconds, detail)
+
+
+def inference_estimate(
+    config,
+    *,
+    resolution: int,
+    tile: int | tuple[int, ...] | None = None,
+    workers: int = 1,
+    precision: str = "fp32",
+    growth: int = 0,
+) -> Estimate:
+    """Peak memory of tiled prediction of one field, summed over ``workers`` processes.
+
+    ``tile`` is in owned nodes per side, or per axis (None: untiled); each worker computes one
+    tile box at a time (tile + receptive-field halo on both sides, aligned to the pooling
+    grid). Time is for the whole field on the machine (workers share its cores), halo
+    recomputation included.
+    """
+    from mgtoolkit.infer.tiles import tiles
+
+    d, n = config.dim, resolution
+    s1, s2 = _probe_sides(config)
+    (p1, _), (p2, f2) = (_infer_probe(config, growth, s, precision) for s in (s1, s2))
+    if tile is None or n % 2**config.depth:
+        box_cells, total_cells, count = n**d, n**d, 1
+    else:
+        layout = tiles(config, n=n, dim=d, tile=tile, growth=growth)
+        box_cells = max(t.box_cells for t in layout)
+        total_cells, count = sum(t.box_cells for t in layout), len(layout)
+    per_worker = _fit(s1**d, p1, s2**d, p2, box_cells) + _param_bytes(config, growth)
+    # A tile task also holds its ν box (float32 read from zarr) and its u block (float32).
+    per_worker += 8 * box_cells
+    total = workers * (RUNTIME_BYTES + per_worker)
+    seconds = f2 / s2**d * total_cells / (machine_gflops() * 1e9)
+    detail = (
+        f"predict {d}D {n}^{d}: {count} tile(s) of ≤ {box_cells:,} cells "
+        f"(recomputing {total_cells / n**d - 1:.0%} halo), {workers} worker(s) × "
+        f"{(RUNTIME_BYTES + per_worker) / GiB:.2f} GiB"
+    )
+    return Estimate(int(total), seconds, detail)
+
+
+def fem_estimate(dim: int, *, resolution: int, batch: int = 1) -> Estimate:
+    """Peak memory and time of :func:`mgtoolkit.fem.solve` on ``batch`` fields (one process)."""
+    probe_n = (64, 128) if dim == 2 else (16, 32)
+    (p1, _), (p2, t2) = (_fem_probe(dim, n, batch) for n in probe_n)
+    nodes = [(n + 1) ** dim for n in probe_n]
+    target = (resolution + 1) ** dim
+    peak = _fit(nodes[0], p1, nodes[1], p2, target)
+    # ν arrives as float32 cells, read from the store before the solve.
+    total = RUNTIME_BYTES + peak + 4 * batch * resolution**dim
+    seconds = t2 * target / nodes[1]
+    detail = (
+        f"FEM solve {dim}D {resolution}^{dim} × {batch}: {peak / GiB:.2f} GiB arrays "
+        f"({peak / (batch * target):.0f} B per node) + runtime"
+    )
+    return Estimate(int(total), seconds, detail)
+
+
+def suggest_tile(
+    config,
+    *,
+    resolution: int,
+    memory: int | None = None,
+    workers: int = 1,
+    growth: int = 0,
+) -> tuple[int, ...]:
+    """The tiling (owned nodes per axis) with the least halo recomputation that fits ``memory``.
+
+    Tries every split of each axis into 1..8 near-equal ranges. ``memory`` (bytes, for the
+    ``workers`` processes together) defaults to :data:`DEFAULT_FILL` of this machine's memory.
+
+    Raises
+    ------
+    PlanError
+        Not even the smallest tiles fit.
+    """
+    import itertools
+
+    memory = _default_memory(1) if memory is None else int(memory)
+    n, best = resolution, None
+    for ks in itertools.combinations_with_replacement(range(1, 9), config.dim):
+        tile = tuple(-(-(n + 1) // k) for k in ks)
+        est = inference_estimate(config, resolution=n, tile=tile, workers=workers, growth=growth)
+        if est.bytes <= memory and (best is None or est.seconds < best[1].seconds):
+            best = (tile, est)
+    if best is None:
+        smallest = inference_estimate(
+            config, resolution=n, tile=-(-(n + 1) // 8), workers=workers, growth=growth
+        )
+        raise PlanError(
+            f"no tiling of a {n}^{config.dim} field fits in {memory / GiB:.1f} GiB with "
+            f"{workers} worker(s): even 8 tiles per side need {smallest.gib:.1f} GiB; use fewer "
+            "workers or free memory"
+        )
+    return best[0]
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _default_memory(ranks: int) -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total * DEFAULT_FILL / ranks)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Estimates for one configuration and the verdict against ``memory`` bytes per rank.
+
+    Attributes
+    ----------
+    train, infer, fem : Estimate or None
+        Per-rank training (per global mini-batch), tiled prediction of one field, FEM solve.
+    memory : int
+        Bytes available per rank (per process for ``infer``'s workers together).
+    suggestions : dict
+        For each phase that does not fit, settings that would (phase → list of strings).
+    """
+
+    settings: dict
+    memory: int
+    train: Estimate | None = None
+    infer: Estimate | None = None
+    fem: Estimate | None = None
+    suggestions: dict = field(default_factory=dict)
+
+    @property
+    def fits(self) -> bool:
+        return not self.suggestions
+
+    def __str__(self) -> str:
+        s = self.settings
+        lines = [
+            f"plan: {s['dim']}D U-Net depth {s['depth']}, {s['base_filters']} filters, "
+            f"resolution {s['resolution']}, memory {self.memory / GiB:.1f} GiB per rank"
+        ]
+        for name in ("train", "infer", "fem"):
+            est = getattr(self, name)
+            if est is not None:
+                verdict = "fits" if name not in self.suggestions else "DOES NOT FIT"
+                lines.append(
+                    f"  {name:<5} {est.gib:6.2f} GiB  {_duration(est.seconds):>9}  {verdict}"
+                    f"  — {est.detail}"
+                )
+        for name, tips in self.suggestions.items():
+            lines.append(f"  {name} would fit with: " + "; or ".join(tips))
+        return "\n".join(lines)
+
+    def check(self) -> Plan:
+        """Return self if everything fits, else raise :class:`PlanError` with the suggestions."""
+        if self.suggestions:
+            raise PlanError(
+                f"this configuration does not fit in {self.memory / GiB:.1f} GiB per rank:\n{self}"
+            )
+        return self
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan(
+    config,
+    *,
+    resolution: int,
+    batch: int = 1,
+    precision: str = "fp32",
+    checkpointing: bool = False,
+    ranks: int = 1,
+    tile: int | None = None,
+    workers: int = 1,
+    growth: int = 0,
+    memory: int | None = None,
+    phases: tuple[str, ...] = ("train", "infer", "fem"),
+) -> Plan:
+    """Estimate memory and time of training, tiled prediction and the FEM solve, and judge them.
+
+    Parameters
+    ----------
+    config : mgtoolkit.nn.UNetConfig
+        The network.
+    resolution : int
+        Cells per side (a power of two).
+    batch, precision, checkpointing, ranks, growth
+        Training settings (see :func:`training_estimate`).
+    tile, workers
+        Tiled prediction (owned nodes per tile side, dask worker processes).
+    memory : int, optional
+        Bytes available per rank (and to the prediction's workers together). Default
+        :data:`DEFAULT_FILL` of this machine's memory divided by ``ranks``.
+    phases : tuple of str
+        Which of "train", "infer", "fem" to estimate.
+
+    Returns
+    -------
+    Plan
+        ``plan.fits`` and ``str(plan)``; ``plan.check()`` raises :class:`PlanError` (a
+        ValueError) naming settings that would fit — checkpointing, bf16, more ranks, a
+        smaller batch, a smaller tile or fewer workers.
+    """
+    from mgtoolkit.grids import check_resolution
+    from mgtoolkit.nn.memory import PRECISIONS
+
+    check_resolution(resolution)
+    unknown = set(phases) - {"train", "infer", "fem"}
+    if unknown:
+        raise ValueError(f"phases must be among train, infer, fem (got {sorted(unknown)})")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    for name, value in (("batch", batch), ("ranks", ranks), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer (got {value!r})")
+    memory = _default_memory(ranks) if memory is None else int(memory)
+    settings = {
+        **config.to_dict(),
+        "resolution": resolution,
+        "batch": batch,
+        "precision": precision,
+        "checkpointing": checkpointing,
+        "ranks": ranks,
+        "tile": tile,
+        "workers": workers,
+        "growth": growth,
+    }
+    train_kw = dict(
+        resolution=resolution,
+        batch=batch,
+        precision=precision,
+        checkpointing=checkpointing,
+        ranks=ranks,
+        growth=growth,
+    )
+    result = Plan(settings, memory)
+    suggestions: dict[str, list[str]] = {}
+    if "train" in phases:
+        result = replace(result, train=training_estimate(config, **train_kw))
+        if result.train.bytes > memory:
+            suggestions["train"] = _train_alternatives(config, train_kw, memory)
+    if "infer" in phases:
+        infer_kw = dict(
+            resolution=resolution, tile=tile, workers=workers, precision="fp32", growth=growth
+        )
+        result = replace(result, infer=inference_estimate(config, **infer_kw))
+        if result.infer.bytes > memory:
+            suggestions["infer"] = _infer_alternatives(config, infer_kw, memory)
+    if "fem" in phases:
+        result = replace(result, fem=fem_estimate(config.dim, resolution=resolution))
+        if result.fem.bytes > memory:
+            suggestions["fem"] = [
+                f"a machine with ≥ {result.fem.gib / DEFAULT_FILL:.0f} GiB (the solver holds "
+                "the whole field), or a coarser level"
+            ]
+    return replace(result, suggestions=suggestions)
+
+
+def _train_alternatives(config, kw: dict, memory: int) -> list[str]:
+    """Settings (changed from ``kw``) whose training estimate fits, cheapest change first."""
+    tips = []
+    options = []
+    if not kw["checkpointing"]:
+        options.append(("checkpointing=True", {"checkpointing": True}))
+    if kw["precision"] == "fp32":
+        options.append(("precision='bf16'", {"precision": "bf16"}))
+        if not kw["checkpointing"]:
+            options.append(
+                (
+                    "checkpointing=True, precision='bf16'",
+                    {"checkpointing": True, "precision": "bf16"},
+                )
+            )
+    for ranks in (2, 4, 8, 16, 32, 64, 128, 256):
+        if ranks > kw["ranks"] and kw["batch"] % ranks == 0:
+            options.append(
+                (f"ranks={ranks} ({kw['batch'] // ranks} samples per rank)", {"ranks": ranks})
+            )
+    for batch in range(kw["batch"] - kw["ranks"], 0, -kw["ranks"]):
+        options.append((f"batch={batch}", {"batch": batch}))
+    found_ranks = found_batch = False
+    for label, change in options:
+        is_ranks, is_batch = "ranks" in change, "batch" in change
+        if (is_ranks and found_ranks) or (is_batch and found_batch):
+            continue
+        est = training_estimate(config, **{**kw, **change})
+        if est.bytes <= memory:
+            tips.append(f"{label}: {est.gib:.1f} GiB per rank")
+            found_ranks |= is_ranks
+            found_batch |= is_batch
+    return tips or [
+        "nothing with this network at this resolution: train on coarser levels, or use a "
+        "smaller network (base_filters, depth)"
+    ]
+
+
+def _infer_alternatives(config, kw: dict, memory: int) -> list[str]:
+    """The largest tile (for the given workers, then for one worker) that fits."""
+    tips = []
+    m = 2**config.depth
+    for workers in sorted({kw["workers"], 1}, reverse=True):
+        tile = kw["tile"] or kw["resolution"] + 1
+        tile = min(tile, kw["resolution"] + 1)
+        while tile > m:
+            tile = max(m, (tile // 2 // m) * m)
+            est = inference_estimate(config, **{**kw, "tile": tile, "workers": workers})
+            if est.bytes <= memory:
+                tips.append(
+                    f"tile={tile}, workers={workers}: {est.gib:.1f} GiB, ~{_duration(est.seconds)}"
+                )
+                break
+    return tips or ["no tile size fits: free memory or use a machine with more"]
