@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="cells per side (64)")
     parser.add_argument("--batch", type=int, default=8, help="strong: global batch (8)")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per point, fastest kept")
     parser.add_argument("--no-mpi", action="store_true", help="skip the gloo/mpi4py comparison")
     parser.add_argument("--allreduce-worker", type=int, nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -78,9 +79,12 @@ def main() -> None:
     numel = sum(p.numel() for p in UNet(UNetConfig(**model)).parameters())
     print(
         f"U-Net (paper defaults, {args.dim}D, {numel} parameters), n = {args.n}, "
-        f"{args.steps} timed steps, 1 torch thread per rank, {os.cpu_count()} cores"
+        f"{args.steps} timed steps (median), best of {args.repeat} runs, 1 torch thread per rank, "
+        f"{os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.1f}"
     )
-    rows = measure(model=model, n=args.n, ranks=(1, 2), batch=args.batch, steps=args.steps)
+    rows = measure(
+        model=model, n=args.n, ranks=(1, 2), batch=args.batch, steps=args.steps, repeat=args.repeat
+    )
     print(format_table(rows))
     for r in rows:
         if r.ranks == 2:

@@ -29,6 +29,7 @@ def register(subparsers) -> None:
         "--mode", choices=("strong", "weak", "both"), default="both", help="(default both)"
     )
     sc.add_argument("--threads", type=int, default=1, help="torch threads per rank (1)")
+    sc.add_argument("--repeat", type=int, default=1, help="runs per point, fastest kept (1)")
     sc.add_argument("--out", default="runs/scaling", help="output directory (runs/scaling)")
     sc.set_defaults(run=_scaling)
 
@@ -57,6 +58,7 @@ def _scaling(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         modes=modes,
         threads_per_rank=args.threads,
+        repeat=args.repeat,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

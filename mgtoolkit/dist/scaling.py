@@ -93,6 +93,7 @@ def measure(
     warmup: int = 2,
     modes: tuple[str, ...] = ("strong", "weak"),
     threads_per_rank: int = 1,
+    repeat: int = 1,
 ) -> list[ScalingRow]:
     """Run the scaling study on local processes.
 
@@ -111,6 +112,8 @@ def measure(
     modes : tuple of {"strong", "weak"}
     threads_per_rank : int
         torch threads per rank (1: one core per rank).
+    repeat : int
+        Runs per (mode, p); the fastest is kept (other load on the machine only slows down).
 
     Returns
     -------
