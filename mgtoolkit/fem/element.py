@@ -14,10 +14,23 @@ and the reference stiffness of the unit square/cube is the Kronecker sum
     u_eᵀ K̂ u_e = Σ_modes  w (mode u_e)²,   w = k / 12^(k-1) / 4^(d-k)
 
 — a sum of squares, exact, with no quadrature error. Applied to every cell at once the
-modes are separable shifted-view sums and differences (:func:`cell_modes`), and their
-transpose (:func:`cell_modes_transpose`) scatters back to nodes, so the energy
-``J = ½ Σ_e ν_e h^(d-2) u_eᵀ K̂ u_e`` and the operator ``K(ν) u = ∇_u J = h^(d-2) Tᵀ (w ν T u)``
-share these two functions. (Sums rather than means: one multiplication less per mode.)
+modes are separable shifted-view sums and differences (:func:`cell_modes`), which give the
+energy ``J = ½ Σ_e ν_e h^(d-2) u_eᵀ K̂ u_e`` as a sum of squares — well conditioned in
+float32, every term being a local difference. (Sums rather than means: one multiplication
+less per mode.)
+
+The modes are the eigenvectors of K̂ and its eigenvalue on a mode depends only on k, affinely
+for k ≥ 1. Equivalently (:func:`node_edge_cell_coefficients`)
+
+    K̂ = α I + β E + γ 𝟙𝟙ᵀ
+
+with E the adjacency of the cell's edges (corners one axis apart) and 𝟙𝟙ᵀ the all-ones
+matrix: 2D α, β, γ = 1, 1/6, -1/3; 3D 5/12, 1/12, -1/12. Summed over cells this gives
+``K(ν) u`` in three separable pieces — ν summed around each node times u, ν summed around
+each grid edge times the edge's other end, and the cell sums of u weighted by ν and spread
+back — about half the array passes of applying the modes' transpose. The operator uses this
+form; tests hold it to the autograd gradient of the mode-form energy, to the sparse matrix
+and to scikit-fem.
 Array axes follow :mod:`mgtoolkit.grids`: the last ``dim`` axes are spatial, (z, y, x), and
 any leading axes are batch axes.
 """
@@ -33,11 +46,13 @@ import torch
 __all__ = [
     "MODES",
     "cell_modes",
-    "cell_modes_transpose",
     "diagonal_factor",
     "max_eig_ratio",
     "mode_weight",
+    "node_edge_cell_coefficients",
     "reference_stiffness",
+    "spread_to_nodes",
+    "sum_pairs",
 ]
 
 #: Per dimension, the cell modes used by the energy: tuples of 0 (S, sum) / 1 (D,
@@ -75,6 +90,24 @@ def reference_stiffness(dim: int) -> np.ndarray:
     return total.astype(np.float64)  # exact fractions: the six face-neighbour zeros stay zero
 
 
+def node_edge_cell_coefficients(dim: int) -> tuple[float, float, float]:
+    """``(α, β, γ)`` with ``K̂ = α I + β E + γ 𝟙𝟙ᵀ`` (E: corners one axis apart), exact.
+
+    Derived from :func:`reference_stiffness`, which is checked to have this structure (its
+    entries depend only on how many axes two corners differ in, equally for 2 and 3).
+    """
+    k = reference_stiffness(dim)
+    corners = np.arange(2**dim)
+    dist = np.array([[bin(a ^ b).count("1") for b in corners] for a in corners])
+    gamma = float(k[dist == dim][0])
+    beta = float(k[dist == 1][0]) - gamma
+    alpha = float(k[0, 0]) - gamma
+    rebuilt = alpha * (dist == 0) + beta * (dist == 1) + gamma
+    if not np.allclose(rebuilt, k, rtol=0, atol=1e-15):
+        raise AssertionError("the Q1 reference stiffness lost its node/edge/cell structure")
+    return alpha, beta, gamma
+
+
 def diagonal_factor(dim: int) -> float:
     """``K̂[a, a]`` (equal for every corner): 2/3 in 2D, 1/3 in 3D."""
     return float(reference_stiffness(dim)[0, 0])
@@ -90,7 +123,8 @@ def max_eig_ratio(dim: int) -> float:
     return float(np.linalg.eigvalsh(k).max() / k[0, 0])
 
 
-def _sum(v, axis: int):
+def sum_pairs(v, axis: int):
+    """Nodes → cells along one axis: ``u0 + u1`` of each two-node segment (the S mode)."""
     n = v.shape[axis]
     return v.narrow(axis, 0, n - 1) + v.narrow(axis, 1, n - 1)
 
@@ -98,6 +132,24 @@ def _sum(v, axis: int):
 def _diff(v, axis: int):
     n = v.shape[axis]
     return v.narrow(axis, 1, n - 1) - v.narrow(axis, 0, n - 1)
+
+
+def spread_to_nodes(v, axis: int):
+    """Cells → nodes along one axis: each node gets the sum of its (one or two) cells.
+
+    The transpose of :func:`sum_pairs` along that axis; shape grows by one along ``axis``.
+    """
+    c = v.shape[axis]
+    shape = list(v.shape)
+    shape[axis] = c + 1
+    out = v.new_empty(shape)
+    out.narrow(axis, 0, 1).copy_(v.narrow(axis, 0, 1))
+    out.narrow(axis, c, 1).copy_(v.narrow(axis, c - 1, 1))
+    if c > 1:
+        torch.add(
+            v.narrow(axis, 0, c - 1), v.narrow(axis, 1, c - 1), out=out.narrow(axis, 1, c - 1)
+        )
+    return out
 
 
 def cell_modes(u, dim: int) -> dict[tuple[int, ...], object]:
@@ -122,56 +174,7 @@ def cell_modes(u, dim: int) -> dict[tuple[int, ...], object]:
         nxt = {}
         for key, v in level.items():
             if not (last and not any(key)):  # the all-sum mode has weight 0
-                nxt[(*key, 0)] = _sum(v, axis)
+                nxt[(*key, 0)] = sum_pairs(v, axis)
             nxt[(*key, 1)] = _diff(v, axis)
         level = nxt
     return level
-
-
-def cell_modes_transpose(modes: dict, dim: int):
-    """Transpose of :func:`cell_modes`: ``Σ_mode T_modeᵀ g_mode``, scattered to nodes.
-
-    Parameters
-    ----------
-    modes : dict
-        ``{mode: g_mode}`` with cell-shaped tensors ``(..., c_1, …, c_dim)``; missing modes
-        count as zero (at least one must be given).
-
-    Returns
-    -------
-    torch.Tensor, shape ``(..., c_1 + 1, …, c_dim + 1)`` on nodes
-    """
-    level = dict(modes)
-    for j in reversed(range(dim)):
-        nxt: dict[tuple[int, ...], object] = {}
-        for prefix in {key[:j] for key in level}:
-            tot = level.get((*prefix, 0))
-            dif = level.get((*prefix, 1))
-            ref = tot if tot is not None else dif
-            axis = ref.ndim - dim + j
-            nxt[prefix] = _scatter(tot, dif, axis)
-        level = nxt
-    return level[()]
-
-
-def _scatter(tot, dif, axis: int):
-    """``Sᵀ tot + Dᵀ dif`` along ``axis``: cells → nodes (one more entry along the axis)."""
-    if tot is not None:
-        lo = tot - dif if dif is not None else tot  # contribution to the cell's first node
-        hi = tot + dif if dif is not None else tot  # ... and to its second node
-    else:
-        lo, hi = -dif, dif
-    c = lo.shape[axis]
-    if torch.is_grad_enabled() and (lo.requires_grad or hi.requires_grad):
-        # out= writes are not differentiable: build the same sum with autograd-visible ops.
-        inner = lo.narrow(axis, 1, c - 1) + hi.narrow(axis, 0, c - 1)
-        return torch.cat([lo.narrow(axis, 0, 1), inner, hi.narrow(axis, c - 1, 1)], dim=axis)
-    shape = list(lo.shape)
-    shape[axis] = c + 1
-    out = lo.new_empty(shape)
-    out.narrow(axis, 0, 1).copy_(lo.narrow(axis, 0, 1))
-    out.narrow(axis, c, 1).copy_(hi.narrow(axis, c - 1, 1))
-    if c > 1:
-        inner = out.narrow(axis, 1, c - 1)
-        torch.add(lo.narrow(axis, 1, c - 1), hi.narrow(axis, 0, c - 1), out=inner)
-    return out

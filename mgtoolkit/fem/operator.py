@@ -13,9 +13,11 @@ import torch
 from mgtoolkit.fem.element import (
     MODES,
     cell_modes,
-    cell_modes_transpose,
     diagonal_factor,
     mode_weight,
+    node_edge_cell_coefficients,
+    spread_to_nodes,
+    sum_pairs,
 )
 from mgtoolkit.grids import check_resolution
 
@@ -147,51 +149,59 @@ def apply_operator(nu, u, *, dim: int | None = None, out: torch.Tensor | None = 
     -------
     torch.Tensor, shape of u, u's dtype and device
         ``K(ν) u = ∇_u J(ν, u)``; on free nodes this is the residual of the PDE. Equal to
-        :func:`mgtoolkit.fem.assemble` ``(ν) @ u`` to rounding.
+        :func:`mgtoolkit.fem.assemble` ``(ν) @ u`` to rounding. When u or ν requires grad,
+        it is computed as the autograd gradient of :func:`energy` (differentiable again).
     """
     nu, u = _as_tensor(nu), _as_tensor(u)
     dim, n, batch = split_shapes(nu, u, dim=dim)
-    h_scale = (1.0 / n) ** (dim - 2)
+    if torch.is_grad_enabled() and (u.requires_grad or nu.requires_grad):
+        if out is not None:
+            raise ValueError("apply_operator(out=...) does not support autograd; drop out=")
+        with torch.enable_grad():
+            v = u if u.requires_grad else u.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(energy(nu, v, dim=dim).sum(), v, create_graph=True)
+        return grad
+    alpha, beta, gamma = (c * (1.0 / n) ** (dim - 2) for c in node_edge_cell_coefficients(dim))
     ax = len(batch)
     plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
-    weights = {sum(m): mode_weight(m) for m in MODES[dim]}
-    grad = torch.is_grad_enabled() and (u.requires_grad or nu.requires_grad)
     if out is None:
         out = torch.zeros_like(u)
-    elif grad:
-        raise ValueError("apply_operator(out=...) does not support autograd; drop out=")
     else:
         out.zero_()
+    spatial = range(u.ndim - dim, u.ndim)
     for c0, c in _slabs(n, plane, u.device):
-        modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
+        u_s = u.narrow(ax, c0, c + 1)
+        out_s = out.narrow(ax, c0, c + 1)
         nu_s = nu.narrow(ax, c0, c).to(u.dtype)  # per slab: ν stays in its own dtype
-        # ν w h^(d-2) per number k of difference axes (the weight of each mode).
-        nu_w = {k: nu_s * (weights[k] * h_scale) for k in range(1, dim + 1)}
-        for mode, v in modes.items():
-            modes[mode] = v * nu_w[sum(mode)] if grad else v.mul_(nu_w[sum(mode)])
-        part = cell_modes_transpose(modes, dim)
-        if grad:
-            out = out + torch.nn.functional.pad(part, _pad_spec(u.ndim, ax, c0, n - c0 - c))
-        else:
-            out.narrow(ax, c0, c + 1).add_(part)
+        # γ: cell sums of u, weighted by ν, spread back to the cells' corners.
+        cells = u_s
+        for axis in spatial:
+            cells = sum_pairs(cells, axis)
+        cells.mul_(nu_s)
+        for axis in spatial:
+            cells = spread_to_nodes(cells, axis)
+        out_s.add_(cells, alpha=gamma)
+        del cells
+        # β: along each axis, ν summed over the cells around each grid edge couples its ends.
+        for axis in spatial:
+            w = nu_s
+            for other in spatial:
+                if other != axis:
+                    w = spread_to_nodes(w, other)
+            m = w.shape[axis]
+            lo, hi = out_s.narrow(axis, 0, m), out_s.narrow(axis, 1, m)
+            lo.addcmul_(w, u_s.narrow(axis, 1, m), value=beta)
+            hi.addcmul_(w, u_s.narrow(axis, 0, m), value=beta)
+            if axis == ax:  # α: ν summed around each node, from the edges along this axis
+                out_s.addcmul_(spread_to_nodes(w, axis), u_s, value=alpha)
     return out
-
-
-def _pad_spec(ndim: int, axis: int, before: int, after: int) -> list[int]:
-    spec = [0, 0] * (ndim - axis)
-    spec[-2:] = [before, after]
-    return spec
 
 
 def node_cell_sum(nu, dim: int) -> torch.Tensor:
     """Sum of ν over the (up to 2^d) cells around each node: cells → nodes."""
     out = nu
     for j in range(dim):
-        axis = out.ndim - dim + j
-        c = out.shape[axis]
-        zero = out.narrow(axis, 0, 1) * 0
-        padded = torch.cat([zero, out, zero], dim=axis)
-        out = padded.narrow(axis, 0, c + 1) + padded.narrow(axis, 1, c + 1)
+        out = spread_to_nodes(out, out.ndim - dim + j)
     return out
 
 
