@@ -188,9 +188,10 @@ def run_units(
             left[(u.level, s)] = left.get((u.level, s), 0) + 1
 
     shipped = _ship(client, payload)
+    target = str(Path(path).absolute())  # workers may run in another directory
     run = uuid.uuid4().hex[:8]  # keys unique per call, readable on the dashboard
     futures = {
-        client.submit(task, str(path), shipped, u, key=f"{desc}-{run}-L{u.level}-{u.start}-{i}"): u
+        client.submit(task, target, shipped, u, key=f"{desc}-{run}-L{u.level}-{u.start}-{i}"): u
         for i, u in enumerate(units)
     }
     bar = tqdm(total=len(levels_left), desc=desc, unit="sample", disable=not progress)
