@@ -1,0 +1,79 @@
+"""``mgtoolkit predict-tiled`` and ``mgtoolkit plan`` through their argument parsers."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from conftest import make_net
+
+from mgtoolkit.cli.infer import register
+from mgtoolkit.data import generate
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mgtoolkit")
+    register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def test_predict_tiled_writes_exact_u_pred(tmp_path, dask_client, capsys):
+    store = tmp_path / "data.zarr"
+    generate(
+        store, dim=3, resolution=32, levels=1, samples=2, seed=0, client=dask_client, progress=False
+    )
+    net = make_net(dim=3, depth=2, convs_per_block=1, dtype=torch.float32)
+    ckpt = tmp_path / "model.pt"
+    config = {"model": net.config.to_dict()}
+    torch.save({"model": net.state_dict(), "config": config, "growth": 0}, ckpt)
+    code = _run(
+        [
+            "predict-tiled",
+            str(store),
+            str(ckpt),
+            "--tile",
+            "12,33,20",
+            "--scheduler",
+            dask_client.scheduler.address,
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert "plan: predict 3D 32^3" in capsys.readouterr().out
+    group = zarr.open_group(str(store), mode="r")["level1"]
+    with torch.no_grad():
+        ref = net(torch.as_tensor(np.asarray(group["nu"][:])))
+    np.testing.assert_allclose(group["u_pred"][:], ref.numpy(), atol=2e-6)
+    assert group["u_pred_complete"][:].all()
+
+
+def test_plan_fits_and_refuses(capsys):
+    base = [
+        "plan",
+        "--dim",
+        "3",
+        "--depth",
+        "2",
+        "--base-filters",
+        "8",
+        "--resolution",
+        "64",
+        "--batch",
+        "8",
+        "--phases",
+        "train",
+    ]
+    assert _run([*base, "--memory", "64"]) == 0
+    assert "fits" in capsys.readouterr().out
+    assert _run([*base, "--memory", "0.6"]) == 1
+    out = capsys.readouterr().out
+    assert "DOES NOT FIT" in out and "would fit with" in out
+
+
+def test_predict_tiled_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no dataset"):
+        _run(["predict-tiled", str(tmp_path / "missing.zarr"), str(tmp_path)])

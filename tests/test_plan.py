@@ -1,0 +1,132 @@
+"""The planner against measured peak memory of real runs, and its refusal path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mgtoolkit.nn import UNetConfig
+from mgtoolkit.plan import (
+    PlanError,
+    inference_estimate,
+    plan,
+    suggest_tile,
+    training_estimate,
+)
+
+#: Runs one configuration in a fresh interpreter and prints its peak resident memory (bytes).
+#: Peak RSS (getrusage) counts everything the process touched — runtime, weights, every
+#: tensor, allocator slack — and is unaffected by other processes on a busy machine.
+_MEASURE = r"""
+import json, resource, sys
+import numpy as np
+import torch
+from mgtoolkit.fem import energy
+from mgtoolkit.infer import predict_tiled
+from mgtoolkit.nn import UNet, UNetConfig
+from mgtoolkit.nn.memory import autocast, checkpoint_blocks
+
+cfg, mode, n, batch, precision, ckpt, tile = json.loads(sys.argv[1])
+torch.manual_seed(0)
+net = UNet(UNetConfig(**cfg))
+d = net.config.dim
+if mode == "train":
+    checkpoint_blocks(net, enabled=ckpt).train()
+    opt = torch.optim.Adam(net.parameters())
+    nu = torch.exp(torch.randn((batch,) + (n,) * d))
+    opt.zero_grad(set_to_none=True)
+    with autocast(precision, model=net):
+        u = net(nu)
+    energy(nu, u.float()).mean().backward()  # the peak: all activations, then their gradients
+    opt.step()
+else:
+    nu = np.exp(np.random.default_rng(0).standard_normal((n,) * d)).astype(np.float32)
+    predict_tiled(net.eval(), nu, tile=tile)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def _measured_peak(*case) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, json.dumps(case)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return int(out.stdout.split()[-1])
+
+
+CASES = [
+    # 2D at 1024²: activations (~0.65 GiB) outweigh the runtime (0.45 GiB).
+    (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", False, None),
+    (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", True, None),
+    (dict(dim=3, depth=2, base_filters=8), "infer", 128, 1, "fp32", False, 80),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=["train", "train-checkpointing", "tiled-predict"])
+def test_estimate_within_20_percent_of_measured_peak(case):
+    cfg, mode, n, batch, precision, ckpt, tile = case
+    config = UNetConfig(**cfg)
+    if mode == "train":
+        est = training_estimate(
+            config, resolution=n, batch=batch, precision=precision, checkpointing=ckpt
+        )
+    else:
+        est = inference_estimate(config, resolution=n, tile=tile)
+    measured = _measured_peak(*case)
+    assert abs(est.bytes / measured - 1) <= 0.2, (est.detail, est.bytes, measured)
+
+
+CONFIG = UNetConfig(dim=3, depth=2, base_filters=8)
+
+
+def test_refuses_training_that_does_not_fit_and_suggests_what_would():
+    plain = training_estimate(CONFIG, resolution=64, batch=8)
+    ckpt = training_estimate(CONFIG, resolution=64, batch=8, checkpointing=True)
+    assert ckpt.bytes < plain.bytes
+    memory = (ckpt.bytes + plain.bytes) // 2
+    p = plan(CONFIG, resolution=64, batch=8, memory=memory, phases=("train",))
+    assert not p.fits and "train" in p.suggestions
+    with pytest.raises(PlanError, match="does not fit") as err:
+        p.check()
+    message = str(err.value)
+    assert "checkpointing=True" in message
+    # more ranks: the local batch shrinks; the suggested one fits, one fewer would not
+    ranks = [t for t in p.suggestions["train"] if t.startswith("ranks=")]
+    assert ranks, message
+    r = int(ranks[0].split("=")[1].split()[0])
+    assert training_estimate(CONFIG, resolution=64, batch=8, ranks=r).bytes <= memory
+    assert training_estimate(CONFIG, resolution=64, batch=8, ranks=r // 2).bytes > memory
+    # the same plan with enough memory passes
+    assert plan(CONFIG, resolution=64, batch=8, memory=2 * plain.bytes, phases=("train",)).check()
+
+
+def test_refuses_untiled_prediction_and_suggests_a_tile():
+    whole = inference_estimate(CONFIG, resolution=256)
+    memory = whole.bytes // 3
+    p = plan(CONFIG, resolution=256, memory=memory, phases=("infer",))
+    assert not p.fits
+    tips = p.suggestions["infer"]
+    assert tips and tips[0].startswith("tile=")
+    tile = int(tips[0].split("=")[1].split(",")[0])
+    assert inference_estimate(CONFIG, resolution=256, tile=tile).bytes <= memory
+    chosen = suggest_tile(CONFIG, resolution=256, memory=memory)
+    assert inference_estimate(CONFIG, resolution=256, tile=chosen).bytes <= memory
+    with pytest.raises(PlanError, match="no tiling"):
+        suggest_tile(CONFIG, resolution=256, memory=2**20)
+
+
+def test_bad_input():
+    with pytest.raises(PlanError, match="multiple of 3"):
+        training_estimate(CONFIG, resolution=64, batch=8, ranks=3)
+    with pytest.raises(ValueError, match="precision"):
+        plan(CONFIG, resolution=64, precision="fp16")
+    with pytest.raises(ValueError, match="power of two"):
+        plan(CONFIG, resolution=100)
+    with pytest.raises(ValueError, match="phases"):
+        plan(CONFIG, resolution=64, phases=("training",))
