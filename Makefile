@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch lies on local disk; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lab lint format bench clean
+.PHONY: demo demo-512 test lab lint clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.dev: $(VENV)/.base
 
 demo: $(VENV)/.base
 	$(PY) -m mgtoolkit demo --out runs/demo
+
+# 512³ end to end on one machine: generate → FEM solve → tiled predict → summary (about 10 GiB).
+demo-512: $(VENV)/.base
+	bash examples/megavoxel_512.sh runs/demo512
 
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
