@@ -231,7 +231,14 @@ class OptimConfig:
 
 
 #: Top-level keys that do not change the training trajectory (free to change on resume).
-NON_TRAJECTORY = ("target_metric", "target", "validate_every", "checkpoint_minutes", "device")
+NON_TRAJECTORY = (
+    "target_metric",
+    "target",
+    "validate_every",
+    "checkpoint_minutes",
+    "device",
+    "channels_last",
+)
 
 
 @dataclass(frozen=True)
@@ -258,6 +265,9 @@ class TrainConfig:
         the last one (checkpoints are always written at the end of each step).
     device : str
         "auto" (CUDA when available), "cpu" or "cuda".
+    channels_last : bool
+        Keep activations channels-last (oneDNN's and cuDNN's native layout): the same
+        numbers up to rounding, faster convolutions (see benchmarks/throughput.py).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -271,6 +281,7 @@ class TrainConfig:
     validate_every: int = 1
     checkpoint_minutes: float = 10.0
     device: str = "auto"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         _positive_int("config", "seed", self.seed, minimum=0)

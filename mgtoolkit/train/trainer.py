@@ -259,6 +259,9 @@ class Trainer:
         else:
             model.log_nu_scale.fill_(self._log_nu_scale())
         self.model = parallel.convert_sync_batchnorm(model).to(self.device)
+        if self.config.channels_last:
+            fmt = torch.channels_last if self.dim == 2 else torch.channels_last_3d
+            self.model = self.model.to(memory_format=fmt)
         parallel.broadcast_module(self.model)
         self.optimizer = self._make_optimizer()
         if checkpoint is not None:
@@ -484,6 +487,9 @@ class Trainer:
             self.model.grow()
             # New batch-norm layers must be synchronized too (a no-op in one process).
             self.model = parallel.convert_sync_batchnorm(self.model)
+            if self.config.channels_last:
+                fmt = torch.channels_last if self.dim == 2 else torch.channels_last_3d
+                self.model = self.model.to(memory_format=fmt)
             parallel.broadcast_module(self.model)
             fresh = self._param_groups()[-1]
             if isinstance(self.optimizer, torch.optim.Adam):
@@ -497,6 +503,10 @@ class Trainer:
         level, n = step.level, self.level_n[step.level]
         if not s["started"]:
             self._adapt(level)
+            # Batch-norm statistics restart on the new level (they average over its batches).
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                    m.reset_running_stats()
             s.update(started=True, epoch=0, batch=0, step_losses=[], step_wall_s=0.0)
             s["epoch_loss_sum"], s["epoch_wall_s"] = 0.0, 0.0
         self.log.emit("step_start", step=k, level=level, n=n, rule=str(step.rule))

@@ -1,6 +1,7 @@
 """`mgtoolkit train`, `compare-cycles` and `predict` as a user runs them (real processes)."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ _spec = importlib.util.spec_from_file_location(
 _stores = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_stores)
 store2d, store2d_fem = _stores.store2d, _stores.store2d_fem
+one_torch_thread = _stores.one_torch_thread
 
 CONFIG = """
 seed = 0
@@ -66,6 +68,7 @@ def test_train_command_writes_a_run_directory(store2d_fem, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert out.returncode == 0, out.stderr
     assert "half-V cycle: 2 steps, levels 2 1" in out.stdout

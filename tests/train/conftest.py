@@ -5,6 +5,17 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on shared cores idle-spinning OpenMP
+    threads made these tests ~8× slower; each test runs single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -184,12 +184,12 @@ def test_toml_round_trip_with_overrides(store2d, tmp_path):
 
 
 def test_training_lowers_the_energy_gap_tenfold(store2d_fem, tmp_path):
-    # 20 training samples at 16², 4 held out; fixed budget: 25 epochs of 2 batches each.
+    # 20 training samples at 16², 4 held out; fixed budget: 40 epochs of 2 batches each.
     cfg = small_config(
         store2d_fem,
-        cycle=CycleConfig(sequence=[1], patience=25, max_epochs=25),
+        cycle=CycleConfig(sequence=[1], patience=40, max_epochs=40),
         optim=OptimConfig(batch_size=10, lr=5e-3),
-        validate_every=25,
+        validate_every=40,
     )
     result = train(cfg, tmp_path / "run", progress=False)
     first, last = result.validations[0], result.validations[-1]
