@@ -6,7 +6,7 @@ and testable without them loaded.
 
 from __future__ import annotations
 
-__all__ = ["LEVEL_COLORS", "extension", "holoviews", "level_color", "named"]
+__all__ = ["LEVEL_COLORS", "Slot", "extension", "holoviews", "level_color", "named"]
 
 #: One colour per multigrid level (level 1 first); colour-blind friendly (Okabe–Ito).
 LEVEL_COLORS = (
@@ -59,3 +59,45 @@ def named(name: str):
         plot.state.name = name
 
     return hook
+
+
+class Slot:
+    """A place in a panel layout whose content is replaced, not edited, on every redraw.
+
+    Setting ``Markdown.object`` (or ``HoloViews.object``) from a running notebook cell sends
+    the pane's stylesheets as links to panel's CDN — failed requests and unstyled output
+    offline, even with inline resources. Replacing the layout's child renders the new pane
+    the way a new cell output is rendered, with inline stylesheets.
+    """
+
+    def __init__(self, obj=None, **pane_options):
+        import panel as pn
+
+        self._options = pane_options
+        self.layout = pn.Column(margin=0)
+        if obj is not None:
+            self.show(obj)
+
+    def show(self, obj) -> None:
+        """Display ``obj`` (a holoviews object, a panel object, or text as Markdown)."""
+        import panel as pn
+
+        if isinstance(obj, str):
+            obj = pn.pane.Markdown(obj, **self._options)
+        elif not isinstance(obj, pn.viewable.Viewable):
+            obj = pn.pane.HoloViews(obj, **self._options)
+        self.layout.objects = [obj]
+
+    def alert(self, text: str, alert_type: str = "danger") -> None:
+        """Display ``text`` in a coloured alert box."""
+        import panel as pn
+
+        self.show(pn.pane.Alert(text, alert_type=alert_type))
+
+    def clear(self) -> None:
+        self.layout.objects = []
+
+    @property
+    def object(self):
+        """What the current pane shows (a holoviews object or text), None when empty."""
+        return self.layout.objects[0].object if self.layout.objects else None

@@ -17,7 +17,7 @@ from pathlib import Path
 import param
 
 from mgtoolkit.cycles import CYCLE_NAMES, EarlyStopping, FixedEpochs, Rule, Schedule
-from mgtoolkit.widgets._view import holoviews, level_color, named
+from mgtoolkit.widgets._view import Slot, holoviews, level_color, named
 
 __all__ = [
     "CycleComposer",
@@ -391,18 +391,15 @@ class CycleComposer(param.Parameterized):
             width=300,
         )
 
-        diagram_pane = pn.pane.HoloViews(sizing_mode="fixed")
-        message = pn.pane.Alert("", alert_type="danger", visible=False)
-        cost = pn.pane.Markdown("")
+        diagram, message, cost = Slot(), Slot(), Slot()
 
         def redraw(*_):
             try:
-                diagram_pane.object = self.diagram()
-                cost.object = self.cost_text()
-                message.visible = False
+                diagram.show(self.diagram())
+                cost.show(self.cost_text())
+                message.clear()
             except ValueError as exc:
-                message.object = str(exc)
-                message.visible = True
+                message.alert(str(exc))
 
         self.param.watch(
             redraw,
@@ -420,7 +417,7 @@ class CycleComposer(param.Parameterized):
             ],
         )
         redraw()
-        right = [message, diagram_pane, cost, self._rule_editor()]
+        right = [message.layout, diagram.layout, cost.layout, self._rule_editor()]
         if client is not None or store is not None:
             right.append(self._launch_row(client=client, store=store, run_dir=run_dir, **settings))
         return pn.Row(controls, pn.Column(*right))
@@ -436,7 +433,7 @@ class CycleComposer(param.Parameterized):
         patience = pn.widgets.IntInput(label="patience", value=self.patience, start=1, width=90)
         apply = pn.widgets.Button(label="Set step rule", color="primary", width=120)
         reset = pn.widgets.Button(label="Reset rules", width=110)
-        note = pn.pane.Markdown("", margin=(0, 10))
+        note = Slot(margin=(0, 10))
 
         def on_apply(_):
             try:
@@ -446,13 +443,13 @@ class CycleComposer(param.Parameterized):
                     else EarlyStopping(patience.value, self.min_rel_improvement, epochs.value)
                 )
                 self.set_rule(step.value - 1, rule)
-                note.object = f"step {step.value}: {rule}"
+                note.show(f"step {step.value}: {rule}")
             except ValueError as exc:
-                note.object = f"**{exc}**"
+                note.show(f"**{exc}**")
 
         def on_reset(_):
             self.overrides = {}
-            note.object = "all steps use the default rules"
+            note.show("all steps use the default rules")
 
         apply.on_click(on_apply)
         reset.on_click(on_reset)
@@ -460,22 +457,22 @@ class CycleComposer(param.Parameterized):
             pn.pane.Markdown("**Per-step rule**", margin=(0, 10)),
             pn.Row(step, kind, epochs, patience),
             pn.Row(apply, reset),
-            note,
+            note.layout,
         )
 
     def _launch_row(self, *, client, store, run_dir, **settings):
         import panel as pn
 
         button = pn.widgets.Button(label="Launch on cluster", color="success", width=180)
-        status = pn.pane.Markdown(self.status)
+        status = Slot(self.status or None)
 
         def on_click(_):
             try:
                 self.launch(client=client, store=store, run_dir=run_dir, **settings)
-                status.object = self.status
+                status.show(self.status)
             except (ValueError, ConnectionError, OSError, RuntimeError) as exc:
                 self.status = str(exc)
-                status.object = f"**Launch failed:** {exc}"
+                status.alert(f"**Launch failed:** {exc}")
 
         button.on_click(on_click)
-        return pn.Row(button, status)
+        return pn.Row(button, status.layout)

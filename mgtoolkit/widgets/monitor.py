@@ -20,7 +20,7 @@ from pathlib import Path
 
 import param
 
-from mgtoolkit.widgets._view import holoviews, level_color, named
+from mgtoolkit.widgets._view import Slot, holoviews, level_color, named
 
 __all__ = ["EventFollower", "RunMonitor", "request_stop"]
 
@@ -384,10 +384,10 @@ class RunMonitor(param.Parameterized):
         import panel as pn
 
         self._panes = {
-            "loss": pn.pane.HoloViews(self.loss_plot()),
-            "validation": pn.pane.HoloViews(self.validation_plot()),
-            "diagram": pn.pane.HoloViews(self._diagram()),
-            "summary": pn.pane.Markdown(self.summary()),
+            "loss": Slot(self.loss_plot()),
+            "validation": Slot(self.validation_plot()),
+            "diagram": Slot(self._diagram()),
+            "summary": Slot(self.summary()),
         }
         self._drawn = self.version
         stop = pn.widgets.Button(label="Stop run", color="danger", width=120)
@@ -397,13 +397,13 @@ class RunMonitor(param.Parameterized):
                 self.stop()
             except (ValueError, FileNotFoundError) as exc:
                 self.status = str(exc)
-            self._panes["summary"].object = self.summary()
+            self._panes["summary"].show(self.summary())
 
         stop.on_click(on_stop)
         layout = pn.Column(
-            pn.Row(stop, self._panes["summary"]),
-            pn.Row(self._panes["loss"], self._panes["diagram"]),
-            self._panes["validation"],
+            pn.Row(stop, self._panes["summary"].layout),
+            pn.Row(self._panes["loss"].layout, self._panes["diagram"].layout),
+            self._panes["validation"].layout,
         )
 
         def tick():
@@ -435,7 +435,7 @@ class RunMonitor(param.Parameterized):
         if panes is None or self._drawn == self.version:
             return
         self._drawn = self.version
-        panes["loss"].object = self.loss_plot()
-        panes["validation"].object = self.validation_plot()
-        panes["diagram"].object = self._diagram()
-        panes["summary"].object = self.summary()
+        panes["loss"].show(self.loss_plot())
+        panes["validation"].show(self.validation_plot())
+        panes["diagram"].show(self._diagram())
+        panes["summary"].show(self.summary())

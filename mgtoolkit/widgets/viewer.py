@@ -21,7 +21,7 @@ import numpy as np
 import param
 
 from mgtoolkit.grids import AXES
-from mgtoolkit.widgets._view import holoviews, named
+from mgtoolkit.widgets._view import Slot, holoviews, named
 
 __all__ = ["DatasetBrowser", "FieldViewer", "MissingFieldError"]
 
@@ -293,22 +293,19 @@ class FieldViewer(param.Parameterized):
             show_name=False,
             default_layout=pn.Row,
         )
-        plots = pn.pane.HoloViews()
-        text = pn.pane.Markdown()
-        alert = pn.pane.Alert("", alert_type="warning", visible=False)
+        plots, text, alert = Slot(), Slot(), Slot()
 
         def redraw(*_):
             try:
-                plots.object = self.images()
-                text.object = self.error_text()
-                alert.visible = False
+                plots.show(self.images())
+                text.show(self.error_text())
+                alert.clear()
             except ValueError as exc:
-                alert.object = str(exc)
-                alert.visible = True
+                alert.alert(str(exc), alert_type="warning")
 
         self.param.watch(redraw, ["level", "sample", "axis", "index", "prediction", "reference"])
         redraw()
-        return pn.Column(controls, alert, plots, text)
+        return pn.Column(controls, alert.layout, plots.layout, text.layout)
 
 
 class DatasetBrowser(param.Parameterized):
@@ -392,15 +389,15 @@ class DatasetBrowser(param.Parameterized):
             streams=[self.param.mode_x, self.param.mode_y, self.param.sample],
         )
         tap.source = dmap
-        table = pn.pane.Markdown()
+        table = Slot()
 
         def describe(*_):
             om = ", ".join(f"ω{i + 1} = {v:+.2f}" for i, v in enumerate(self.omega[self.sample]))
-            table.object = f"sample **{self.sample}**: {om}"
+            table.show(f"sample **{self.sample}**: {om}")
 
         self.param.watch(describe, "sample")
         describe()
         controls = pn.Param(
             self.param, parameters=["mode_x", "mode_y", "sample"], show_name=False, width=200
         )
-        return pn.Row(controls, pn.Column(dmap, table))
+        return pn.Row(controls, pn.Column(dmap, table.layout))

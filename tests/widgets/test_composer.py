@@ -104,15 +104,16 @@ def test_cost_text_reports_the_schedule_cost():
 def test_view_redraws_on_edit():
     c = CycleComposer(levels=3, cycle="V")
     layout = c.view()
-    pane = layout[1][1]  # message, diagram, cost, rule editor
-    before = pane.object
+    message, diagram = layout[1][0], layout[1][1]  # then the cost and the rule editor
+    before = diagram[0].object
     c.cycle = "W"
-    assert pane.object is not before
-    title = pane.object.opts.get().kwargs["title"]
+    assert diagram[0].object is not before
+    title = diagram[0].object.opts.get().kwargs["title"]
     assert title == "W cycle: " + " ".join(map(str, schedule("W", 3).levels))
+    assert len(message) == 0
     # Bad input shows the message instead of failing.
     c.param.update(cycle="custom", sequence="1 9")
-    assert layout[1][0].visible and "level 9" in layout[1][0].object
+    assert "level 9" in message[0].object
 
 
 def test_train_config_uses_the_store_and_checks_levels(store2d):
