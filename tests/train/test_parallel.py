@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -173,10 +175,16 @@ def _trainer_params(run_dir) -> torch.Tensor:
                       and "running_" not in k])  # fmt: skip
 
 
-def test_trainer_on_two_dask_ranks_matches_one_process(store2d, dask_client, tmp_path):
+def test_trainer_on_two_dask_ranks_and_under_mpirun_matches_one_process(
+    store2d, dask_client, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
     from mgtoolkit.dist.launch import train_on_cluster
     from mgtoolkit.nn import UNetConfig
-    from mgtoolkit.train import CycleConfig, DataConfig, OptimConfig, TrainConfig, train
+    from mgtoolkit.train import CycleConfig, DataConfig, OptimConfig, TrainConfig, to_toml, train
 
     # 20 training samples, global batch 8 → 3 batches per epoch (last one padded), 7 epochs:
     # 21 Adam steps of a U-Net with batch norm.
@@ -194,6 +202,27 @@ def test_trainer_on_two_dask_ranks_matches_one_process(store2d, dask_client, tmp
     types = [e["type"] for e in run.events]  # streamed from rank 0 to this client
     assert types[0] == "run_start" and types[-1] == "run_end"
     assert types.count("batch_end") == 21 and run.events[0]["world_size"] == 2
-    p1, p2 = _trainer_params(tmp_path / "p1"), _trainer_params(tmp_path / "p2")
-    # float32 over 21 steps: measured ~3e-6 relative over the whole parameter vector
-    assert ((p1 - p2).norm() / p1.norm()).item() < 1e-5
+
+    # The same training as a batch job: `mpirun -n 2 python -m mgtoolkit.dist train cfg.toml`
+    (tmp_path / "cfg.toml").write_text(to_toml(config))
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    cmd = [mpirun, "-n", "2", "--oversubscribe", sys.executable, "-m", "mgtoolkit.dist"]
+    cmd += [
+        "train",
+        str(tmp_path / "cfg.toml"),
+        "--run-dir",
+        str(tmp_path / "mpi"),
+        "--no-progress",
+    ]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("| step | level |") == 1  # only rank 0 prints the report
+    events = [json.loads(line) for line in open(tmp_path / "mpi" / "events.jsonl")]
+    assert events[0]["world_size"] == 2
+
+    p1 = _trainer_params(tmp_path / "p1")
+    for other in ("p2", "mpi"):
+        p2 = _trainer_params(tmp_path / other)
+        # float32 over 21 steps: measured ~3e-6 relative over the whole parameter vector
+        assert ((p1 - p2).norm() / p1.norm()).item() < 1e-5, other
