@@ -21,7 +21,14 @@ from mgtoolkit.fem.element import (
 )
 from mgtoolkit.grids import check_resolution
 
-__all__ = ["apply_operator", "energy", "operator_diagonal", "split_shapes"]
+__all__ = [
+    "apply_block",
+    "apply_operator",
+    "energy",
+    "operator_coefficients",
+    "operator_diagonal",
+    "split_shapes",
+]
 
 #: Elements (batch included) per slab temporary on CPU: ~1-2 MB, so a slab's temporaries
 #: stay in L2/L3 cache.
@@ -161,40 +168,59 @@ def apply_operator(nu, u, *, dim: int | None = None, out: torch.Tensor | None = 
             v = u if u.requires_grad else u.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(energy(nu, v, dim=dim).sum(), v, create_graph=True)
         return grad
-    alpha, beta, gamma = (c * (1.0 / n) ** (dim - 2) for c in node_edge_cell_coefficients(dim))
+    coef = operator_coefficients(dim, n)
     ax = len(batch)
     plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
     if out is None:
         out = torch.zeros_like(u)
     else:
         out.zero_()
-    spatial = range(u.ndim - dim, u.ndim)
     for c0, c in _slabs(n, plane, u.device):
-        u_s = u.narrow(ax, c0, c + 1)
-        out_s = out.narrow(ax, c0, c + 1)
         nu_s = nu.narrow(ax, c0, c).to(u.dtype)  # per slab: ν stays in its own dtype
-        # γ: cell sums of u, weighted by ν, spread back to the cells' corners.
-        cells = u_s
-        for axis in spatial:
-            cells = sum_pairs(cells, axis)
-        cells.mul_(nu_s)
-        for axis in spatial:
-            cells = spread_to_nodes(cells, axis)
-        out_s.add_(cells, alpha=gamma)
-        del cells
-        # β: along each axis, ν summed over the cells around each grid edge couples its ends.
-        for axis in spatial:
-            w = nu_s
-            for other in spatial:
-                if other != axis:
-                    w = spread_to_nodes(w, other)
-            m = w.shape[axis]
-            lo, hi = out_s.narrow(axis, 0, m), out_s.narrow(axis, 1, m)
-            lo.addcmul_(w, u_s.narrow(axis, 1, m), value=beta)
-            hi.addcmul_(w, u_s.narrow(axis, 0, m), value=beta)
-            if axis == ax:  # α: ν summed around each node, from the edges along this axis
-                out_s.addcmul_(spread_to_nodes(w, axis), u_s, value=alpha)
+        apply_block(nu_s, u.narrow(ax, c0, c + 1), out.narrow(ax, c0, c + 1), dim, coef)
     return out
+
+
+def apply_block(nu_b, u_b, out_b, dim: int, coef: tuple[float, float, float]) -> None:
+    """Add the contributions of a block of cells to ``out_b`` (``+= K_block u_b``), in place.
+
+    Parameters
+    ----------
+    nu_b : torch.Tensor, shape ``batch + (c_1, …, c_dim)``, u's dtype
+        ν of any box of cells.
+    u_b, out_b : torch.Tensor, shape ``batch + (c_1 + 1, …, c_dim + 1)``
+        u on the box's nodes, and where its contributions accumulate.
+    coef : (α, β, γ)
+        :func:`~mgtoolkit.fem.element.node_edge_cell_coefficients` times ``h^(d-2)``.
+    """
+    alpha, beta, gamma = coef
+    spatial = range(u_b.ndim - dim, u_b.ndim)
+    # γ: cell sums of u, weighted by ν, spread back to the cells' corners.
+    cells = u_b
+    for axis in spatial:
+        cells = sum_pairs(cells, axis)
+    cells.mul_(nu_b)
+    for axis in spatial:
+        cells = spread_to_nodes(cells, axis)
+    out_b.add_(cells, alpha=gamma)
+    del cells
+    # β: along each axis, ν summed over the cells around each grid edge couples its ends.
+    for axis in spatial:
+        w = nu_b
+        for other in spatial:
+            if other != axis:
+                w = spread_to_nodes(w, other)
+        m = w.shape[axis]
+        lo, hi = out_b.narrow(axis, 0, m), out_b.narrow(axis, 1, m)
+        lo.addcmul_(w, u_b.narrow(axis, 1, m), value=beta)
+        hi.addcmul_(w, u_b.narrow(axis, 0, m), value=beta)
+        if axis == spatial[0]:  # α: ν summed around each node, from the edges along this axis
+            out_b.addcmul_(spread_to_nodes(w, axis), u_b, value=alpha)
+
+
+def operator_coefficients(dim: int, n: int) -> tuple[float, float, float]:
+    """(α, β, γ) of :func:`apply_block` for ``n`` cells per side."""
+    return tuple(c * (1.0 / n) ** (dim - 2) for c in node_edge_cell_coefficients(dim))
 
 
 def node_cell_sum(nu, dim: int) -> torch.Tensor:

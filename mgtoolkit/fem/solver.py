@@ -23,9 +23,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mgtoolkit.fem.boundary import DIRICHLET_HIGH, DIRICHLET_LOW, impose_dirichlet
+from mgtoolkit.fem.boundary import DIRICHLET_HIGH, DIRICHLET_LOW
 from mgtoolkit.fem.multigrid import Hierarchy, MultigridConfig, _zero_faces
-from mgtoolkit.fem.operator import apply_operator, split_shapes
+from mgtoolkit.fem.operator import (
+    apply_block,
+    apply_operator,
+    operator_coefficients,
+    split_shapes,
+)
 from mgtoolkit.grids import check_diffusivity
 
 __all__ = ["PRECISIONS", "ConvergenceError", "SolveInfo", "solve"]
@@ -153,10 +158,7 @@ def solve(
     hierarchy = Hierarchy.build(nu_b.to(mg_dtype), dim=dim, config=config)
     t1 = time.perf_counter()
 
-    # b = -K_fd u_d on free nodes; u_d (the Dirichlet data, 0 on free nodes) is then dropped.
-    zeros = torch.zeros(nu_b.shape[0], *(n + 1,) * dim, dtype=cg_dtype, device=device)
-    b = _zero_faces(apply_operator(nu_b, impose_dirichlet(zeros), dim=dim)).neg_()
-    del zeros
+    b = dirichlet_rhs(nu_b, dim=dim, dtype=cg_dtype)
     u, history = _pcg(nu_b, b, hierarchy, dim=dim, rtol=rtol, maxiter=maxiter)
     u[..., 0] = DIRICHLET_HIGH  # u = u_free + u_d
     u[..., -1] = DIRICHLET_LOW
@@ -189,6 +191,24 @@ def solve(
     u = u.reshape(tuple(batch) + (n + 1,) * dim).to(out_dtype)
     result = u.cpu().numpy() if is_numpy else u.to(arr.device)
     return (result, info) if return_info else result
+
+
+def dirichlet_rhs(nu: torch.Tensor, *, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """``b = -K_fd u_d`` on the nodes ``(B,) + (n+1,)*d`` (zero on Dirichlet nodes).
+
+    u_d is 1 on the face x = 0 and 0 elsewhere, so only the first layer of cells along x
+    contributes, and only to the nodes at x-index 1: the element algebra is applied to that
+    layer alone (:func:`~mgtoolkit.fem.operator.apply_block`), not to the whole grid.
+    """
+    n = nu.shape[-1]
+    layer = nu[..., :1].to(dtype)
+    u_layer = torch.zeros((nu.shape[0], *(n + 1,) * (dim - 1), 2), dtype=dtype, device=nu.device)
+    u_layer[..., 0] = DIRICHLET_HIGH
+    k_layer = torch.zeros_like(u_layer)
+    apply_block(layer, u_layer, k_layer, dim, operator_coefficients(dim, n))
+    b = torch.zeros((nu.shape[0], *(n + 1,) * dim), dtype=dtype, device=nu.device)
+    b[..., 1] = -k_layer[..., 1]
+    return b
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

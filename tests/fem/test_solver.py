@@ -189,3 +189,17 @@ def test_non_convergence_raises_with_history():
 def test_bad_input(nu, kwargs, match):
     with pytest.raises(ValueError, match=match):
         solve(nu, **kwargs)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_dirichlet_rhs_is_minus_k_times_the_boundary_data(dim):
+    from mgtoolkit.fem.solver import dirichlet_rhs
+
+    rng = np.random.default_rng(7)
+    nu = np.exp(rng.uniform(-3.0, 3.0, size=(2,) + (8,) * dim))
+    b = dirichlet_rhs(torch.tensor(nu), dim=dim, dtype=torch.float64).numpy()
+    u_d = impose_dirichlet(np.zeros((9,) * dim))
+    for s in range(2):
+        expected = -(assemble(nu[s]) @ u_d.ravel()).reshape(u_d.shape)
+        expected[..., 0] = expected[..., -1] = 0.0
+        assert np.abs(b[s] - expected).max() <= 1e-13 * np.abs(expected).max()
