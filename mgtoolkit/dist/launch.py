@@ -128,17 +128,21 @@ class _StopWatcher(threading.Thread):
         self.flag = flag  # a distributed.Event, made in the task's thread (it needs the client)
         self.target = target_thread
         self.done = threading.Event()
+        self.lock = threading.Lock()  # no exception is sent once the task has finished
 
     def run(self) -> None:
         while not self.done.wait(1.0):
             try:
                 if self.flag.is_set():
-                    # An asynchronous exception lands at the next Python instruction of the
-                    # training thread (after the current collective or kernel returns).
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(self.target), ctypes.py_object(RunStopped)
-                    )
-                    return
+                    with self.lock:
+                        if self.done.is_set():
+                            return
+                        # An asynchronous exception lands at the next Python instruction of the
+                        # training thread (after the current collective or kernel returns).
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(self.target), ctypes.py_object(RunStopped)
+                        )
+                        return
             except Exception:  # scheduler gone: the run is ending anyway
                 return
 
@@ -173,7 +177,8 @@ def _rank_main(fn, args, kwargs, rank, size, local_rank, run_id, backend, timeou
     try:
         return fn(*args, **kwargs)
     finally:
-        watcher.done.set()
+        with watcher.lock:
+            watcher.done.set()
         _local.ctx = None
         dist.destroy_process_group()
 
