@@ -56,14 +56,22 @@ def register(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from mgtoolkit.dist.env import init_from_environment
     from mgtoolkit.train import Trainer, load_config
 
+    # Under mpirun / srun / torchrun every rank runs this command: join the world first
+    # (a no-op for a plain single process).
+    info = init_from_environment()
     config = load_config(args.config)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     trainer = Trainer(config, run_dir, progress=not args.no_progress, resume=not args.fresh)
-    print(trainer.schedule)
-    trainer.run()
-    print((run_dir / "report.md").read_text())
+    if info.rank == 0:
+        print(trainer.schedule)
+    result = trainer.run()
+    if info.rank == 0:
+        print((run_dir / "report.md").read_text())
+        if result.reason == "stopped":
+            print(f"stopped on request; rerun the same command to resume from {run_dir}")
     return 0
 
 

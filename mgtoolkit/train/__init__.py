@@ -16,7 +16,7 @@ from mgtoolkit.train.config import (
 from mgtoolkit.train.demo import quick_demo
 from mgtoolkit.train.events import EventLog, read_events
 from mgtoolkit.train.predict import load_model, predict
-from mgtoolkit.train.trainer import RunResult, Trainer, train
+from mgtoolkit.train.trainer import RunResult, Trainer, request_stop, train
 
 __all__ = [
     "Comparison",
@@ -33,6 +33,7 @@ __all__ = [
     "predict",
     "quick_demo",
     "read_events",
+    "request_stop",
     "to_toml",
     "train",
 ]

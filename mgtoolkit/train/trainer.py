@@ -42,7 +42,10 @@ from mgtoolkit.train import parallel
 from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
 from mgtoolkit.train.events import EventLog, Listener
 
-__all__ = ["RunResult", "Trainer", "train"]
+__all__ = ["STOP_FILE", "RunResult", "Trainer", "request_stop", "train"]
+
+#: A file of this name in the run directory asks a running trainer to stop after its batch.
+STOP_FILE = "STOP"
 
 CHECKPOINT_FORMAT = 1
 #: Samples used to set the input scale of log ν.
@@ -57,7 +60,8 @@ class RunResult:
     ----------
     run_dir : Path
     reason : str
-        "schedule complete" or "target reached".
+        "schedule complete", "target reached" or "stopped" (by :func:`request_stop`; the
+        checkpoint then resumes the run).
     wall_s : float
         Training seconds (forward/backward/update and data), excluding validation and
         checkpoint writing.
@@ -87,6 +91,23 @@ class RunResult:
     level_wall_s: dict[int, float]
     steps: list[dict] = field(default_factory=list)
     validations: list[dict] = field(default_factory=list)
+
+
+def request_stop(run_dir: str | Path) -> Path:
+    """Ask the run training in ``run_dir`` to stop cleanly; returns the flag file's path.
+
+    The trainer checks for ``<run_dir>/STOP`` after every batch (all ranks agree on it with one
+    all-reduce, so they stop at the same batch), writes a checkpoint, ends with reason
+    "stopped" and removes the file: running the same training again resumes where it stopped.
+    """
+    path = Path(run_dir) / STOP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+class _Stopped(Exception):
+    """Internal: a stop was requested (see :func:`request_stop`)."""
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -456,14 +477,22 @@ class Trainer:
         try:
             if not self.state["validations"] and self.state["step"] == 0:
                 self._validate_and_check(0, steps[0].level)  # the starting point of the curves
-            while self.state["reason"] is None and self.state["step"] < len(steps):
-                self._run_step(self.state["step"])
-                self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
-            if self.state["reason"] is None:
+            stopped = False
+            try:
+                while self.state["reason"] is None and self.state["step"] < len(steps):
+                    self._run_step(self.state["step"])
+                    self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
+            except _Stopped:
+                stopped = True
+                if self.rank == 0:
+                    (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+            if self.state["reason"] is None and not stopped:
                 self.state["reason"] = "schedule complete"
             self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
-            self.checkpoint()
+            self.checkpoint()  # a stopped run keeps reason None here: a rerun resumes it
             result = self._result()
+            if stopped:
+                result.reason = "stopped"
             if self.rank == 0:
                 self._write_report(result)
             self.log.emit(
@@ -607,6 +636,9 @@ class Trainer:
                     f"loss became {loss} at step {k}, level {level}, epoch {epoch}, batch {b}; "
                     "lower optim.lr or check the data for extreme ν"
                 )
+            if self._stop_requested():
+                self.checkpoint()
+                raise _Stopped
             minutes = (time.monotonic() - self._last_checkpoint) / 60
             if minutes >= self.config.checkpoint_minutes and b + 1 < n_batches:
                 self.checkpoint()
@@ -625,6 +657,12 @@ class Trainer:
         every = self.config.validate_every
         if every and s["epoch"] % every == 0:
             self._validate_and_check(k, level)
+
+    def _stop_requested(self) -> bool:
+        flag = (self.run_dir / STOP_FILE).exists()
+        if self.world_size > 1:  # every rank must stop at the same batch
+            flag = bool(parallel.all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
+        return flag
 
     def _validate_and_check(self, k: int, level: int) -> None:
         s = self.state

@@ -15,6 +15,7 @@ from mgtoolkit.train import (
     Trainer,
     load_config,
     read_events,
+    request_stop,
     to_toml,
     train,
 )
@@ -198,3 +199,23 @@ def test_training_lowers_the_energy_gap_tenfold(store2d_fem, tmp_path):
     assert last["val_energy_gap"] < first["val_energy_gap"] / 10
     assert last["val_rel_l2"] < 0.7 * first["val_rel_l2"]
     assert 0 <= last["val_energy_gap"]  # u_fem minimizes J: no prediction does better
+
+
+def test_request_stop_checkpoints_and_a_rerun_resumes_exactly(store2d, tmp_path):
+    cfg = small_config(store2d)
+    train(cfg, tmp_path / "full", progress=False)
+
+    def stop(event):
+        if event["type"] == "batch_end" and event["step"] == 1 and event["batch"] == 1:
+            request_stop(tmp_path / "cut")
+
+    first = train(cfg, tmp_path / "cut", listeners=[stop], progress=False)
+    assert first.reason == "stopped"
+    assert not (tmp_path / "cut" / "STOP").exists()
+    events = read_events(tmp_path / "cut" / "events.jsonl")
+    assert events[-1]["type"] == "run_end" and events[-1]["reason"] == "stopped"
+    last_batch = [e for e in events if e["type"] == "batch_end"][-1]
+    assert (last_batch["step"], last_batch["batch"]) == (1, 1)  # stopped right after it
+    again = train(cfg, tmp_path / "cut", progress=False)
+    assert again.reason == "schedule complete"
+    _assert_same(_state(tmp_path / "full"), _state(tmp_path / "cut"))
