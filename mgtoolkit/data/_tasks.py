@@ -1,6 +1,6 @@
 """Resumable per-sample work on dask, shared by generation and ``map_samples``.
 
-A *unit* is the work of one task: a range of samples of one level, or one slab of chunks of a
+A *unit* is the work of one task: a range of samples of one level, or one row of chunks of a
 single sample. Units write whole zarr chunks or shards only, so no two tasks ever write the
 same object. The coordinating process sets a sample's completion marker once every unit
 covering it has finished — markers are therefore written by one process only, last.
@@ -43,16 +43,17 @@ _SHIP_INLINE_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class Unit:
-    """Work of one task: samples ``start:stop`` of ``level``, or one slab of one sample.
+    """Work of one task: samples ``start:stop`` of ``level``, or one row of chunks of one sample.
 
-    ``slab`` is a ``(first, last)`` cell range along the first spatial axis when a sample is
-    split into spatial chunks (then ``stop == start + 1``); None covers whole samples.
+    ``row`` holds ``(first, last)`` cell ranges along the first two spatial axes — one chunk
+    thick in each — when a sample is split into spatial chunks (then ``stop == start + 1``);
+    the row runs along the remaining axis. None covers whole samples.
     """
 
     level: int
     start: int
     stop: int
-    slab: tuple[int, int] | None = None
+    row: tuple[tuple[int, int], tuple[int, int]] | None = None
 
 
 def plan_units(array, done: np.ndarray, level: int, *, split: bool = True) -> list[Unit]:
@@ -62,15 +63,18 @@ def plan_units(array, done: np.ndarray, level: int, *, split: bool = True) -> li
     blocks, so no two tasks write the same object. Consecutive incomplete blocks are grouped
     into units of about ``TASK_BYTES`` (at least ``MIN_TASKS`` units when there are enough
     blocks); complete blocks are never part of a unit. A spatially chunked sample is cut into
-    slabs of chunks along the first axis when ``split``, else it is one unit.
+    rows of chunks when ``split`` (a 512³ sample in 128³ chunks: 16 rows of 4 chunks, enough
+    to keep several workers busy on one sample), else it is one unit.
     """
     block = array.shards or array.chunks
     samples, n = array.shape[0], array.shape[1]
     if block[1] < n and split:
+        c0, c1 = block[1], block[2]
         return [
-            Unit(level, int(s), int(s) + 1, (first, min(first + block[1], n)))
+            Unit(level, int(s), int(s) + 1, ((a, min(a + c0, n)), (b, min(b + c1, n))))
             for s in np.flatnonzero(~done)
-            for first in range(0, n, block[1])
+            for a in range(0, n, c0)
+            for b in range(0, n, c1)
         ]
     step = block[0]
     block_bytes = array.dtype.itemsize * step * math.prod(array.shape[1:])
@@ -89,12 +93,15 @@ def plan_units(array, done: np.ndarray, level: int, *, split: bool = True) -> li
     return units
 
 
-def chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...], slab: tuple[int, int]):
-    """Chunk-aligned regions (tuples of slices) covering ``slab`` of the first spatial axis.
+def chunk_regions(
+    shape: tuple[int, ...], chunks: tuple[int, ...], row: tuple[tuple[int, int], ...]
+):
+    """Chunk-aligned regions (tuples of slices) covering the cells of ``row``.
 
-    ``shape`` and ``chunks`` are spatial (no sample axis); ``slab`` starts on a chunk boundary.
+    ``shape`` and ``chunks`` are spatial (no sample axis); ``row`` gives chunk-aligned
+    ``(first, last)`` ranges on the leading axes, the other axes are covered whole.
     """
-    bounds = [slab, *((0, s) for s in shape[1:])]
+    bounds = [*row, *((0, s) for s in shape[len(row) :])]
     per_axis = [
         [slice(a, min(a + c, hi)) for a in range(lo, hi, c)]
         for (lo, hi), c in zip(bounds, chunks, strict=True)

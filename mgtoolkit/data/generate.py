@@ -247,7 +247,7 @@ def _write_nu(path: str, family: Family, unit: Unit) -> None:
     def params(j: int) -> np.ndarray | None:
         return None if omega is None else omega[j]
 
-    if unit.slab is None:
+    if unit.row is None:
         whole = (slice(0, n),) * dim
         for start, stop in write_blocks(nu, unit):
             out = np.empty((stop - start,) + (n,) * dim, dtype=nu.dtype)
@@ -255,6 +255,6 @@ def _write_nu(path: str, family: Family, unit: Unit) -> None:
                 out[s - start] = family.block(s, params(s - unit.start), dim=dim, n=n, region=whole)
             nu[start:stop] = out
         return
-    for region in chunk_regions(nu.shape[1:], nu.chunks[1:], unit.slab):
+    for region in chunk_regions(nu.shape[1:], nu.chunks[1:], unit.row):
         block = family.block(unit.start, params(0), dim=dim, n=n, region=region)
         nu[(unit.start, *region)] = block.astype(nu.dtype)

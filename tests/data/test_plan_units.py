@@ -31,26 +31,22 @@ def test_units_cover_incomplete_blocks_aligned_to_shards(tmp_path, samples, shar
     assert len(plan_units(arr, np.zeros(samples, bool), 1)) >= min(MIN_TASKS, -(-samples // step))
 
 
-def test_spatially_chunked_samples_become_slabs(tmp_path):
+def test_spatially_chunked_samples_become_rows_of_chunks(tmp_path):
     arr = zarr.create_array(str(tmp_path / "a.zarr"), shape=(3, 16, 16, 16), chunks=(1, 8, 8, 8),
                             dtype="f4")  # fmt: skip
     units = plan_units(arr, np.array([True, False, False]), 2)
-    assert [(u.start, u.slab) for u in units] == [
-        (1, (0, 8)),
-        (1, (8, 16)),
-        (2, (0, 8)),
-        (2, (8, 16)),
-    ]
+    rows = [((0, 8), (0, 8)), ((0, 8), (8, 16)), ((8, 16), (0, 8)), ((8, 16), (8, 16))]
+    assert [(u.start, u.row) for u in units] == [(s, r) for s in (1, 2) for r in rows]
     assert all(u.level == 2 and u.stop == u.start + 1 for u in units)
     whole = plan_units(arr, np.array([True, False, False]), 2, split=False)
-    assert [(u.start, u.stop, u.slab) for u in whole] == [(1, 2, None), (2, 3, None)]
+    assert [(u.start, u.stop, u.row) for u in whole] == [(1, 2, None), (2, 3, None)]
 
 
-def test_chunk_regions_tile_a_slab_exactly():
+def test_chunk_regions_tile_a_row_exactly():
     from mgtoolkit.data._tasks import chunk_regions
 
     cover = np.zeros((20, 12, 10), dtype=int)
-    for region in chunk_regions((20, 12, 10), (8, 8, 8), (8, 16)):
+    for region in chunk_regions((20, 12, 10), (8, 8, 8), ((8, 16), (8, 12))):
         assert all(r.start % 8 == 0 for r in region)
         cover[region] += 1
-    assert (cover[8:16] == 1).all() and cover[:8].sum() == 0 and cover[16:].sum() == 0
+    assert (cover[8:16, 8:12] == 1).all() and cover.sum() == 8 * 4 * 10

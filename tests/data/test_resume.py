@@ -23,22 +23,23 @@ from mgtoolkit.fields import KLFamily
 # The killing family and functions below must reach the worker processes by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-CHUNKING = Chunking(chunk_mib=4 * 8**3 / 2**20)  # 16³ samples in 8³ chunks: slabs of 4 chunks
+CHUNKING = Chunking(chunk_mib=4 * 8**3 / 2**20)  # 16³ samples in 8³ chunks: rows of 2 chunks
 ARGS = dict(dim=3, resolution=16, levels=2, samples=4, seed=11, chunking=CHUNKING, progress=False)
 VICTIM = 3
 
 
 @dataclass(frozen=True)
 class KillingKL(KLFamily):
-    """The KL family, except that it SIGKILLs its worker inside the victim's second slab.
+    """The KL family, except that it SIGKILLs its worker inside one row of the victim.
 
-    It dies after the slab's first chunk is written, so the victim is left half-written.
+    It dies after the row's first chunk is written, so the victim is left half-written.
     """
 
     flag: str = ""
 
     def block(self, sample, omega, *, dim, n, region):
-        if sample == VICTIM and n == 16 and region[0].start == 8 and region[2].start == 8:
+        starts = tuple(r.start for r in region)
+        if sample == VICTIM and n == 16 and starts == (8, 0, 8):
             if os.path.exists(self.flag):
                 os.kill(os.getpid(), signal.SIGKILL)
         return super().block(sample, omega, dim=dim, n=n, region=region)
