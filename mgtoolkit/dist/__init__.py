@@ -1,7 +1,7 @@
 """Distributed runs: rank discovery, process groups, local/MPI/Slurm/dask launchers.
 
 - :mod:`.env` — rank/size/local rank from torchrun, MPI or Slurm; ``init_from_environment``
-  (batch launches: ``mpirun -n 4 python -m mgtoolkit.dist train cfg.toml``);
+  (batch launches: ``mpirun -n 4 mgtoolkit train cfg.toml`` calls it);
 - :mod:`.local` — ``spawn``: p local processes in one gloo group;
 - :mod:`.launch` — ``launch`` / ``train_on_cluster``: ranks on a dask cluster from a notebook,
   with events streamed to the client;

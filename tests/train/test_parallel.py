@@ -203,18 +203,12 @@ def test_trainer_on_two_dask_ranks_and_under_mpirun_matches_one_process(
     assert types[0] == "run_start" and types[-1] == "run_end"
     assert types.count("batch_end") == 21 and run.events[0]["world_size"] == 2
 
-    # The same training as a batch job: `mpirun -n 2 python -m mgtoolkit.dist train cfg.toml`
+    # The same training as a batch job: `mpirun -n 2 mgtoolkit train cfg.toml`
     (tmp_path / "cfg.toml").write_text(to_toml(config))
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
-    cmd = [mpirun, "-n", "2", "--oversubscribe", sys.executable, "-m", "mgtoolkit.dist"]
-    cmd += [
-        "train",
-        str(tmp_path / "cfg.toml"),
-        "--run-dir",
-        str(tmp_path / "mpi"),
-        "--no-progress",
-    ]
+    bin_dir = os.path.dirname(sys.executable)
+    cmd = [f"{bin_dir}/mpirun", "-n", "2", "--oversubscribe", f"{bin_dir}/mgtoolkit", "train"]
+    cmd += [str(tmp_path / "cfg.toml"), "--run-dir", str(tmp_path / "mpi"), "--no-progress"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("| step | level |") == 1  # only rank 0 prints the report
