@@ -171,6 +171,8 @@ def _rank_main(fn, args, kwargs, rank, size, local_rank, run_id, backend, timeou
         host, port = announce.get(timeout=timeout_s).rsplit(":", 1)
         store = dist.TCPStore(host, int(port), is_master=False, timeout=timeout)
     join(store, rank, size, backend=backend, local_rank=local_rank, timeout_s=timeout_s)
+    if rank == 0:
+        announce.delete()  # every rank has joined: the address is no longer needed
     _local.ctx = {"rank": rank, "topic": run_id}
     watcher = _StopWatcher(Event(f"{run_id}-stop"), threading.get_ident())
     watcher.start()
