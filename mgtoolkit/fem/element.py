@@ -51,6 +51,7 @@ __all__ = [
     "mode_weight",
     "node_edge_cell_coefficients",
     "reference_stiffness",
+    "segment_matrices",
     "spread_to_nodes",
     "sum_pairs",
 ]
@@ -68,6 +69,14 @@ def mode_weight(mode: tuple[int, ...]) -> float:
     return k / 12.0 ** (k - 1) / 4.0 ** (len(mode) - k)
 
 
+def segment_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """1D Q1 stiffness K1 and mass M1 of the unit segment, exact fractions (object arrays)."""
+    one, third, sixth = Fraction(1), Fraction(1, 3), Fraction(1, 6)
+    k1 = np.array([[one, -one], [-one, one]], dtype=object)
+    m1 = np.array([[third, sixth], [sixth, third]], dtype=object)
+    return k1, m1
+
+
 def reference_stiffness(dim: int) -> np.ndarray:
     """Q1 stiffness matrix of the unit square (dim 2) or cube (dim 3), exact.
 
@@ -76,11 +85,9 @@ def reference_stiffness(dim: int) -> np.ndarray:
     numpy.ndarray, shape ``(2**dim, 2**dim)``, float64
         Row/column ``a`` is the corner whose local offsets, in array axis order (z, y, x),
         are the binary digits of ``a`` (x is the last digit), i.e. C order of a
-        ``(2,) * dim`` block of nodes.
+        ``(2,) * dim`` block of nodes. The Kronecker sum ``Σ_axes K1 ⊗ M1 ⊗ …``.
     """
-    k1 = np.array([[Fraction(1), Fraction(-1)], [Fraction(-1), Fraction(1)]], dtype=object)
-    third, sixth = Fraction(1, 3), Fraction(1, 6)
-    m1 = np.array([[third, sixth], [sixth, third]], dtype=object)
+    k1, m1 = segment_matrices()
     total = None
     for axis in range(dim):
         term = np.array([[Fraction(1)]], dtype=object)
