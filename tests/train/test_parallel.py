@@ -101,16 +101,16 @@ def test_broadcast_and_gradient_average_on_two_ranks():
     assert none0 is None and none1 is None  # no rank had a gradient: stays None
 
 
-def _bn_forward_backward(x_full, dims, sync_even_alone):
+def _bn_forward_backward(x_full, dims, momentum, sync_even_alone):
     """Plain BN on the full batch vs SyncBatchNorm on this rank's part; returns both."""
     _, size = par.world()
     cls = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims]
     torch.manual_seed(0)
-    plain = cls(x_full.shape[1], momentum=0.3)
+    plain = cls(x_full.shape[1], momentum=momentum)
     with torch.no_grad():
         plain.weight.uniform_(0.5, 1.5)
         plain.bias.uniform_(-1, 1)
-    synced = par.convert_sync_batchnorm(nn.Sequential(cls(x_full.shape[1], momentum=0.3)))
+    synced = par.convert_sync_batchnorm(nn.Sequential(cls(x_full.shape[1], momentum=momentum)))
     if sync_even_alone:  # world size 1: force the synchronized code path
         synced = par._convert(synced)
     assert isinstance(synced[0], par.SyncBatchNorm)
@@ -138,13 +138,13 @@ def _bn_forward_backward(x_full, dims, sync_even_alone):
 
 
 # (p = 2 with 2D batch norm is covered end to end by tests/dist/test_integrity.py)
-@pytest.mark.parametrize(("size", "dims"), [(1, 1), (4, 3)])
-def test_sync_batchnorm_matches_plain_batchnorm_on_the_global_batch(size, dims):
+@pytest.mark.parametrize(("size", "dims", "momentum"), [(1, 1, 0.3), (4, 3, None)])
+def test_sync_batchnorm_matches_plain_batchnorm_on_the_global_batch(size, dims, momentum):
     gen = torch.Generator().manual_seed(size)
     shape = {1: (8, 3), 2: (4, 2, 5, 6), 3: (8, 2, 3, 4, 5)}[dims]
     # large offset and scale: a sum-of-squares formula would lose digits here
     x = 100.0 + 3.0 * torch.randn(shape, generator=gen)
-    for out in spawn(_bn_forward_backward, size, x, dims, size == 1):
+    for out in spawn(_bn_forward_backward, size, x, dims, momentum, size == 1):
         y, y_ref, gx, gx_ref, gp, gp_ref, rm, rm_ref, rv, rv_ref = out
         torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-6)
