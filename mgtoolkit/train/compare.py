@@ -66,7 +66,8 @@ def compare_cycles(
     ----------
     config : TrainConfig
         The shared settings; its ``cycle`` section gives the levels and rules, ``cycle.name``
-        is replaced per run. The store must hold u_fem at level 1 (validation vs FEM).
+        is replaced per run (per-step ``overrides`` are dropped: step indices differ between
+        cycles). The store must hold u_fem at level 1 (validation vs FEM).
     cycles : sequence of str
         Named cycles to compare with base ("V", "W", "F", "half-V").
     out_dir : path-like
