@@ -19,7 +19,10 @@ from mgtoolkit.plan import (
 
 #: Runs one configuration in a fresh interpreter and prints its peak resident memory (bytes).
 #: Peak RSS (getrusage) counts everything the process touched — runtime, weights, every
-#: tensor, allocator slack — and is unaffected by other processes on a busy machine.
+#: tensor, allocator slack — and is unaffected by other processes on a busy machine. One torch
+#: thread: with several, glibc gives each thread its own heap, and how tensors of a few MB
+#: scatter over them depends on timing (seen here: 0.54 to 0.80 GiB for the same run). Tensors
+#: of the large runs the planner is for (≥ 32 MiB) are mapped and unmapped directly instead.
 _MEASURE = r"""
 import json, resource, sys
 import numpy as np
@@ -30,6 +33,7 @@ from mgtoolkit.nn import UNet, UNetConfig
 from mgtoolkit.nn.memory import autocast, checkpoint_blocks
 
 cfg, mode, n, batch, precision, ckpt, tile = json.loads(sys.argv[1])
+torch.set_num_threads(1)
 torch.manual_seed(0)
 net = UNet(UNetConfig(**cfg))
 d = net.config.dim
