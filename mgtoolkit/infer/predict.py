@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,9 @@ __all__ = ["TiledPredictor", "log_nu_mean", "predict_store", "predict_tiled"]
 
 #: Planes of ν read at once when summing log ν (bounds the temporaries of a 512³ field).
 _MEAN_PLANES = 32
+#: One tile at a time per worker process, using all of its threads: a worker with several
+#: threads would otherwise run several tiles at once and multiply the memory a tile sets.
+_TILE_LOCK = threading.Lock()
 
 
 def log_nu_mean(nu) -> float:
@@ -199,12 +203,13 @@ def _tile_task(
 
     from mgtoolkit.data.store import level_group
 
-    if predictor.threads is None:
-        import torch
+    with _TILE_LOCK:
+        if predictor.threads is None:
+            import torch
 
-        torch.set_num_threads(get_worker().state.nthreads)
-    nu = zarr.open_group(path, mode="r")[level_group(level)]["nu"]
-    return predictor.predict_tile(_SampleView(nu, sample), t, n=nu.shape[-1], mean=mean)
+            torch.set_num_threads(get_worker().state.nthreads)
+        nu = zarr.open_group(path, mode="r")[level_group(level)]["nu"]
+        return predictor.predict_tile(_SampleView(nu, sample), t, n=nu.shape[-1], mean=mean)
 
 
 class _SlabWriter:
