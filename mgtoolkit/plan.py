@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 __all__ = [
     "RUNTIME_BYTES",
+    "Estimate",
     "LiveTensorBytes",
     "Plan",
     "PlanError",
