@@ -266,8 +266,19 @@ class RunMonitor(param.Parameterized):
             raise ValueError("no run to stop: attach() a launched run or follow() a run directory")
         self.status = "stop requested"
 
-    def wait(self, *, timeout: float | None = None, poll_s: float = 0.5) -> RunMonitor:
+    def wait(self, *, timeout: float | None = None, poll_s: float = 0.5, gone=None) -> RunMonitor:
         """Block until the run ends, processing and drawing events meanwhile; returns self.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait at most.
+        poll_s : float
+            Seconds between polls.
+        gone : callable, optional
+            For a followed batch run: returns True once the job has ended (e.g.
+            ``lambda: proc.poll() is not None``), so that a job that died before writing its
+            final event is reported instead of waited for.
 
         Raises
         ------
@@ -282,6 +293,15 @@ class RunMonitor(param.Parameterized):
             self.update()
             self._redraw()
             if self.finished:
+                break
+            if gone is not None and gone():
+                self.update()  # the job's last lines
+                if not self.finished:
+                    self.finished = True
+                    self.error = "the job ended without a run_end event (see its log)"
+                    self.status = f"failed: {self.error}"
+                    self.version += 1
+                    self._redraw()
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"the run did not finish within {timeout:g} s: {self.status}")

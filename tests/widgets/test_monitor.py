@@ -139,3 +139,15 @@ def test_stop_requests(tmp_path):
         request_stop(tmp_path / "missing")
     RunMonitor().follow(tmp_path).stop()
     assert (tmp_path / STOP_FILE).exists()
+
+
+def test_a_dead_batch_job_is_reported(tmp_path):
+    """A followed job that dies before its final event ends the wait with its reason."""
+    import subprocess
+    import sys
+
+    job = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    m = RunMonitor().follow(tmp_path)
+    with pytest.raises(RuntimeError, match="ended without a run_end event"):
+        m.wait(timeout=30, poll_s=0.05, gone=lambda: job.poll() is not None)
+    assert m.finished and job.returncode == 3
