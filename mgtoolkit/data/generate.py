@@ -211,7 +211,12 @@ def _must_create(path: Path, attrs: dict, omega: np.ndarray, *, overwrite: bool)
         return overwrite
     if overwrite:
         return True
-    described = ", ".join(f"{k}={old.get(k)!r} (asked {attrs.get(k, '…')!r})" for k in differ)
+    described = ", ".join(
+        "omega (the stored ω differ from those asked)"
+        if k == "omega"
+        else f"{k}={old.get(k)!r} (asked {attrs[k]!r})"
+        for k in differ
+    )
     raise ValueError(
         f"{path} holds a dataset made with other parameters: {described}; pass overwrite=True "
         "(--overwrite) to replace it, or choose another output path"

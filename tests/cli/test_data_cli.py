@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import zarr
 
 from mgtoolkit.cli import main
 from mgtoolkit.data import open_level, open_store
@@ -52,6 +53,19 @@ def test_import_a_npy_file(tmp_path, dask_client, capsys):
     assert code == 0
     assert "geometric-mean coarse levels" in capsys.readouterr().out
     np.testing.assert_array_equal(open_level(out, 1)["nu"].values, data)
+    group = zarr.open_group(str(tmp_path / "in.zarr"), mode="w")
+    group.create_array("perm", shape=data.shape, chunks=(1, 8, 8), dtype="f4")[:] = data
+    code = main(["data", "import", str(tmp_path / "in.zarr"), "--variable", "perm", "--out",
+                 str(tmp_path / "z.zarr"), "--scheduler", dask_client.scheduler.address,
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    np.testing.assert_array_equal(open_level(tmp_path / "z.zarr", 1)["nu"].values, data)
+    assert (
+        main(["data", "import", str(tmp_path / "in.zarr"), "--out", str(tmp_path / "y.zarr")]) == 2
+    )
+    assert (
+        "has no array 'nu'; it holds ['perm'] — pick one with --variable" in capsys.readouterr().err
+    )
     bad = data.copy()
     bad[1, 2, 3] = np.nan
     np.save(tmp_path / "bad.npy", bad)
