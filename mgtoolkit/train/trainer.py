@@ -16,6 +16,7 @@ Run directory layout::
     checkpoints/         latest.pt (also every N minutes) and step-NNN.pt after each step
     metrics.csv          one row per finished step
     report.md, report.json   the final report
+    STOP                 (transient) created by request_stop(): stop after the current batch
 
 Resuming a run directory continues exactly where the checkpoint was written: parameters,
 optimizer state, batch position and early-stopping history are restored and every epoch's
