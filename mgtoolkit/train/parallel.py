@@ -253,12 +253,14 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
         count = x.numel() // c
-        # Statistics combine in float64: counts reach 10^8 at 512³ and exceed float32's 2^24.
-        xs = x.to(torch.float64)
-        mean_r = xs.mean(dim=dims)
-        m2_r = (xs - mean_r.view(1, c, *([1] * (x.dim() - 2)))).square().sum(dim=dims)
+        shape = (1, c, *([1] * (x.dim() - 2)))
+        # Local two-pass statistics in the input's precision (no float64 copy of the
+        # activations); the per-channel vectors combine in float64, because counts reach
+        # 10^8 at 512³ and exceed float32's 2^24.
+        mean_r = x.mean(dim=dims)
+        m2_r = (x - mean_r.view(shape)).square().sum(dim=dims)
         slots = torch.zeros(size, 2 * c + 1, dtype=torch.float64, device=x.device)
-        mine = torch.cat([mean_r, m2_r, mean_r.new_tensor([float(count)])])
+        mine = torch.cat([mean_r.double(), m2_r.double(), slots.new_tensor([float(count)])])
         slots = slots.index_copy(0, torch.tensor([rank], device=x.device), mine[None])
         gathered = _AllReduceSum.apply(slots)  # row r holds rank r's statistics
         means, m2s, counts = gathered[:, :c], gathered[:, c : 2 * c], gathered[:, 2 * c :]
@@ -279,7 +281,6 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_mean.mul_(1 - factor).add_(factor * mean.to(x.dtype))
                 self.running_var.mul_(1 - factor).add_(factor * unbiased.to(x.dtype))
 
-        shape = (1, c, *([1] * (x.dim() - 2)))
         scale = torch.rsqrt(var + self.eps).to(x.dtype)
         if self.affine:
             scale = scale * self.weight
