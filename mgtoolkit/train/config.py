@@ -84,7 +84,8 @@ class DataConfig:
     train_samples : int, optional
         Train on the first ``train_samples`` samples (default: all that are not held out).
     cache : bool
-        Hold each level's training samples in memory while its step runs.
+        Hold each level's training samples in memory while its step runs (levels of more
+        than 2 GiB of ν are always read batch by batch).
     """
 
     store: str = ""

@@ -49,6 +49,9 @@ __all__ = ["STOP_FILE", "RunResult", "Trainer", "request_stop", "train"]
 STOP_FILE = "STOP"
 
 CHECKPOINT_FORMAT = 1
+#: Largest level (training ν, bytes) held in memory when ``data.cache`` is on; larger levels
+#: are read batch by batch (a 512³ level of 64 samples would be 32 GiB).
+CACHE_BYTES = 2 * 2**30
 #: Samples used to set the input scale of log ν.
 SCALE_SAMPLES = 64
 
@@ -330,7 +333,8 @@ class Trainer:
 
     def _level_data(self, level: int):
         """A function from training positions (array of int) to ν on ``level``."""
-        if self.config.data.cache:
+        nbytes = 4 * len(self.train_indices) * self.level_n[level] ** self.dim
+        if self.config.data.cache and nbytes <= CACHE_BYTES:
             all_nu = self._load(level, self.train_indices)
             return lambda pos: all_nu[torch.as_tensor(pos)]
         return lambda pos: self._load(level, self.train_indices[pos])

@@ -219,3 +219,13 @@ def test_request_stop_checkpoints_and_a_rerun_resumes_exactly(store2d, tmp_path)
     again = train(cfg, tmp_path / "cut", progress=False)
     assert again.reason == "schedule complete"
     _assert_same(_state(tmp_path / "full"), _state(tmp_path / "cut"))
+
+
+def test_streaming_batches_equal_the_in_memory_cache(store2d, tmp_path):
+    cfg = small_config(store2d)
+    streamed = small_config(
+        store2d, data=DataConfig(store=str(store2d), val_samples=4, cache=False)
+    )
+    train(cfg, tmp_path / "cached", progress=False)
+    train(streamed, tmp_path / "streamed", progress=False)
+    _assert_same(_state(tmp_path / "cached"), _state(tmp_path / "streamed"), tol=0)
