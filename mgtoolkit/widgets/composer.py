@@ -148,12 +148,16 @@ def cycle_diagram(
                 marker=marker, size=13, color="color", line_color="white", tools=["hover"]
             )
         )
-    if current is not None and 0 <= current < len(data["step"]):
-        layers.append(
-            hv.Scatter(
-                ([current + 1], [data["level"][current]]), "step", "level", label="running"
-            ).opts(marker="circle", size=26, fill_alpha=0, line_color="red", line_width=3)
-        )
+    # Always drawn (empty when no step runs) so that live views keep one structure.
+    running = [current] if current is not None and 0 <= current < len(data["step"]) else []
+    layers.append(
+        hv.Scatter(
+            ([i + 1 for i in running], [data["level"][i] for i in running]),
+            "step",
+            "level",
+            label="running",
+        ).opts(marker="circle", size=26, fill_alpha=0, line_color="red", line_width=3)
+    )
     return hv.Overlay(layers).opts(
         width=width,
         height=height,

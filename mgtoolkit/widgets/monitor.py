@@ -267,7 +267,10 @@ class RunMonitor(param.Parameterized):
         self.status = "stop requested"
 
     def wait(self, *, timeout: float | None = None, poll_s: float = 0.5, gone=None) -> RunMonitor:
-        """Block until the run ends, processing and drawing events meanwhile; returns self.
+        """Block until the run ends, then draw its final state; returns self.
+
+        For live curves do not block: launch the run and let the cell finish — the view
+        refreshes every second while the kernel is idle.
 
         Parameters
         ----------
@@ -290,8 +293,10 @@ class RunMonitor(param.Parameterized):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            # No redraw while the cell blocks: each redraw of a busy kernel becomes another
+            # output of the running cell, and JupyterLab stops rendering them after 50.
+            # The view draws the final state below; live curves stream while the kernel idles.
             self.update()
-            self._redraw()
             if self.finished:
                 break
             if gone is not None and gone():
@@ -306,6 +311,7 @@ class RunMonitor(param.Parameterized):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"the run did not finish within {timeout:g} s: {self.status}")
             time.sleep(poll_s)
+        self._redraw()
         while getattr(self.handle, "status", None) == "running":
             # The final event can arrive before the ranks' tasks have returned.
             if deadline is not None and time.monotonic() > deadline:

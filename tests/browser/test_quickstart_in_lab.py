@@ -96,6 +96,8 @@ def test_quickstart_runs_in_jupyterlab(jupyter_lab, browser_page, tmp_path):
     loss = page.evaluate(FIGURES_JS, LOSS_NAME)
     assert loss, "no loss plot in the page"
     assert max(sum(f["points"]) for f in loss) >= len(batches), loss
+    # ... and its status line shows the run's end, not an intermediate state.
+    assert page.get_by_text("finished (schedule complete)").count() >= 2  # monitor + print
 
     # A composer edit redraws the diagram: half-V → V.
     before = page.evaluate(FIGURES_JS, DIAGRAM_NAME)
