@@ -225,6 +225,7 @@ class RunMonitor(param.Parameterized):
             self.validations.append({"iteration": self.iteration, **ev})
         elif kind == "run_end":
             self.finished = True
+            self.stopped = ev.get("reason") == "stopped"  # the trainer honoured a STOP file
             self.current_step = None
             self.status = (
                 f"finished ({ev.get('reason')}) after {ev.get('wall_s', 0):.1f} s training"
