@@ -222,7 +222,7 @@ class Run:
             except Exception:
                 continue  # the client is closing
             gone = [(r, a) for r, a in enumerate(self.workers) if a not in alive]
-            if gone:
+            if gone and not self._stopped:
                 self._lost = ", ".join(f"{a} (rank {r})" for r, a in gone)
                 # The pinned task of a dead worker would wait for it forever; peers fail on
                 # their next collective. Cancel everything.
@@ -241,7 +241,11 @@ class Run:
         return "finished" if all(f.status == "finished" for f in self.futures) else "failed"
 
     def stop(self) -> None:
-        """Ask every rank to stop now; the last checkpoint stays valid for a resume."""
+        """Ask every rank to stop now; the last checkpoint stays valid for a resume.
+
+        Each rank gets :class:`RunStopped` at its next Python instruction; a rank left waiting
+        in a collective has its worker restarted by :meth:`result` after a short grace time.
+        """
         from distributed import Event
 
         self._stopped = True
@@ -260,13 +264,15 @@ class Run:
             The first rank's exception, re-raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not all(f.done() for f in self.futures) and not self._lost:
+        while not all(f.done() for f in self.futures) and not self._lost and not self._stopped:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.run_id} still running after {timeout} s")
             time.sleep(0.2)
-            if any(f.status == "error" for f in self.futures):
+            if not self._stopped and any(f.status == "error" for f in self.futures):
                 time.sleep(1.0)  # give the watcher a chance to name a dead worker first
                 break
+        if self._stopped:
+            self._end_stopped_ranks(grace_s=10.0)
         self._done.set()
         if self._lost:
             last = [e.get("path") for e in self.events if e.get("type") == "checkpoint"]
@@ -282,6 +288,21 @@ class Run:
             if f.status == "error":
                 f.result()  # re-raises the rank's exception
         return self.futures[0].result()
+
+    def _end_stopped_ranks(self, *, grace_s: float) -> None:
+        """After stop(): restart the workers of ranks still running after ``grace_s``.
+
+        The ranks receive the stop at slightly different moments; one may already wait in a
+        collective for a peer that has left, blocked until the process-group timeout. A
+        restart (by the worker's nanny) frees that worker for other work.
+        """
+        deadline = time.monotonic() + grace_s
+        while not all(f.done() for f in self.futures) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stuck = [a for f, a in zip(self.futures, self.workers, strict=True) if not f.done()]
+        if stuck:
+            self.client.cancel(self.futures, force=True)
+            self.client.restart_workers(stuck)
 
     def close(self) -> None:
         """Stop following the run; close the cluster and client if :func:`launch` made them."""

@@ -48,6 +48,10 @@ def test_stop_ends_every_rank(dask_client):
     assert run.status == "stopped"
     assert len(run.events) < 10_000
     run.close()
+    # both workers are free again (a rank left waiting in a collective was restarted)
+    again = launch(toy.train, cluster=dask_client, steps=2, wait_s=60)
+    assert len(again.result(timeout=120)) == len(list(toy.make_model().parameters()))
+    again.close()
 
 
 def test_fewer_workers_than_ranks_times_out_clearly(dask_client):
@@ -74,7 +78,8 @@ def test_mixed_cpu_and_gpu_workers_are_refused():
         )  # fmt: skip
         try:
             with pytest.raises(LaunchError, match="mixed workers") as err:
-                launch(toy.train, cluster=cluster, ranks=2, wait_s=60)
+                # the address, not the cluster object: launch() would scale a cluster object
+                launch(toy.train, cluster=cluster.scheduler_address, ranks=2, wait_s=60)
             assert "have GPUs but" in str(err.value) and "backend='gloo'" in str(err.value)
         finally:
             worker.terminate()
