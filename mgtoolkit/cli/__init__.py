@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mgtoolkit {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"mgtoolkit.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"mgtoolkit.cli.{name}":
-                continue  # that command group is not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"mgtoolkit.cli.{name}").register(sub)
     return parser
 
 
