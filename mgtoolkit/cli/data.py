@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import sys
 
+from mgtoolkit.cli._options import add_scheduler_option, scheduler_client
+
 __all__ = ["register"]
 
 
@@ -51,23 +53,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a store made with other parameters"
     )
-    parser.add_argument(
-        "--scheduler",
-        default=None,
-        help="address of a running dask scheduler (default: an embedded LocalCluster)",
-    )
+    add_scheduler_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-@contextlib.contextmanager
-def _client(address: str | None):
-    if address is None:
-        yield None
-        return
-    from distributed import Client
-
-    with Client(address) as client:
-        yield client
 
 
 @contextlib.contextmanager
@@ -83,7 +70,7 @@ def _interruptible():
 def _generate(args) -> int:
     from mgtoolkit.data import generate, store_summary
 
-    with _client(args.scheduler) as client, _interruptible():
+    with scheduler_client(args.scheduler) as client, _interruptible():
         path = generate(
             args.out,
             dim=args.dim,
@@ -127,7 +114,7 @@ def _import(args) -> int:
                 )
             node = node[args.variable]
         data = node
-    with _client(args.scheduler) as client, _interruptible():
+    with scheduler_client(args.scheduler) as client, _interruptible():
         path = import_arrays(
             args.out,
             data,

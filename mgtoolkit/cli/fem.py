@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mgtoolkit.cli._options import add_scheduler_option, scheduler_client
+
 __all__ = ["FemSolveFn", "register"]
 
 
@@ -44,19 +46,13 @@ def register(subparsers) -> None:
     sol.add_argument(
         "--threads", type=int, default=1, help="torch threads per dask task (default 1)"
     )
-    sol.add_argument(
-        "--scheduler",
-        default=None,
-        help="address of a running dask scheduler (default: an embedded LocalCluster)",
-    )
+    add_scheduler_option(sol)
     sol.add_argument("--no-progress", action="store_true", help="no progress bar")
     sol.set_defaults(run=_solve)
     parser.set_defaults(run=lambda args: parser.print_help() or 2)
 
 
 def _solve(args) -> int:
-    import contextlib
-
     from mgtoolkit.data import check_store, map_samples, store_summary
 
     attrs = check_store(args.store)
@@ -66,12 +62,7 @@ def _solve(args) -> int:
         raise ValueError("--maxiter and --threads must be positive integers")
     levels = range(1, attrs["levels"] + 1) if args.level is None else [args.level]
     fn = FemSolveFn(rtol=args.rtol, maxiter=args.maxiter, threads=args.threads)
-    with contextlib.ExitStack() as stack:
-        client = None
-        if args.scheduler is not None:
-            from distributed import Client
-
-            client = stack.enter_context(Client(args.scheduler))
+    with scheduler_client(args.scheduler) as client:
         for level in levels:
             map_samples(
                 args.store,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mgtoolkit.cli._options import add_scheduler_option, scheduler_client
+
 __all__ = ["register"]
 
 
@@ -50,7 +52,7 @@ def register(subparsers) -> None:
     pr.add_argument("--level", type=int, default=1, help="level (default 1, the finest)")
     pr.add_argument("--name", default="u_pred", help="node field name (default u_pred)")
     pr.add_argument("--metrics", default=None, help="CSV file for the per-sample metrics")
-    pr.add_argument("--scheduler", default=None, help="dask scheduler address (default: local)")
+    add_scheduler_option(pr)
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(run=_predict)
 
@@ -98,16 +100,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import contextlib
-
     from mgtoolkit.train.predict import predict
 
-    with contextlib.ExitStack() as stack:
-        client = None
-        if args.scheduler:
-            from distributed import Client
-
-            client = stack.enter_context(Client(args.scheduler))
+    with scheduler_client(args.scheduler) as client:
         rows = predict(
             args.store,
             args.source,
