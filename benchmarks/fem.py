@@ -76,8 +76,10 @@ def case_pyamg(dim: int, n: int, omega=OMEGA) -> dict:
     free[..., 0] = free[..., -1] = False
     f = free.ravel()
     u_d = impose_dirichlet(np.zeros(shape)).ravel()
-    b = -(k[f] @ u_d)
-    a = k[f][:, f].tocsr()
+    # One copy of the matrix at a time (257³ nodes: ~4.3 GiB each) so that pyamg gets the memory.
+    k = k[f]
+    b = -(k @ u_d)
+    a = k[:, f].tocsr()
     del k
     t1, c1 = time.perf_counter(), time.process_time()
     ml = pyamg.smoothed_aggregation_solver(a)

@@ -11,6 +11,10 @@ from mgtoolkit.fem.operator import split_shapes
 
 __all__ = ["assemble"]
 
+#: Rows assembled at once: bounds the COO temporaries (≈ 16 bytes × 40 entries per row in 3D),
+#: so that the transient memory stays well below that of the finished matrix at 257³ nodes.
+_BLOCK_ROWS = 2**21
+
 
 def assemble(nu, *, dim: int | None = None):
     """Assemble K(ν) on all nodes as a scipy CSR matrix (Neumann everywhere, no rows removed).
@@ -26,6 +30,10 @@ def assemble(nu, *, dim: int | None = None):
         ``assemble(nu) @ u.ravel() == apply_operator(nu, u).ravel()`` to rounding. Exact
         zeros of K̂ (face neighbours in 3D) are not stored: 21 entries per interior row in
         3D, 9 in 2D.
+
+    Rows are assembled in slabs of node planes (first axis), each from the cells that touch it,
+    so the temporaries stay bounded: 257³ nodes need about 4.3 GiB for the matrix and twice
+    that while the slabs are stacked, instead of the ~25 GiB of one global COO.
     """
     import scipy.sparse as sp
 
@@ -35,21 +43,42 @@ def assemble(nu, *, dim: int | None = None):
         raise ValueError(f"assemble takes one field of shape (n,)*{dim} (got shape {values.shape})")
     values = values.astype(np.float64)
     k_ref = reference_stiffness(dim) * (1.0 / n) ** (dim - 2)
-    node_ids = np.arange((n + 1) ** dim).reshape((n + 1,) * dim)
+    size, plane = (n + 1) ** dim, (n + 1) ** (dim - 1)
+    node_ids = np.arange(size, dtype=np.int32 if size < 2**31 else np.int64)
+    node_ids = node_ids.reshape((n + 1,) * dim)
     corners = list(itertools.product((0, 1), repeat=dim))  # C order, as in reference_stiffness
-    # Global node id of corner a of every cell, shape (2**d, n**d).
-    ids = np.stack([node_ids[tuple(slice(o, o + n) for o in c)].ravel() for c in corners], axis=0)
-    nu_flat = values.ravel()
-    rows, cols, data = [], [], []
-    for a, b in itertools.product(range(len(corners)), repeat=2):
-        if k_ref[a, b] == 0.0:
-            continue
-        rows.append(ids[a])
-        cols.append(ids[b])
-        data.append(nu_flat * k_ref[a, b])
-    size = (n + 1) ** dim
-    mat = sp.coo_array(
-        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(size, size)
-    ).tocsr()
+    pairs = [(a, b) for a, b in itertools.product(corners, repeat=2) if k_ref[_i(a), _i(b)]]
+
+    def corner_nodes(c: tuple[int, ...], lo: int, hi: int) -> np.ndarray:
+        """Node id of corner ``c`` of every cell in cell planes ``lo .. hi`` (flattened)."""
+        index = (slice(lo + c[0], hi + c[0]), *(slice(o, o + n) for o in c[1:]))
+        return node_ids[index].ravel()
+
+    step = max(1, _BLOCK_ROWS // plane)
+    blocks = []
+    for z0 in range(0, n + 1, step):
+        z1 = min(z0 + step, n + 1)
+        rows, cols, data = [], [], []
+        for a, b in pairs:
+            # Cells whose corner a lies in node planes z0 .. z1 - 1.
+            lo, hi = max(z0 - a[0], 0), min(z1 - a[0], n)
+            if lo >= hi:
+                continue
+            rows.append(corner_nodes(a, lo, hi) - z0 * plane)
+            cols.append(corner_nodes(b, lo, hi))
+            data.append(values[lo:hi].ravel() * k_ref[_i(a), _i(b)])
+        block = sp.coo_array(
+            (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+            shape=((z1 - z0) * plane, size),
+        ).tocsr()
+        del rows, cols, data
+        block.sum_duplicates()
+        blocks.append(block)
+    mat = sp.vstack(blocks, format="csr")
     mat.sum_duplicates()
     return mat
+
+
+def _i(corner: tuple[int, ...]) -> int:
+    """Index of a corner (offsets 0/1 per axis) in the C-ordered element matrix."""
+    return int("".join(map(str, corner)), 2)

@@ -7,7 +7,7 @@ import pytest
 import skfem
 from skfem.helpers import dot, grad
 
-from mgtoolkit.fem import assemble
+from mgtoolkit.fem import assemble, sparse
 
 
 def _skfem_matrix(nu: np.ndarray) -> np.ndarray:
@@ -39,10 +39,14 @@ def _skfem_matrix(nu: np.ndarray) -> np.ndarray:
     return mat[np.ix_(perm, perm)]
 
 
+@pytest.mark.parametrize("planes_per_slab", [None, 1, 2])
 @pytest.mark.parametrize("dim", [2, 3])
-def test_sparse_matrix_equals_scikit_fem(dim):
+def test_sparse_matrix_equals_scikit_fem(dim, planes_per_slab, monkeypatch):
+    """Also with the rows assembled in slabs of 1 and 2 node planes (as at 257³ nodes)."""
     rng = np.random.default_rng(0)
     n = 4
+    if planes_per_slab is not None:
+        monkeypatch.setattr(sparse, "_BLOCK_ROWS", planes_per_slab * (n + 1) ** (dim - 1))
     nu = np.exp(rng.uniform(-3.0, 3.0, size=(n,) * dim))
     ours = assemble(nu).toarray()
     theirs = _skfem_matrix(nu)
