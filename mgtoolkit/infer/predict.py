@@ -1,7 +1,9 @@
 """Tiled prediction: a trained U-Net over ν volumes of any size, equal to untiled inference.
 
-Why tiles: untiled inference of a 512³ field holds several 16-channel full-resolution
-activations at once (tens of GiB); a tile's memory is set by its box of cells alone.
+Why tiles and streams: untiled inference of a 512³ field holds several 16-channel
+full-resolution activations at once (tens of GiB). Each tile's box is streamed along z
+(:mod:`mgtoolkit.infer.stream`), so its memory is set by its z-plane area; tiles split y and x
+only when one plane of the field is too large, at the price of recomputing their halo.
 Why it is exact (see :mod:`mgtoolkit.infer.tiles` for the geometry): every owned node is
 computed from a box that contains its whole receptive field, aligned to the pooling grid; batch
 norm in eval mode is pointwise. The one global quantity, the per-sample mean of log ν that
@@ -12,7 +14,6 @@ normalization use statistics of the whole field and cannot be tiled exactly: the
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 from dataclasses import dataclass, field
@@ -62,6 +63,11 @@ def _check_tileable(model) -> None:
 class TiledPredictor:
     """Picklable ``nu -> u`` running a U-Net tile by tile (for dask workers and map_samples).
 
+    Each tile's box is streamed through the network along z
+    (:class:`~mgtoolkit.infer.stream.StreamedUNet`: batch norm folded, nothing recomputed
+    within the box), so a box spanning the whole field costs memory in proportion to its
+    z-plane area only; tiles split y and x when that is too much.
+
     Parameters
     ----------
     model : mgtoolkit.nn.UNet
@@ -70,43 +76,38 @@ class TiledPredictor:
         Owned nodes per side of a tile (or per axis, z y x); None runs the field as one tile.
     threads : int, optional
         torch intra-op threads in the process running it (default: leave torch's setting).
+    planes : int, optional
+        Node planes streamed per step (memory grows with it); default
+        :data:`mgtoolkit.infer.stream.DEFAULT_PLANES`.
     """
 
     model: object
     tile: int | tuple[int, ...] | None = None
     threads: int | None = None
-    _forward: object = field(default=None, init=False, repr=False)
+    planes: int | None = None
+    _stream: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_tileable(self.model)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_forward": None}
+        return {**self.__dict__, "_stream": None}
 
-    def _net(self):
-        if self._forward is None:
-            # A shallow copy shares the weights; its ``inputs`` passes through the channels we
-            # build with global statistics, so the network's own forward runs on every tile.
-            net = copy.copy(self.model)
-            net.inputs = lambda channels, *args, **kwargs: channels
-            self._forward = net
-        return self._forward
-
-    def inputs(self, nu_box, *, box: Tile, n: int, mean: float):
-        """Input channels ``(1, C) + box shape`` of a cell box, with global statistics.
+    def inputs(self, nu_planes, *, x_cells: tuple[int, int], n: int, mean: float):
+        """Input channels ``(1, C) + shape`` of cells ``nu_planes``, with global statistics.
 
         Same formulas as :meth:`mgtoolkit.nn.UNet.inputs`, but with the whole field's mean of
-        log ν and the cell-centre x coordinate of the box's global cells.
+        log ν and the cell-centre x coordinate of global cells ``x_cells`` (half-open range,
+        the last axis of ``nu_planes``).
         """
         import torch
 
         model = self.model
         dtype = model.log_nu_scale.dtype
-        log_nu = torch.log(torch.as_tensor(np.asarray(nu_box), dtype=dtype))
+        log_nu = torch.log(torch.as_tensor(np.asarray(nu_planes), dtype=dtype))
         channels = [(log_nu - mean) / model.log_nu_scale]
         if model.config.x_channel:
-            x0, x1 = box.cells[-1]
-            xc = (torch.arange(x0, x1, dtype=dtype) + 0.5) * (2.0 / n) - 1.0
+            xc = (torch.arange(*x_cells, dtype=dtype) + 0.5) * (2.0 / n) - 1.0
             channels.append(xc.expand_as(log_nu))
         return torch.stack(channels)[None]
 
@@ -116,15 +117,37 @@ class TiledPredictor:
         return tiles(self.model.config, n=n, dim=dim, tile=size, growth=self.model.growth)
 
     def predict_tile(self, nu, t: Tile, *, n: int, mean: float) -> np.ndarray:
-        """u on the owned nodes of tile ``t`` (float32 ndarray), reading ν's box from ``nu``."""
+        """u on the owned nodes of tile ``t`` (ndarray of the network's dtype).
+
+        ν's box is read from ``nu`` a few z-planes at a time.
+        """
         import torch
+
+        from mgtoolkit.infer.stream import DEFAULT_PLANES, StreamedUNet
 
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        x = self.inputs(nu[t.cell_slices], box=t, n=n, mean=mean)
-        with torch.inference_mode():
-            u = self._net()(x)[0]
-        return u[t.inner_slices].float().numpy()
+        if self._stream is None:
+            self._stream = StreamedUNet(self.model, planes=self.planes or DEFAULT_PLANES)
+        (z0, z1), rest = t.cells[0], t.cell_slices[1:]
+
+        def source(a: int, b: int):
+            return self.inputs(
+                nu[(slice(z0 + a, z0 + b), *rest)], x_cells=t.cells[-1], n=n, mean=mean
+            )
+
+        inner = t.inner_slices
+        owned = inner[0]
+        dtype = torch.empty((), dtype=self.model.log_nu_scale.dtype).numpy().dtype
+        out = np.empty([s.stop - s.start for s in inner], dtype=dtype)
+
+        def keep(a: int, b: int, u) -> None:
+            lo, hi = max(a, owned.start), min(b, owned.stop)
+            if lo < hi:
+                out[lo - owned.start : hi - owned.start] = u[(slice(lo - a, hi - a), *inner[1:])]
+
+        self._stream(source, cells=z1 - z0, out=keep)
+        return out
 
     def __call__(self, nu) -> np.ndarray:
         """u on nodes ``(n + 1,) * dim`` of one field ν ``(n,) * dim`` (any array-like)."""

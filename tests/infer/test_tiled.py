@@ -46,10 +46,10 @@ def test_tiled_equals_untiled_float64_depth3_growth_2d():
 class TiledFloat64:
     """predict_tiled returns float32 (the store's type); compare the float64 tiles directly."""
 
-    def __init__(self, net):
+    def __init__(self, net, planes=None):
         from mgtoolkit.infer import TiledPredictor, log_nu_mean
 
-        self.predictor, self.mean = TiledPredictor(net), log_nu_mean
+        self.predictor, self.mean = TiledPredictor(net, planes=planes), log_nu_mean
 
     def __call__(self, nu, *, tile, mean=None):
         p = self.predictor
@@ -57,10 +57,8 @@ class TiledFloat64:
         n, dim = nu.shape[-1], nu.ndim
         out = np.empty((n + 1,) * dim)
         mean = self.mean(nu) if mean is None else mean
-        with torch.inference_mode():
-            for t in p.tile_list(n, dim):
-                x = p.inputs(nu[t.cell_slices], box=t, n=n, mean=mean)
-                out[t.node_slices] = p._net()(x)[0][t.inner_slices].numpy()
+        for t in p.tile_list(n, dim):
+            out[t.node_slices] = p.predict_tile(nu, t, n=n, mean=mean)
         return out
 
 
