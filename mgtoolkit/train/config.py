@@ -58,7 +58,8 @@ __all__ = [
 
 ADAPTATIONS = ("none", "grow")
 TARGET_METRICS = ("energy_gap", "rel_l2")
-LOSSES = ("energy", "scaled_energy")
+LOSSES = ("energy", "scaled_energy", "multigrid")
+LR_SCHEDULES = ("constant", "plateau")
 
 
 def _positive_int(section: str, name: str, value, *, minimum: int = 1) -> None:
@@ -211,6 +212,19 @@ class OptimConfig:
         "energy": mean J over the batch (the paper). "scaled_energy": mean of J(ν / g, u) with
         g the per-sample geometric mean of ν — the same minimizer per sample (J is linear in ν),
         but samples of large mean ν no longer dominate the batch gradient.
+    lr_schedule : str
+        "constant", or "plateau": within each step the learning rate starts at ``lr`` and is
+        multiplied by ``lr_factor`` whenever the epoch loss has not improved (by the step's
+        ``min_rel_improvement``) for ``lr_patience`` epochs, down to ``min_lr``. Keep
+        ``lr_patience`` below the early-stopping patience so that a step tries a smaller rate
+        before it ends. The rate is a pure function of the step's epoch losses, so a resumed
+        run continues with the same rates.
+    lr_factor : float
+        Decay factor in (0, 1).
+    lr_patience : int
+        Epochs without improvement before a decay (≥ 1).
+    min_lr : float
+        Floor of the decayed rate (> 0).
     """
 
     name: str = "adam"
@@ -219,6 +233,10 @@ class OptimConfig:
     lbfgs_history: int = 20
     lbfgs_max_iter: int = 5
     loss: str = "energy"
+    lr_schedule: str = "plateau"
+    lr_factor: float = 0.5
+    lr_patience: int = 2
+    min_lr: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.name not in ("adam", "lbfgs"):
@@ -229,6 +247,40 @@ class OptimConfig:
         _positive_int("optim", "lbfgs_max_iter", self.lbfgs_max_iter)
         if self.loss not in LOSSES:
             raise ValueError(f"optim.loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"optim.lr_schedule must be one of {', '.join(LR_SCHEDULES)} "
+                f"(got {self.lr_schedule!r})"
+            )
+        f = self.lr_factor
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f < 1:
+            raise ValueError(f"optim.lr_factor must be a number in (0, 1), e.g. 0.5 (got {f!r})")
+        _positive_int("optim", "lr_patience", self.lr_patience)
+        _positive_float("optim", "min_lr", self.min_lr)
+
+    def step_lr(self, losses, *, min_rel_improvement: float) -> float:
+        """The learning rate for the next epoch of a step whose epoch losses are ``losses``.
+
+        Parameters
+        ----------
+        losses : sequence of float
+            Mean losses of the step's finished epochs, oldest first.
+        min_rel_improvement : float
+            A loss counts as an improvement when it is below the best so far by more than this
+            fraction of the best (the step's early-stopping threshold).
+        """
+        lr = self.lr
+        if self.lr_schedule == "constant":
+            return lr
+        best, bad = math.inf, 0
+        for loss in losses:
+            if best == math.inf or best - loss > min_rel_improvement * abs(best):
+                best, bad = loss, 0
+            else:
+                bad += 1
+                if bad >= self.lr_patience:
+                    lr, bad = max(lr * self.lr_factor, self.min_lr), 0
+        return lr
 
 
 #: Top-level keys that do not change the training trajectory (free to change on resume).

@@ -11,7 +11,8 @@ and ``run`` (the run name). Types, in the order a run emits them:
     ``step`` (0-based index), ``level``, ``n`` (cells per side), ``rule`` (text); step_end adds
     ``epochs``, ``loss`` (last epoch mean), ``wall_s`` (training seconds in the step).
 ``epoch_start`` / ``epoch_end``
-    ``step``, ``level``, ``epoch`` (0-based within the step); epoch_end adds ``loss`` (mean
+    ``step``, ``level``, ``epoch`` (0-based within the step); epoch_start adds ``lr`` (the
+    learning rate of the epoch, see ``OptimConfig.lr_schedule``); epoch_end adds ``loss`` (mean
     over the epoch's batches), ``wall_s`` (training seconds of the epoch), ``samples_per_s``.
 ``batch_end``
     ``step``, ``level``, ``epoch``, ``batch``, ``loss`` (global mean J of the batch),

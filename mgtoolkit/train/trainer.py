@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgtoolkit.cycles import Schedule
+from mgtoolkit.cycles import EarlyStopping, Schedule
 from mgtoolkit.nn import UNet
 from mgtoolkit.train import parallel
 from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
@@ -124,6 +124,33 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+#: Coarsest grid of the preconditioning V-cycle (nodes): small enough that its dense
+#: factorization per sample costs little next to the network (9² nodes in 2D, 5³ in 3D).
+PRECONDITIONER_COARSEST_NODES = 125
+
+
+def _multigrid_loss(nu: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """½ mean over nodes of ``c²`` with ``c = B ∇_u J`` held fixed, B one multigrid V-cycle.
+
+    Its gradient with respect to u is ``c``: a multigrid-preconditioned energy gradient, with
+    the same stationary point as J (``c = 0`` ⇔ ``K u = 0`` on free nodes ⇔ the FEM solution)
+    and no labels. Since B ≈ K⁻¹, ``c ≈ u − u_fem``: the loss is close to half the mean
+    squared error of u, in every region and at any contrast, where J's own gradient ``K u``
+    scales with ν and with the error's frequency (smooth errors in low-ν regions barely move
+    an energy-trained network).
+    """
+    from mgtoolkit.fem import Hierarchy, MultigridConfig, apply_operator, free_mask
+
+    dim = nu.dim() - 1
+    with torch.no_grad():
+        mg = MultigridConfig(coarsest_nodes=PRECONDITIONER_COARSEST_NODES)
+        hierarchy = Hierarchy.build(nu, dim=dim, config=mg)
+        grad = apply_operator(nu, u.detach()) * free_mask(u.shape[1:], dtype=u.dtype)
+        c = hierarchy.vcycle(grad).clone()
+    spatial = tuple(range(1, u.dim()))
+    return 0.5 * (u - (u.detach() - c)).square().mean(dim=spatial).mean()
 
 
 class Trainer:
@@ -360,6 +387,8 @@ class Trainer:
         from mgtoolkit.fem import energy
 
         u = self.model(nu)
+        if self.config.optim.loss == "multigrid":
+            return _multigrid_loss(nu, u)
         if self.config.optim.loss == "scaled_energy":
             spatial = tuple(range(1, nu.dim()))
             g = torch.exp(torch.log(nu).mean(dim=spatial, keepdim=True))
@@ -537,10 +566,6 @@ class Trainer:
         level, n = step.level, self.level_n[step.level]
         if not s["started"]:
             self._adapt(level)
-            # Batch-norm statistics restart on the new level (they average over its batches).
-            for m in self.model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                    m.reset_running_stats()
             s.update(started=True, epoch=0, batch=0, step_losses=[], step_wall_s=0.0)
             s["epoch_loss_sum"], s["epoch_wall_s"] = 0.0, 0.0
         self.log.emit("step_start", step=k, level=level, n=n, rule=str(step.rule))
@@ -613,9 +638,18 @@ class Trainer:
         order = parallel.padded_order(rng.permutation(len(self.train_indices)), B)
         n_batches = len(order) // B
         mine = parallel.local_slice(B)
+        lr = self._epoch_lr(k)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         if s["batch"] == 0:
+            # Batch-norm running statistics (a plain average, momentum=None) restart every
+            # epoch: averaged over a whole step they would mix in the activations of the
+            # step's first, much worse weights (and, at a step's start, the previous level's).
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                    m.reset_running_stats()
             s["epoch_loss_sum"], s["epoch_wall_s"] = 0.0, 0.0
-            self.log.emit("epoch_start", step=k, level=level, epoch=epoch)
+            self.log.emit("epoch_start", step=k, level=level, epoch=epoch, lr=lr)
         for b in range(s["batch"], n_batches):
             t0 = time.perf_counter()
             nu = get(order[b * B : (b + 1) * B][mine]).to(self.device, non_blocking=True)
@@ -662,6 +696,16 @@ class Trainer:
         every = self.config.validate_every
         if every and s["epoch"] % every == 0:
             self._validate_and_check(k, level)
+
+    def _epoch_lr(self, k: int) -> float:
+        """Learning rate of step ``k``'s next epoch (``OptimConfig.lr_schedule``)."""
+        rule = self.schedule.steps[k].rule
+        threshold = (
+            rule.min_rel_improvement
+            if isinstance(rule, EarlyStopping)
+            else self.config.cycle.min_rel_improvement
+        )
+        return self.config.optim.step_lr(self.state["step_losses"], min_rel_improvement=threshold)
 
     def _stop_requested(self) -> bool:
         flag = (self.run_dir / STOP_FILE).exists()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mgtoolkit.train import TrainConfig, load_config
+from mgtoolkit.train import OptimConfig, TrainConfig, load_config
 
 GOOD = """
 seed = 1
@@ -45,6 +45,11 @@ def test_toml_and_yaml_give_the_same_config(tmp_path):
         ("[optim]\nbatch_size = 0\n", "optim.batch_size must be an integer ≥ 1"),
         ("[optim]\nname = 'sgd'\n", "optim.name must be 'adam' or 'lbfgs'"),
         ("[optim]\nlr = -1\n", "optim.lr must be a number > 0"),
+        ("[optim]\nloss = 'l2'\n", "optim.loss must be one of energy, scaled_energy"),
+        ("[optim]\nlr_schedule = 'cosine'\n", "optim.lr_schedule must be one of constant"),
+        ("[optim]\nlr_factor = 1\n", r"optim.lr_factor must be a number in \(0, 1\)"),
+        ("[optim]\nlr_patience = 0\n", "optim.lr_patience must be an integer ≥ 1"),
+        ("[optim]\nmin_lr = 0\n", "optim.min_lr must be a number > 0"),
         ("[model]\ndepth = 0\n", "model.depth must be an integer ≥ 1"),
         ("adaptation = 'shrink'\n", "adaptation must be one of none, grow"),
         ("target = 0\n", "target must be a number > 0"),
@@ -68,3 +73,19 @@ def test_missing_store_and_bad_file(tmp_path):
     (tmp_path / "x.toml").write_text("[data\n")
     with pytest.raises(ValueError, match="is not valid TOML"):
         load_config(tmp_path / "x.toml")
+
+
+def test_plateau_learning_rate_is_a_function_of_the_step_losses():
+    o = OptimConfig(lr=1e-2, lr_schedule="plateau", lr_factor=0.5, lr_patience=2, min_lr=3e-3)
+    rate = lambda losses: o.step_lr(losses, min_rel_improvement=0.01)  # noqa: E731
+    assert rate([]) == 1e-2
+    assert rate([4.0, 3.0, 2.0, 1.0]) == 1e-2  # improving by more than 1 % each epoch
+    assert rate([4.0, 3.995, 3.99]) == 5e-3  # two epochs within 1 % of the best: halve
+    # an improvement resets the count; the next plateau halves again, floored at min_lr
+    assert rate([4.0, 3.995, 3.99, 2.0, 2.5, 2.1]) == 3e-3
+    # the count restarts after each decay
+    assert rate([4.0, 4.1, 4.2, 4.3]) == 5e-3
+    assert rate([4.0, 4.1, 4.2, 4.3, 4.4]) == 3e-3
+    assert rate([4.0] * 20) == 3e-3
+    constant = OptimConfig(lr=1e-2, lr_schedule="constant")
+    assert constant.step_lr([4.0] * 20, min_rel_improvement=0.01) == 1e-2

@@ -1,0 +1,116 @@
+"""Held-out accuracy of a trained network against the FEM reference, in 2D.
+
+Generates a KL store (``--samples`` fields, the last ``--val`` held out) with ``--levels``
+levels, FEM-solves level 1, trains one cycle with the library's trainer and prints, on the
+held-out fields at the finest level, the mean relative L2 error ‖u_net − u_fem‖ / ‖u_fem‖ over
+nodes, the max absolute error and the energy gap next to the issue's targets (mean rel. L2
+≤ 0.01, max abs ≤ 0.02 at 128²). Stores are reused between runs (same parameters).
+
+CPU-heavy; run under the shared lock, e.g.::
+
+    /tmp/mgt/busy .venv/bin/python benchmarks/accuracy.py --resolution 128 --levels 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+REL_L2_TARGET = 0.01
+MAX_ABS_TARGET = 0.02
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=288, help="store samples (incl. held out)")
+    parser.add_argument("--val", type=int, default=32, help="held-out samples (the last ones)")
+    parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--cycle", default="half-V")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of restriction steps")
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--depth", type=int, default=None)
+    parser.add_argument("--base-filters", type=int, default=None)
+    parser.add_argument("--norm", default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--lr-schedule", default=None)
+    parser.add_argument("--loss", default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bench-accuracy")
+    parser.add_argument("--tag", default="run", help="run directory name under --out")
+    args = parser.parse_args()
+
+    import dataclasses
+
+    import torch
+
+    from mgtoolkit.cli.fem import FemSolveFn
+    from mgtoolkit.data import completed, generate, map_samples
+    from mgtoolkit.nn import UNetConfig
+    from mgtoolkit.train import CycleConfig, DataConfig, OptimConfig, TrainConfig, train
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    n = args.resolution
+    store = out / f"kl2d-{n}-L{args.levels}-s{args.samples}.zarr"
+    t0 = time.perf_counter()
+    generate(
+        store, dim=2, resolution=n, levels=args.levels, samples=args.samples, seed=0, progress=False
+    )
+    if not completed(store, 1, "u_fem").all():
+        map_samples(store, FemSolveFn(), level=1, name="u_fem", progress=False)
+    t_data = time.perf_counter() - t0
+
+    def given(**kw):
+        return {k: v for k, v in kw.items() if v is not None}
+
+    config = TrainConfig(
+        data=DataConfig(store=str(store), val_samples=args.val, train_samples=args.train_samples),
+        model=UNetConfig(
+            dim=2, **given(depth=args.depth, base_filters=args.base_filters, norm=args.norm)
+        ),
+        cycle=CycleConfig(
+            name=args.cycle,
+            levels=args.levels,
+            **given(epochs=args.epochs, patience=args.patience, max_epochs=args.max_epochs),
+        ),
+        optim=OptimConfig(
+            **given(batch_size=args.batch, lr=args.lr, lr_schedule=args.lr_schedule, loss=args.loss)
+        ),
+        seed=args.seed,
+        validate_every=0,
+        channels_last=True,
+    )
+    print(
+        f"2D {n}², {args.levels} levels, {config.data.train_samples or args.samples - args.val} "
+        f"training / {args.val} held-out samples (store + FEM {t_data:.0f} s); torch threads "
+        f"{args.threads}; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"model {dataclasses.asdict(config.model)}")
+    print(f"optim {dataclasses.asdict(config.optim)}")
+    print(config.cycle.build())
+    result = train(config, out / args.tag, progress=False, resume=False)
+    for row in result.steps:
+        print(
+            f"  step {row['step'] + 1}: level {row['level']} ({row['n']}²) {row['epochs']:>3} "
+            f"epochs {row['wall_s']:7.1f} s  loss {row['loss']:.6g}  held-out rel L2 "
+            f"{row['val_rel_l2']:.4f}  gap {row['val_energy_gap']:.3g}"
+        )
+    v = result.validation
+    ok = v["val_rel_l2"] <= REL_L2_TARGET and v["val_max_abs"] <= MAX_ABS_TARGET
+    print(f"training {result.wall_s:.0f} s (run {result.elapsed_s:.0f} s)")
+    print(f"held-out ({args.val} fields, {n}²)   ours      target")
+    print(f"  mean relative L2         {v['val_rel_l2']:.4f}    ≤ {REL_L2_TARGET}")
+    print(f"  max abs error            {v['val_max_abs']:.4f}    ≤ {MAX_ABS_TARGET}")
+    print(f"  energy gap               {v['val_energy_gap']:.2e}")
+    print(f"targets {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
