@@ -39,16 +39,23 @@ def _child(
 
     torch.set_num_threads(threads)
     try:
-        store = dist.TCPStore(
-            "127.0.0.1", port, is_master=False, timeout=timedelta(seconds=timeout_s)
-        )
-        dist.init_process_group(
-            backend, store=store, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s)
-        )
-        try:
+        if port is None:  # a serial process: no process group at all
             out = fn(*args)
-        finally:
-            dist.destroy_process_group()
+        else:
+            store = dist.TCPStore(
+                "127.0.0.1", port, is_master=False, timeout=timedelta(seconds=timeout_s)
+            )
+            dist.init_process_group(
+                backend,
+                store=store,
+                rank=rank,
+                world_size=size,
+                timeout=timedelta(seconds=timeout_s),
+            )
+            try:
+                out = fn(*args)
+            finally:
+                dist.destroy_process_group()
         # Plain pickle copies tensors by value; the queue's own pickler would pass them
         # through shared memory that vanishes when this process exits.
         results.put((rank, True, pickle.dumps(out)))
@@ -64,6 +71,7 @@ def spawn(
     backend: str = "gloo",
     threads_per_rank: int = 1,
     timeout_s: float = 300.0,
+    process_group: bool = True,
 ) -> list[Any]:
     """Call ``fn(*args)`` on ``world_size`` new processes inside one process group.
 
@@ -80,6 +88,10 @@ def spawn(
         ``torch.set_num_threads`` in each rank (1 avoids oversubscribing cores).
     timeout_s : float
         Limit for the rendezvous, each collective and the whole call, in seconds.
+    process_group : bool
+        False runs ``fn`` in fresh processes that join no process group (each one sees
+        ``world() == (0, 1)`` and runs the serial code): the single-process reference of a
+        scaling study, or independent copies on several cores.
 
     Returns
     -------
@@ -97,13 +109,15 @@ def spawn(
 
     if world_size < 1:
         raise ValueError(f"world_size must be ≥ 1 (got {world_size})")
-    store = dist.TCPStore(
-        "127.0.0.1",
-        0,
-        is_master=True,
-        wait_for_workers=False,
-        timeout=timedelta(seconds=timeout_s),
-    )
+    store = None
+    if process_group:
+        store = dist.TCPStore(
+            "127.0.0.1",
+            0,
+            is_master=True,
+            wait_for_workers=False,
+            timeout=timedelta(seconds=timeout_s),
+        )
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     env_threads = {"OMP_NUM_THREADS": str(threads_per_rank), "MKL_NUM_THREADS": "1"}
@@ -116,7 +130,7 @@ def spawn(
                 args=(
                     r,
                     world_size,
-                    store.port,
+                    store.port if store is not None else None,
                     backend,
                     threads_per_rank,
                     timeout_s,

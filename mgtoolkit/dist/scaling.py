@@ -6,8 +6,16 @@ threads each). Per step we time *compute* (forward, backward — including the s
 batch norm's small all-reduces — and the optimizer) and *all-reduce* (:func:`average_gradients`,
 which includes waiting for the slowest rank).
 
+T1 is one process without any process group — the serial trainer, plain batch norm, no
+communication — so that E charges the parallel run with everything it adds.
+
 - strong scaling: fixed global batch B, local batch B/p; S = T1/Tp, E = T1/(p·Tp);
 - weak scaling: fixed local batch B, global batch p·B; E = T1/Tp (S = p·E).
+
+With ``bound=True`` each p > 1 also runs p *independent* copies of the serial step at the same
+local batch (they start together, then never communicate: plain batch norm, no gradient
+all-reduce): ``efficiency_bound`` is the efficiency those reach — what the cores and memory of
+the machine allow before any communication.
 
 E ≥ 0.8 is the admissible efficiency (DESIGN.md §3).
 """
@@ -36,6 +44,7 @@ class ScalingRow:
     allreduce_s: float
     speedup: float
     efficiency: float
+    efficiency_bound: float | None = None
 
     @property
     def samples_per_s(self) -> float:
@@ -45,8 +54,15 @@ class ScalingRow:
         return {**asdict(self), "samples_per_s": self.samples_per_s}
 
 
-def _steps(model: dict, n: int, local_batch: int, steps: int, warmup: int) -> dict:
-    """One rank: time ``warmup + steps`` training steps; return medians (rank 0's view)."""
+def _steps(
+    model: dict, n: int, local_batch: int, steps: int, warmup: int, communicate: bool = True
+) -> dict:
+    """One rank: time ``warmup + steps`` training steps; return medians (rank 0's view).
+
+    Without a process group (p = 1) every ``parallel`` call is the serial no-op, exactly as in
+    the single-process trainer. ``communicate=False``: the ranks only start together, then
+    each runs the serial step on its own (the bound).
+    """
     import statistics
 
     import torch
@@ -58,21 +74,26 @@ def _steps(model: dict, n: int, local_batch: int, steps: int, warmup: int) -> di
     rank, _ = parallel.world()
     cfg = UNetConfig(**model)
     torch.manual_seed(0)
-    net = parallel.convert_sync_batchnorm(UNet(cfg))
-    parallel.broadcast_module(net)
+    net = UNet(cfg)
+    if communicate:
+        net = parallel.convert_sync_batchnorm(net)
+        parallel.broadcast_module(net)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1 + rank)
     # Timing does not depend on the values: a log-normal field with ν > 0 suffices.
     nu = torch.exp(torch.randn((local_batch,) + (n,) * cfg.dim, generator=gen))
+    parallel.all_reduce_sum(torch.zeros(1))  # start together
     times: dict[str, list[float]] = {"step": [], "compute": [], "allreduce": []}
     params = list(net.parameters())
     for k in range(warmup + steps):
-        parallel.all_reduce_sum(torch.zeros(1))  # start each step together
+        if communicate:
+            parallel.all_reduce_sum(torch.zeros(1))  # start each step together
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         energy(nu, net(nu)).mean().backward()
         t1 = time.perf_counter()
-        parallel.average_gradients(params)
+        if communicate:
+            parallel.average_gradients(params)
         t2 = time.perf_counter()
         opt.step()
         t3 = time.perf_counter()
@@ -94,6 +115,7 @@ def measure(
     modes: tuple[str, ...] = ("strong", "weak"),
     threads_per_rank: int = 1,
     repeat: int = 1,
+    bound: bool = False,
 ) -> list[ScalingRow]:
     """Run the scaling study on local processes.
 
@@ -114,6 +136,8 @@ def measure(
         torch threads per rank (1: one core per rank).
     repeat : int
         Runs per (mode, p); the fastest is kept (other load on the machine only slows down).
+    bound : bool
+        Also time p independent serial copies for every p > 1 (``efficiency_bound``).
 
     Returns
     -------
@@ -130,31 +154,33 @@ def measure(
                 f"strong scaling splits the global batch {batch} over {p} ranks: use a batch "
                 f"that every rank count in {list(ranks)} divides"
             )
-    threads = threads_per_rank
     rows: list[ScalingRow] = []
-    timings: dict[tuple[int, int], dict] = {}
+    timings: dict[tuple[int, int, bool], dict] = {}
+
+    def timed(p: int, local: int, communicate: bool) -> dict:
+        # Strong and weak share the p = 1 run, which has no process group (the serial code).
+        key = (p, local, communicate)
+        if key not in timings:
+            runs = [
+                spawn(_steps, p, model, n, local, steps, warmup, communicate,
+                      threads_per_rank=threads_per_rank, process_group=p > 1)[0]
+                for _ in range(repeat)
+            ]  # fmt: skip
+            timings[key] = min(runs, key=lambda t: t["step"])
+        return timings[key]
+
     for mode in modes:
         if mode not in ("strong", "weak"):
             raise ValueError(f"mode must be 'strong' or 'weak' (got {mode!r})")
         base = None
         for p in ranks:
             local = batch // p if mode == "strong" else batch
-            if (p, local) not in timings:  # strong and weak share the p = 1 run
-                runs = [
-                    spawn(_steps, p, model, n, local, steps, warmup, threads_per_rank=threads)[0]
-                    for _ in range(repeat)
-                ]
-                timings[p, local] = min(runs, key=lambda t: t["step"])
-            t = timings[p, local]
+            t = timed(p, local, True)
             base = base or (t["step"], p)
-            t1, p1 = base
-            # Normalise to the reference world size p1 (1 in the usual study).
-            if mode == "strong":
-                speedup = t1 / t["step"]
-                eff = speedup * p1 / p
-            else:
-                eff = t1 / t["step"]
-                speedup = eff * p / p1
+            # Normalised to the reference world size p1 (1 in the usual study).
+            scale = base[0] * (base[1] / p if mode == "strong" else 1.0)
+            eff = scale / t["step"]
+            e_bound = scale / timed(p, local, False)["step"] if bound and p > base[1] else None
             rows.append(
                 ScalingRow(
                     mode,
@@ -164,25 +190,31 @@ def measure(
                     t["step"],
                     t["compute"],
                     t["allreduce"],
-                    speedup,
+                    eff * p / base[1],
                     eff,
+                    e_bound,
                 )
             )
     return rows
 
 
 def format_table(rows: list[ScalingRow]) -> str:
-    """A Markdown table of the rows."""
+    """A Markdown table of the rows (with the bound column when it was measured)."""
+    with_bound = any(r.efficiency_bound is not None for r in rows)
+    head = "| mode | p | global batch | step s | compute s | all-reduce s | all-reduce % | S | E |"
     lines = [
-        "| mode | p | global batch | step s | compute s | all-reduce s | all-reduce % | S | E |",
-        "|---|---|---|---|---|---|---|---|---|",
+        head + (" E bound |" if with_bound else ""),
+        "|---" * (10 if with_bound else 9) + "|",
     ]
     for r in rows:
-        lines.append(
+        line = (
             f"| {r.mode} | {r.ranks} | {r.global_batch} | {r.step_s:.3f} | {r.compute_s:.3f} "
             f"| {r.allreduce_s:.4f} | {100 * r.allreduce_s / r.step_s:.1f} | {r.speedup:.2f} "
             f"| {r.efficiency:.2f} |"
         )
+        if with_bound:
+            line += f" {r.efficiency_bound:.2f} |" if r.efficiency_bound is not None else " — |"
+        lines.append(line)
     return "\n".join(lines)
 
 
