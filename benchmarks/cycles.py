@@ -36,6 +36,12 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=40)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr-schedule", default="plateau", choices=("plateau", "constant"))
+    parser.add_argument(
+        "--loss", default="multigrid", choices=("multigrid", "scaled_energy", "energy")
+    )
+    parser.add_argument("--norm", default="none", help="U-Net normalization (paper: batch)")
+    parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default="runs/bench-cycles")
     args = parser.parse_args()
@@ -44,7 +50,7 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     from mgtoolkit.cli.fem import FemSolveFn
-    from mgtoolkit.data import generate, map_samples
+    from mgtoolkit.data import completed, generate, map_samples
     from mgtoolkit.nn import UNetConfig
     from mgtoolkit.train import (
         CycleConfig,
@@ -61,30 +67,33 @@ def main() -> None:
         f"target {args.metric} ≤ {args.target:g}"
     )
     for n in args.resolutions:
-        store = out / f"kl2d-{n}.zarr"
+        store = out / f"kl2d-{n}-L{args.levels}-s{args.samples}.zarr"
         t0 = time.perf_counter()
-        with (
-            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
-            Client(cluster) as client,
-        ):
-            generate(
-                store,
-                dim=2,
-                resolution=n,
-                levels=args.levels,
-                samples=args.samples,
-                seed=0,
-                client=client,
-                progress=False,
-            )
-            map_samples(store, FemSolveFn(), level=1, name="u_fem", client=client, progress=False)
+        if not (store.exists() and completed(store, 1, "u_fem").all()):
+            with (
+                LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+                Client(cluster) as client,
+            ):
+                generate(
+                    store,
+                    dim=2,
+                    resolution=n,
+                    levels=args.levels,
+                    samples=args.samples,
+                    seed=0,
+                    client=client,
+                    progress=False,
+                )
+                map_samples(
+                    store, FemSolveFn(), level=1, name="u_fem", client=client, progress=False
+                )
         print(
             f"\n== 2D {n}², levels {args.levels}, {args.samples - args.val} training / "
             f"{args.val} held-out samples (store + FEM {time.perf_counter() - t0:.0f} s)"
         )
         config = TrainConfig(
             data=DataConfig(store=str(store), val_samples=args.val),
-            model=UNetConfig(dim=2),
+            model=UNetConfig(dim=2, norm=args.norm, depth=args.depth),
             cycle=CycleConfig(
                 levels=args.levels,
                 epochs=args.epochs,
@@ -92,7 +101,9 @@ def main() -> None:
                 min_rel_improvement=1e-3,
                 max_epochs=args.max_epochs,
             ),
-            optim=OptimConfig(batch_size=args.batch, lr=args.lr),
+            optim=OptimConfig(
+                batch_size=args.batch, lr=args.lr, lr_schedule=args.lr_schedule, loss=args.loss
+            ),
             validate_every=1,
             channels_last=True,
         )

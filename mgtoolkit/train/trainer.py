@@ -554,11 +554,7 @@ class Trainer:
                 fmt = torch.channels_last if self.dim == 2 else torch.channels_last_3d
                 self.model = self.model.to(memory_format=fmt)
             parallel.broadcast_module(self.model)
-            fresh = self._param_groups()[-1]
-            if isinstance(self.optimizer, torch.optim.Adam):
-                self.optimizer.add_param_group({"params": fresh})
-            else:
-                self.optimizer = self._make_optimizer()
+            # The fresh parameters join the optimizer that every step start rebuilds.
 
     def _run_step(self, k: int) -> None:
         s = self.state
@@ -566,6 +562,12 @@ class Trainer:
         level, n = step.level, self.level_n[step.level]
         if not s["started"]:
             self._adapt(level)
+            # Fresh optimizer state per step: Adam's second moments from the previous level
+            # (converged there: tiny gradients) would turn the new level's first, large
+            # gradients into steps ~100× the learning rate — measured to saturate the sigmoid
+            # output for good when a half-V moved from 32² to 64². L-BFGS's curvature pairs
+            # belong to the previous level's loss as well.
+            self.optimizer = self._make_optimizer()
             s.update(started=True, epoch=0, batch=0, step_losses=[], step_wall_s=0.0)
             s["epoch_loss_sum"], s["epoch_wall_s"] = 0.0, 0.0
         self.log.emit("step_start", step=k, level=level, n=n, rule=str(step.rule))

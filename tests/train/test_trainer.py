@@ -254,3 +254,11 @@ def test_multigrid_loss_gradient_points_at_the_fem_solution(store2d_fem):
     # and it is a descent direction for the energy itself
     j = lambda v: energy(nu, v).sum()  # noqa: E731
     assert j(u.detach() - 0.5 * step) < j(u.detach())
+
+
+def test_every_step_starts_with_fresh_optimizer_state(store2d, tmp_path):
+    # V(2) = 1 2 1, 2 epochs × 3 batches per step: Adam has counted the last step's 6 updates
+    # only, not the run's 18 (moments from a previous level would mis-scale the first steps).
+    train(small_config(store2d), tmp_path / "run", progress=False)
+    counts = {float(v["step"]) for v in _state(tmp_path / "run")["optimizer"]["state"].values()}
+    assert counts == {6.0}
