@@ -1,4 +1,6 @@
-"""The U-Net: shapes on every level, exact Dirichlet values, growth, configuration errors."""
+"""The U-Net: shapes on every level, exact Dirichlet values, growth, layout, bad configuration."""
+
+import copy
 
 import pytest
 import torch
@@ -92,3 +94,81 @@ def test_bad_config_rejected(kwargs, match):
 def test_wrong_input_shape_named():
     with pytest.raises(ValueError, match=r"expects ν of shape \(batch,\)"):
         UNet(dim=3)(torch.ones(8, 8))
+
+
+def _channels_first_reference(net: UNet) -> UNet:
+    """The same weights, channels-first and with activations out of place (the former code)."""
+    ref = copy.deepcopy(net)
+    ref.channels_last = False
+    for m in ref.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    return ref
+
+
+def _train_step(net, nu):
+    net.zero_grad(set_to_none=True)
+    loss = energy(nu, net(nu)).mean()
+    loss.backward()
+    return loss.detach(), {k: p.grad for k, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("dim", "norm", "activation"),
+    [
+        (3, "batch", "leaky_relu"),
+        (2, "batch", "leaky_relu"),
+        (3, "instance", "relu"),
+        (2, "group", "leaky_relu"),
+        (3, "none", "relu"),
+        (2, "batch", "silu"),
+    ],
+)
+def test_channels_last_in_place_matches_channels_first_reference(dim, norm, activation):
+    # Same function, gradients and batch-norm statistics as the plain layout, growth included.
+    torch.manual_seed(3)
+    cfg = UNetConfig(dim=dim, depth=2, base_filters=4, norm=norm, activation=activation)
+    net = UNet(cfg)
+    net.grow()
+    # let the zero-initialised growth convs carry signal, so their gradients are tested too
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ref = _channels_first_reference(net)
+    nu = _nu(3, 16 if dim == 2 else 8, dim, seed=4)
+    loss, grads = _train_step(net.train(), nu)
+    loss_ref, grads_ref = _train_step(ref.train(), nu)
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=0)
+    for k, g in grads_ref.items():
+        # float32 rounding in another summation order, relative to the tensor's own scale
+        assert (grads[k] - g).abs().max() <= 1e-5 * g.abs().max(), k
+    for (k, a), b in zip(ref.state_dict().items(), net.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7, msg=k)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(nu), ref.eval()(nu), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_activations_stay_channels_last_between_layers(dim):
+    # No layout flips: every convolution sees channels-last inputs, outputs and output gradients
+    # (a channels-first one would make oneDNN reorder it, the cost this layout removes).
+    # The head's single output channel is left out of the gradient check (any layout fits it).
+    fmt = torch.channels_last if dim == 2 else torch.channels_last_3d
+    net = UNet(dim=dim, depth=2, base_filters=4)
+    net.grow()
+    seen = []
+
+    def check(module, args, output):
+        seen.append(args[0].is_contiguous(memory_format=fmt))
+        seen.append(output.is_contiguous(memory_format=fmt))
+        # gradients of the upsampling outputs are channel slices of the concatenation's
+        # gradient: channels-last order with a wider pixel stride, so only ask channels innermost
+        if output.shape[1] > 1:
+            output.register_hook(lambda g: seen.append(g.stride(1) == 1))
+
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    for m in convs:
+        m.register_forward_hook(check)
+    nu = _nu(2, 8, dim)
+    energy(nu, net(nu)).mean().backward()
+    assert len(seen) == 3 * len(convs) - 1 and all(seen), seen
