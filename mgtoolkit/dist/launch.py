@@ -15,6 +15,13 @@ One call, :func:`launch` (or :func:`train_on_cluster` for the trainer), turns da
 
 A rank whose worker dies makes :meth:`Run.result` raise :class:`WorkerLost`, naming the worker;
 training resumes from the run directory's last checkpoint when launched again (on a new cluster).
+
+:meth:`Run.stop` of a training run (:func:`train_on_cluster`) is cooperative: it asks the
+trainer to stop at its next batch boundary (``<run_dir>/STOP``, which all ranks agree on), the
+trainer writes a checkpoint and returns a result with reason "stopped". Only a run that has not
+ended after a grace period — or any other function, which has no such protocol — is interrupted
+asynchronously (:class:`RunStopped` inside every rank, then a worker restart for a rank stuck in
+a collective).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -195,16 +203,20 @@ class Run:
         thread: read it, do not modify it).
     workers : list of str
         Worker address of each rank.
+    run_dir : Path or None
+        The training run's directory (:func:`train_on_cluster`); None for other functions.
     """
 
-    def __init__(self, client, futures, workers, run_id, owned):
+    def __init__(self, client, futures, workers, run_id, owned, run_dir=None):
         self.client = client
         self.futures = futures
         self.workers = workers
         self.run_id = run_id
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.events: list[dict] = []
         self._owned = owned
         self._stopped = False
+        self._interrupted = False  # stop() had to interrupt the ranks asynchronously
         self._lost: str | None = None
         self._done = threading.Event()
         self._watch = threading.Thread(target=self._watch_workers, daemon=True)
@@ -213,9 +225,12 @@ class Run:
     def _on_event(self, event) -> None:  # runs on the client's IO thread: only append
         self.events.append(event[1])
 
+    def _finished(self) -> bool:
+        return all(f.done() for f in self.futures)
+
     def _watch_workers(self) -> None:
         while not self._done.wait(0.5):
-            if all(f.done() for f in self.futures):
+            if self._finished():
                 return
             try:
                 alive = set(self.client.run_on_scheduler(_worker_addresses))
@@ -234,45 +249,82 @@ class Run:
         """ "running", "finished", "failed", "stopped" or "lost" (a worker died)."""
         if self._lost:
             return "lost"
-        if not all(f.done() for f in self.futures):
+        if not self._finished():
             return "running"
         if self._stopped:
             return "stopped"
         return "finished" if all(f.status == "finished" for f in self.futures) else "failed"
 
-    def stop(self) -> None:
-        """Ask every rank to stop now; the last checkpoint stays valid for a resume.
+    def stop(self, *, grace_s: float = 120.0) -> None:
+        """Stop the run; returns at once. Its last checkpoint resumes it.
 
-        Each rank gets :class:`RunStopped` at its next Python instruction; a rank left waiting
-        in a collective has its worker restarted by :meth:`result` after a short grace time.
+        A training run (:attr:`run_dir` set) is asked to stop at its next batch boundary: every
+        rank stops at the same batch, a checkpoint is written and :meth:`result` returns the
+        trainer's result with reason "stopped". If the ranks have not ended ``grace_s``
+        seconds later (a batch longer than that, or a rank stuck), and at once for functions
+        other than training, each rank gets :class:`RunStopped` at its next Python
+        instruction; a rank then still waiting in a collective has its worker restarted after
+        10 s more.
         """
+        if self._stopped or self._finished():
+            return
+        self._stopped = True
+        if self.run_dir is not None:
+            from mgtoolkit.train import request_stop
+
+            try:
+                # On rank 0's worker: the STOP file must be where rank 0 looks for it.
+                self.client.run(request_stop, str(self.run_dir), workers=[self.workers[0]])
+            except Exception:
+                grace_s = 0.0  # the worker is unreachable: interrupt instead
+        else:
+            grace_s = 0.0
+        threading.Thread(target=self._enforce_stop, args=(grace_s,), daemon=True).start()
+
+    def _enforce_stop(self, grace_s: float) -> None:
+        """After stop(): wait ``grace_s`` for the ranks, then interrupt, then restart workers."""
         from distributed import Event
 
-        self._stopped = True
-        Event(f"{self.run_id}-stop", client=self.client).set()
+        deadline = time.monotonic() + grace_s
+        while not self._finished() and time.monotonic() < deadline and not self._done.is_set():
+            time.sleep(0.2)
+        if not self._finished():
+            self._interrupted = True
+            try:
+                Event(f"{self.run_id}-stop", client=self.client).set()
+            except Exception:
+                pass  # the client is closing
+            self._end_stopped_ranks(grace_s=10.0)
+        elif self.run_dir is not None:
+            # A run that ended on its own just before the request leaves the file behind: it
+            # would stop the next resume after one batch.
+            try:
+                self.client.run(_remove_stop_file, str(self.run_dir), workers=[self.workers[0]])
+            except Exception:
+                pass
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run; return rank 0's return value.
+
+        After a cooperative :meth:`stop` that is the trainer's result (reason "stopped").
 
         Raises
         ------
         WorkerLost
             A rank's worker died (the message names it and how to resume).
         RunStopped
-            :meth:`stop` was called.
+            :meth:`stop` had to interrupt the ranks.
         Exception
             The first rank's exception, re-raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not all(f.done() for f in self.futures) and not self._lost and not self._stopped:
+        while not self._finished() and not self._lost:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.run_id} still running after {timeout} s")
             time.sleep(0.2)
             if not self._stopped and any(f.status == "error" for f in self.futures):
                 time.sleep(1.0)  # give the watcher a chance to name a dead worker first
                 break
-        if self._stopped:
-            self._end_stopped_ranks(grace_s=10.0)
         self._done.set()
         if self._lost:
             last = [e.get("path") for e in self.events if e.get("type") == "checkpoint"]
@@ -282,7 +334,9 @@ class Run:
                 "cluster (or wait for replacement workers) and launch the same run directory "
                 "again: training resumes from the last checkpoint"
             )
-        if self._stopped:
+        if self._stopped and (
+            self._interrupted or not all(f.status == "finished" for f in self.futures)
+        ):
             raise RunStopped(f"run {self.run_id} was stopped")
         for f in self.futures:
             if f.status == "error":
@@ -290,14 +344,14 @@ class Run:
         return self.futures[0].result()
 
     def _end_stopped_ranks(self, *, grace_s: float) -> None:
-        """After stop(): restart the workers of ranks still running after ``grace_s``.
+        """After an interrupt: restart the workers of ranks still running after ``grace_s``.
 
-        The ranks receive the stop at slightly different moments; one may already wait in a
-        collective for a peer that has left, blocked until the process-group timeout. A
+        The ranks receive the interrupt at slightly different moments; one may already wait
+        in a collective for a peer that has left, blocked until the process-group timeout. A
         restart (by the worker's nanny) frees that worker for other work.
         """
         deadline = time.monotonic() + grace_s
-        while not all(f.done() for f in self.futures) and time.monotonic() < deadline:
+        while not self._finished() and time.monotonic() < deadline:
             time.sleep(0.2)
         stuck = [a for f, a in zip(self.futures, self.workers, strict=True) if not f.done()]
         if stuck:
@@ -326,6 +380,12 @@ class Run:
 
 def _worker_addresses(dask_scheduler=None) -> list[str]:
     return list(dask_scheduler.workers)
+
+
+def _remove_stop_file(run_dir: str) -> None:
+    from mgtoolkit.train.trainer import STOP_FILE
+
+    Path(run_dir, STOP_FILE).unlink(missing_ok=True)
 
 
 def _connect(cluster, ranks: int | None, wait_s: float):
@@ -363,6 +423,7 @@ def launch(
     backend: str | None = None,
     wait_s: float = 120.0,
     timeout_s: float = 600.0,
+    stop_dir: str | Path | None = None,
     **kwargs: Any,
 ) -> Run:
     """Run ``fn(*args, **kwargs)`` on ``ranks`` dask workers joined in one process group.
@@ -385,6 +446,10 @@ def launch(
         How long to wait for the scheduler and for ``ranks`` workers, in seconds.
     timeout_s : float
         Limit for the rendezvous and for each collective, in seconds.
+    stop_dir : path-like, optional
+        A directory whose ``STOP`` file ``fn`` honours like the trainer does (the training
+        run directory: :func:`train_on_cluster` sets it), which makes :meth:`Run.stop`
+        cooperative. Not passed to ``fn``; becomes :attr:`Run.run_dir`.
 
     Raises
     ------
@@ -414,7 +479,7 @@ def launch(
         local_ranks = [hosts[:r].count(h) for r, h in enumerate(hosts)]
         run_id = f"mgtoolkit-run-{uuid.uuid4().hex[:12]}"
         futures = []
-        run = Run(client, futures, workers, run_id, owned)
+        run = Run(client, futures, workers, run_id, owned, stop_dir)
         client.subscribe_topic(run_id, run._on_event)
         for r, addr in enumerate(workers):
             futures.append(
@@ -458,7 +523,9 @@ def train_on_cluster(config, run_dir: str, *, ranks: int | None = None, cluster=
 
     Rank 0's events stream to :attr:`Run.events`; the trainer also writes them to
     ``run_dir/events.jsonl``. Launching the same ``run_dir`` again resumes from its last
-    checkpoint (after :class:`WorkerLost`, for example). ``run_dir`` must be on a file system
-    every worker sees. Other keywords as for :func:`launch`.
+    checkpoint (after :class:`WorkerLost` or :meth:`Run.stop`, for example). ``run_dir`` must
+    be on a file system every worker sees. Other keywords as for :func:`launch`.
     """
-    return launch(_train_entry, config, str(run_dir), ranks=ranks, cluster=cluster, **kw)
+    return launch(
+        _train_entry, config, str(run_dir), ranks=ranks, cluster=cluster, stop_dir=run_dir, **kw
+    )

@@ -20,30 +20,29 @@ from pathlib import Path
 
 import param
 
+from mgtoolkit.train.trainer import STOP_FILE
 from mgtoolkit.widgets._view import Slot, holoviews, level_color, named
 
-__all__ = ["EventFollower", "RunMonitor", "request_stop"]
+__all__ = ["STOP_FILE", "EventFollower", "RunMonitor", "request_stop"]
 
 #: Bokeh figure names (the browser test looks them up).
 LOSS_NAME = "mgtoolkit-loss-curves"
 VALIDATION_NAME = "mgtoolkit-validation"
-
-#: Name of the file that asks a running trainer to checkpoint and stop.
-STOP_FILE = "STOP"
 
 
 def request_stop(run_dir: str | Path) -> Path:
     """Ask the run in ``run_dir`` to stop: create ``<run_dir>/STOP`` (returns its path).
 
     The trainer checks for the file between batches and ends the run; a later resume continues
-    from the last checkpoint.
+    from the last checkpoint (:func:`mgtoolkit.train.request_stop`, for an existing run
+    directory only: a mistyped path must not create an unrelated directory).
     """
+    from mgtoolkit.train import request_stop as trainer_request_stop
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run directory {run_dir}; pass the run's output directory")
-    path = run_dir / STOP_FILE
-    path.write_text(f"stop requested at {time.time():.3f}\n", encoding="utf-8")
-    return path
+    return trainer_request_stop(run_dir)
 
 
 class EventFollower:
@@ -225,13 +224,17 @@ class RunMonitor(param.Parameterized):
             self.validations.append({"iteration": self.iteration, **ev})
         elif kind == "run_end":
             self.finished = True
-            self.stopped = ev.get("reason") == "stopped"  # the trainer honoured a STOP file
+            self.stopped = ev.get("reason") == "stopped"  # the trainer honoured a stop request
             self.current_step = None
+            wall = f"{ev.get('wall_s', 0):.1f} s training"
             self.status = (
-                f"finished ({ev.get('reason')}) after {ev.get('wall_s', 0):.1f} s training"
+                f"stopped on request after {wall} (resume it from its last checkpoint)"
+                if self.stopped
+                else f"finished ({ev.get('reason')}) after {wall}"
             )
         elif kind == "error" and ev.get("error_type") == "RunStopped":
-            self.finished = self.stopped = True  # the stop button, not a failure
+            # A stop that had to interrupt the ranks (no batch boundary in time): not a failure.
+            self.finished = self.stopped = True
             self.status = "stopped on request (the last checkpoint can be resumed)"
         elif kind == "error":
             self.finished = True
@@ -255,9 +258,10 @@ class RunMonitor(param.Parameterized):
     def stop(self) -> None:
         """Ask the run to stop.
 
-        A launched run (:meth:`attach`) stops at once through its handle; its last checkpoint
-        stays valid for a resume. A followed batch run gets ``<run_dir>/STOP``
-        (:func:`request_stop`), which the trainer honours between batches.
+        A launched run (:meth:`attach`) stops through its handle
+        (:meth:`mgtoolkit.dist.Run.stop`: at the next batch boundary, with a checkpoint; the
+        run ends "stopped"). A followed batch run gets ``<run_dir>/STOP``
+        (:func:`request_stop`), which the trainer honours in the same way.
         """
         if self.handle is not None and hasattr(self.handle, "stop"):
             self.handle.stop()
