@@ -1,8 +1,10 @@
 """The multigrid trainer: walks a schedule, level by level, minimizing the FEM energy.
 
-The loss is the discrete energy J of :func:`mgtoolkit.fem.energy` averaged over the global
-mini-batch (DESIGN.md §1–2): its minimizer is the FEM solution, so no labels are needed. The
-network's output already carries the exact Dirichlet values.
+The loss is built on the discrete energy J of :func:`mgtoolkit.fem.energy` (DESIGN.md §1–2),
+averaged over the global mini-batch: J itself (the paper, the default), J with ν scaled per
+sample, or J's gradient preconditioned by a multigrid V-cycle (``OptimConfig.loss``). Each
+has the FEM solution as its minimizer, so no labels are needed. The network's output already
+carries the exact Dirichlet values.
 
 Data parallelism goes through :mod:`mgtoolkit.train.parallel` only (each rank trains on its
 contiguous slice of every global batch, gradients are averaged, batch norm is synchronized),
@@ -380,7 +382,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ numerics
     def loss(self, nu: torch.Tensor) -> torch.Tensor:
-        """Mean (optionally ν-scaled) energy J of the network's prediction over ``nu``.
+        """The batch loss of the network's prediction over ``nu`` (``OptimConfig.loss``).
 
         ``nu``: (B,) + (n,) * dim on cells, on the training device. Returns a 0-d tensor.
         """
