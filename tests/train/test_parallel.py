@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -152,6 +153,52 @@ def test_sync_batchnorm_matches_plain_batchnorm_on_the_global_batch(size, dims, 
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(rm, rm_ref)
         torch.testing.assert_close(rv, rv_ref)
+
+
+def _sums_over_ranks():
+    """Sums of rank-dependent tensors of several sizes and dtypes; which transport ran."""
+    rank, _ = par.world()
+    gen = torch.Generator().manual_seed(rank)
+    tensors = [
+        torch.tensor(float(rank) + 0.1, dtype=torch.float64),  # 0-d
+        torch.randn(3, 5, generator=gen, dtype=torch.float64),
+        torch.randn(700_000, generator=gen),  # 2.8 MB: three rounds of 1 MiB slots
+        torch.randn(64, generator=gen).to(torch.bfloat16),
+        torch.zeros(0),
+    ]
+    sums = [par.all_reduce_sum(t) for t in tensors]
+    return tensors, sums, par._channel["channel"] is not None
+
+
+@pytest.mark.parametrize("shared_memory", ["1", "0"])
+def test_sums_over_ranks_on_one_machine(shared_memory, monkeypatch):
+    # spawned ranks inherit the environment: "0" forces the process group's all-reduce
+    monkeypatch.setenv("MGTOOLKIT_SHARED_MEMORY", shared_memory)
+    out = spawn(_sums_over_ranks, 3)
+    assert all(o[2] == (shared_memory == "1") for o in out)
+    for i, first in enumerate(out[0][1]):
+        # every rank holds the same bits (their parameters must never drift apart) ...
+        assert all(torch.equal(first, o[1][i]) for o in out[1:])
+        # ... which are the sum of the three ranks' tensors, accumulated in rank order
+        expected = out[0][0][i] + out[1][0][i] + out[2][0][i]
+        assert first.shape == expected.shape and first.dtype == expected.dtype
+        tol = 4e-2 if first.dtype == torch.bfloat16 else 1e-6  # gloo may add in another order
+        torch.testing.assert_close(first, expected, rtol=tol, atol=tol)
+        if shared_memory == "1":
+            assert torch.equal(first, expected)
+
+
+def _leave_rank_zero_waiting():
+    rank, _ = par.world()
+    par.all_reduce_sum(torch.ones(1))  # both ranks join the shared-memory channel
+    if rank == 1:
+        os._exit(3)  # dies without taking part in the next sum
+    par.all_reduce_sum(torch.ones(1))
+
+
+def test_a_dead_peer_is_named_instead_of_waited_for():
+    with pytest.raises(RankFailed, match=r"rank 1 \(pid \d+\) exited while rank 0 waited"):
+        spawn(_leave_rank_zero_waiting, 2, timeout_s=60)
 
 
 def _raise_on_rank_one():
