@@ -1,5 +1,7 @@
 """U-Net training throughput at 3D 64³, batch 4, as a percentage of this machine's fp32 peak.
 
+(``--dim 2 --n 256 --batch 8`` measures the 2D case the same way.)
+
 The peak is measured in the same run: the best of several fp32 matmuls (4096²) with the same
 thread count, before and after the variants. A training step is forward + FEM energy +
 backward + Adam update on a batch of KL fields; its useful work is counted as 3 × the forward
@@ -108,8 +110,8 @@ def step_time(model, nu, steps: int, precision: str) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def batch(n: int, size: int):
-    """``size`` KL fields of n³ cells (float32 tensor), the same in every process."""
+def batch(dim: int, n: int, size: int):
+    """``size`` KL fields of n^dim cells (float32 tensor), the same in every process."""
     import numpy as np
     import torch
 
@@ -117,7 +119,7 @@ def batch(n: int, size: int):
 
     rng = np.random.default_rng(0)
     fam = KLFamily()
-    fields = [fam.field(rng.uniform(-3, 3, 4), dim=3, n=n) for _ in range(size)]
+    fields = [fam.field(rng.uniform(-3, 3, 4), dim=dim, n=n) for _ in range(size)]
     return torch.tensor(np.stack(fields), dtype=torch.float32)
 
 
@@ -134,9 +136,9 @@ def child(label: str, args) -> dict:
 
     convs, channels_last, heap, precision = VARIANTS[label]
     torch.set_num_threads(args.threads)
-    nu = batch(args.n, args.batch)
+    nu = batch(args.dim, args.n, args.batch)
     torch.manual_seed(0)
-    model = UNet(UNetConfig(dim=3, convs_per_block=convs), channels_last=channels_last)
+    model = UNet(UNetConfig(dim=args.dim, convs_per_block=convs), channels_last=channels_last)
     if not channels_last:  # the former code also computed the activations out of place
         for m in model.modules():
             if hasattr(m, "inplace"):
@@ -158,6 +160,7 @@ def child(label: str, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dim", type=int, choices=(2, 3), default=3, help="dimension (3)")
     parser.add_argument("--n", type=int, default=64, help="cells per side (64)")
     parser.add_argument("--batch", type=int, default=4, help="batch size (4)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (3)")
@@ -175,14 +178,24 @@ def main() -> None:
 
     peak = matmul_peak(args.threads)
     print(
-        f"3D {args.n}³ batch {args.batch}, {args.threads} threads, torch {torch.__version__}; "
+        f"{args.dim}D {args.n}^{args.dim} batch {args.batch}, {args.threads} threads, "
+        f"torch {torch.__version__}; "
         f"fp32 matmul peak {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.1f}"
     )
     print(
         f"{'variant':<32} {'s/step':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} {'% peak':>7} "
         f"{'vs former':>9} {'peak RSS':>8}"
     )
-    common = ["--n", str(args.n), "--batch", str(args.batch), "--steps", str(args.steps)]
+    common = [
+        "--dim",
+        str(args.dim),
+        "--n",
+        str(args.n),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+    ]
     common += ["--threads", str(args.threads)]
     reference = None
     for label in args.variants:

@@ -20,14 +20,14 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
   adjacent cells. Then sigmoid (the maximum principle puts u in [0, 1]) and
   :func:`mgtoolkit.fem.impose_dirichlet`, which sets the x = 0 face to 1 and x = 1 to 0 exactly
   (u = u_int χ_int + u_bc χ_b): the network never learns boundary values.
-- **Layout**: activations are channels-last (``torch.channels_last`` / ``channels_last_3d``)
-  from the input on — oneDNN's native layout on CPU. In the default (channels-first) layout
-  every convolution reorders its input, output and gradients to a blocked layout and back, which
-  cost as much as the convolutions themselves on this network (``benchmarks/throughput.py``:
-  3D 64³, batch 4, one training step 1.5 s instead of 2.2 s). Every layer here (batch norm,
-  pooling, transposed conv, concatenation, replicate padding) keeps the layout, so nothing is
-  converted between layers. The numbers are the same up to float rounding; the weights stay in
-  their usual layout, so ``state_dict`` is unchanged.
+- **Layout**: on CPU, activations are channels-last (``torch.channels_last`` /
+  ``channels_last_3d``) from the input on — oneDNN's native layout. In the default
+  (channels-first) layout every convolution reorders its input, output and gradients to a
+  blocked layout and back, which cost as much as the convolutions themselves on this network
+  (``benchmarks/throughput.py``, 3D 64³, batch 4: one training step 1.54 s instead of 2.20 s).
+  Every layer here (batch norm, pooling, transposed conv, concatenation, replicate padding)
+  keeps the layout, so nothing is converted between layers. The numbers are the same up to
+  float rounding; the weights stay in their usual layout, so ``state_dict`` is unchanged.
 - **Growth** (architectural adaptation, paper §4.1.2): :meth:`UNet.grow` adds a pair of fresh
   residual blocks at full resolution (after the first encoder block and before the head), their
   last conv zero-initialised, so the network's function is unchanged at the moment of growth and
@@ -170,10 +170,12 @@ class UNet(nn.Module):
     ----------
     config : UNetConfig, optional
         Architecture; keyword arguments build one when omitted (``UNet(dim=3, depth=2)``).
-    channels_last : bool
-        Run the activations channels-last (default; see the module notes). ``False`` gives the
-        channels-first layout, the same function up to rounding, for comparison. Not part of
-        the architecture: the attribute of the same name may be changed at any time.
+    channels_last : bool or None
+        Run the activations channels-last (``True``) or channels-first (``False``, the same
+        function up to rounding). ``None`` (default): channels-last on CPU, where it was
+        measured (module notes), the framework's default layout on other devices (GPUs: not
+        measured yet). Not part of the architecture: the attribute of the same name may be
+        changed at any time.
 
     Input ``nu``: float tensor ``(B,) + (n,) * dim`` on cells, ν > 0.
     Output ``u``: float tensor ``(B,) + (n + 1,) * dim`` on nodes, in [0, 1], with
@@ -182,7 +184,7 @@ class UNet(nn.Module):
     """
 
     def __init__(
-        self, config: UNetConfig | None = None, *, channels_last: bool = True, **kwargs
+        self, config: UNetConfig | None = None, *, channels_last: bool | None = None, **kwargs
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
@@ -250,7 +252,7 @@ class UNet(nn.Module):
 
         cfg = self.config
         x = self.inputs(nu)
-        if self.channels_last:
+        if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):
             x = x.contiguous(memory_format=_CHANNELS_LAST[cfg.dim])
         n = x.shape[-1]
         multiple = 2**cfg.depth
