@@ -35,10 +35,9 @@ TARGETS = {
 }
 #: The network predicted: the paper's U-Net (depth 3, 16 filters, one conv per block).
 MODEL = dict(dim=3, depth=3, base_filters=16, convs_per_block=1)
-#: What the workers' tiles are chosen for: the 8 GiB target less ~2 GiB for the coordinating
-#: process (client, scheduler, slab buffers), the nanny and allocator slack (a first run with
-#: 7.5 GiB here peaked at 8.23 GiB for the whole tree, the planner's worker estimate 6.41).
-PREDICT_MEMORY = 6.0 * GiB
+#: What the workers' tiles are chosen for: the 8 GiB target less the coordinating process
+#: (client, scheduler and nanny, which also receives each tile's u block: ~0.8 GiB at 512³).
+PREDICT_MEMORY = 7.0 * GiB
 
 
 def _tree_rss(proc) -> int:
@@ -155,23 +154,31 @@ def phase_fem(store: Path, n: int) -> dict:
     return {"seconds": seconds}
 
 
-def phase_predict(store: Path, n: int, checkpoint: str | None) -> dict:
+def phase_predict(store: Path, n: int, checkpoint: str | None, workers: int) -> dict:
     import zarr
 
-    from mgtoolkit.infer import predict_store, receptive_halo
+    from mgtoolkit.infer import predict_store, prediction_workers, receptive_halo
     from mgtoolkit.plan import suggest_tile
 
     group = zarr.open_group(str(store), mode="r+")["level1"]
     if "u_pred_complete" in group:  # a benchmark recomputes: forget an earlier prediction
         group["u_pred_complete"][:] = False
     net = _net(checkpoint)
-    tile = suggest_tile(net.config, resolution=n, memory=PREDICT_MEMORY, growth=net.growth)
-    cluster, client = _cluster(1, 2)
+    tile = suggest_tile(
+        net.config, resolution=n, memory=PREDICT_MEMORY, workers=workers, growth=net.growth
+    )
+    with prediction_workers():
+        cluster, client = _cluster(workers, max(1, (os.cpu_count() or 1) // workers))
     with cluster, client:
         t0 = time.perf_counter()
         predict_store(store, net, level=1, tile=tile, client=client, progress=False)
         seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "tile": list(tile), "halo": receptive_halo(net.config, net.growth)}
+    return {
+        "seconds": seconds,
+        "tile": list(tile),
+        "halo": receptive_halo(net.config, net.growth),
+        "workers": workers,
+    }
 
 
 def phase_summary(store: Path, n: int) -> dict:
@@ -257,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         "--phases", nargs="+", default=["generate", "fem", "predict", "summary", "train"]
     )
     parser.add_argument("--checkpoint", default=None, help="trained network (run dir or file)")
+    parser.add_argument(
+        "--predict-workers", type=int, default=1, help="dask workers for predict (cores split)"
+    )
     parser.add_argument("--train-resolution", type=int, default=64)
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--run-phase", default=None, help=argparse.SUPPRESS)
@@ -274,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         elif phase == "fem":
             result = phase_fem(store, n)
         elif phase == "predict":
-            result = phase_predict(store, n, args.checkpoint)
+            result = phase_predict(store, n, args.checkpoint, args.predict_workers)
         elif phase == "summary":
             result = phase_summary(store, n)
         else:
@@ -298,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         f"store {store}"
     )
     common = ["--out", str(out), "--resolution", str(n)]
+    common += ["--predict-workers", str(args.predict_workers)]
     if args.checkpoint:
         common += ["--checkpoint", args.checkpoint]
     for phase in ("generate", "fem", "predict", "summary"):
@@ -308,7 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         if phase == "fem":
             est = fem_estimate(3, resolution=n)
         elif phase == "predict":
-            est = inference_estimate(UNetConfig(**MODEL), resolution=n, tile=tuple(r["tile"]))
+            est = inference_estimate(
+                UNetConfig(**MODEL),
+                resolution=n,
+                tile=tuple(r["tile"]),
+                workers=r["workers"],
+                coordinator=True,
+            )
         if phase == "summary":
             print(
                 f"summary   u_pred vs u_fem: rel L2 {r['rel_l2']:.3e}, max |Δu| "
@@ -319,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 _line(phase, r, est)
                 + (
-                    f"   tile {tuple(r['tile'])}, halo {r['halo']} cells"
+                    f"   tile {tuple(r['tile'])}, halo {r['halo']} cells, {r['workers']} worker(s)"
                     if phase == "predict"
                     else ""
                 )

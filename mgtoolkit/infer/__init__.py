@@ -3,7 +3,13 @@
 ``import mgtoolkit.infer`` loads neither torch, dask nor zarr; the functions import them.
 """
 
-from mgtoolkit.infer.predict import TiledPredictor, log_nu_mean, predict_store, predict_tiled
+from mgtoolkit.infer.predict import (
+    TiledPredictor,
+    log_nu_mean,
+    predict_store,
+    predict_tiled,
+    prediction_workers,
+)
 from mgtoolkit.infer.tiles import Tile, downsampling, needed_cells, receptive_halo, tiles
 
 __all__ = [
@@ -14,6 +20,7 @@ __all__ = [
     "needed_cells",
     "predict_store",
     "predict_tiled",
+    "prediction_workers",
     "receptive_halo",
     "tiles",
 ]
