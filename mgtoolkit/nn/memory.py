@@ -165,8 +165,8 @@ def heap_reuse():
     64³ × 16-channel activation of a batch of 4 is 64 MiB) with fresh ``mmap`` pages that the
     kernel faults in and zeroes on first touch, and unmaps again on ``free``. A training step
     allocates and frees the same large tensors every time, so it pays that again and again:
-    at 3D 64³, batch 4, the paper's U-Net steps in 1.46 s by default and 1.12 s with freed
-    memory kept (``benchmarks/throughput.py``), for a resident peak of 1.56 instead of
+    at 3D 64³, batch 4, the paper's U-Net steps in 1.54 s by default and 1.10 s with freed
+    memory kept (``benchmarks/throughput.py``), for a resident peak of 1.45 instead of
     1.14 GiB (memory freed in the heap is reused, not returned). Inside the context ``mmap`` is
     off (``M_MMAP_MAX = 0``) and the heap is not trimmed below 2 GiB of free memory; on exit
     the thresholds of the environment (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``) or
