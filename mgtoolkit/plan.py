@@ -52,7 +52,7 @@ RUNTIME_BYTES = int(0.45 * GiB)
 #: the first streamed tile; it needs neither autograd nor the im2col buffers of training).
 INFER_RUNTIME_BYTES = int(0.25 * GiB)
 #: Resident bytes per live tensor byte while streaming: the heap keeps freed blocks for reuse
-#: (see :func:`mgtoolkit.infer.stream._heap_reuse`), and holes between live blocks count.
+#: (see :func:`mgtoolkit.nn.memory.heap_reuse`), and holes between live blocks count.
 #: Measured: about 1.0 for the 512³ dask worker, 1.2–1.4 for 128³–192³ in a fresh process;
 #: 1.2 keeps both within 15 % of the measured peak.
 HEAP_SLACK = 1.2
