@@ -251,6 +251,11 @@ def join(
     ``store`` is a ``torch.distributed.Store`` (rank 0 usually hosts a ``TCPStore``), or
     None for torchrun's ``env://`` rendezvous.
     With NCCL, this rank uses GPU ``local_rank`` (modulo the GPUs it sees).
+
+    A failed connection (gloo's "connectFullMesh" under heavy load, a firewall, the wrong
+    network interface) raises a RuntimeError naming the store's address and what to check.
+    It is not retried: torch numbers process groups per process, so ranks that retried after
+    a partial success would look for each other under different keys.
     """
     import torch
     import torch.distributed as dist
@@ -263,9 +268,22 @@ def join(
             )
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     where = {"init_method": "env://"} if store is None else {"store": store}
-    dist.init_process_group(
-        backend, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s), **where
-    )
+    try:
+        dist.init_process_group(
+            backend, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s), **where
+        )
+    except RuntimeError as exc:  # gloo's and NCCL's connection errors derive from it
+        if store is None:
+            address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        else:
+            address = f"{getattr(store, 'host', '?')}:{getattr(store, 'port', '?')}"
+        raise RuntimeError(
+            f"rank {rank} of {size} could not start the {backend} process group (rendezvous "
+            f"store at {address}): {type(exc).__name__}: {exc}. Check that every rank can reach "
+            "that address and the ranks' own ports (firewall; choose the network interface "
+            "with GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME) and that the machines are not so "
+            "loaded that connecting times out; then launch again"
+        ) from exc
 
 
 def init_from_environment(

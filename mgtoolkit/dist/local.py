@@ -42,16 +42,12 @@ def _child(
         if port is None:  # a serial process: no process group at all
             out = fn(*args)
         else:
+            from mgtoolkit.dist.env import join
+
             store = dist.TCPStore(
                 "127.0.0.1", port, is_master=False, timeout=timedelta(seconds=timeout_s)
             )
-            dist.init_process_group(
-                backend,
-                store=store,
-                rank=rank,
-                world_size=size,
-                timeout=timedelta(seconds=timeout_s),
-            )
+            join(store, rank, size, backend=backend, timeout_s=timeout_s)
             try:
                 out = fn(*args)
             finally:

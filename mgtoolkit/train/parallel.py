@@ -163,6 +163,10 @@ class _SharedMemoryChannel:
             2, size, self.SLOT_BYTES
         )
         self.round = 0
+        # Spin while waiting (~1 µs per poll, up to ~20 ms) only when every rank can have a
+        # core of its own; with more ranks than cores a spinning rank would take the core
+        # its peer needs, so it sleeps almost at once.
+        self.spins = 20_000 if size <= len(os.sched_getaffinity(0)) else 50
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """Sum of the contiguous CPU tensor ``t`` over the ranks, as a new tensor."""
@@ -193,7 +197,7 @@ class _SharedMemoryChannel:
     def _wait(self, k: int) -> None:
         """Until every rank has published round k: spin briefly, then sleep, watch the peers."""
         seq = self.seq
-        for _ in range(2000):  # ranks usually arrive within microseconds of each other
+        for _ in range(self.spins):
             if not (seq < k).any():
                 return
         t0 = time.monotonic()

@@ -88,3 +88,37 @@ def test_every_rank_alone_is_detected_from_the_launcher_variables(monkeypatch):
     check_mpi_world(2)  # consistent: no error
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
     check_mpi_world(1)
+
+
+def _join_fails(port: int) -> None:
+    """In a fresh process: a connection failure inside init_process_group."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from mgtoolkit.dist import env
+
+    store = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=60))
+
+    def failing(*args, **kwargs):  # what gloo raises when connectFullMesh times out
+        raise RuntimeError("Gloo connectFullMesh failed with ... (simulated)")
+
+    dist.init_process_group = failing
+    env.join(store, 0, 2, backend="gloo", timeout_s=60)
+
+
+def test_a_failed_connection_names_the_rendezvous_address():
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from mgtoolkit.dist import RankFailed, spawn
+
+    master = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
+                           timeout=timedelta(seconds=60))  # fmt: skip
+    with pytest.raises(RankFailed) as err:
+        spawn(_join_fails, 1, master.port, process_group=False)
+    msg = str(err.value)
+    assert f"rank 0 of 2 could not start the gloo process group (rendezvous store at " \
+        f"127.0.0.1:{master.port}): RuntimeError: Gloo connectFullMesh failed" in msg  # fmt: skip
+    assert "GLOO_SOCKET_IFNAME" in msg

@@ -48,11 +48,13 @@ def train(
     checkpoint_every: int = 0,
     emit=None,
     step_sleep: float = 0.0,
+    buffers: bool = False,
 ) -> list[torch.Tensor]:
     """Train for ``steps`` optimizer steps; return the final parameters (on every rank).
 
     With ``run_dir`` and ``checkpoint_every``, rank 0 writes ``checkpoints/step-K.pt`` and a
-    later call resumes from the newest one.
+    later call resumes from the newest one. ``buffers=True`` appends the batch-norm running
+    mean and variance.
     """
     rank, _ = par.world()
     model = par.convert_sync_batchnorm(make_model(dtype))
@@ -116,7 +118,13 @@ def train(
                     }
                 )
         time.sleep(step_sleep)
-    return [p.detach().clone() for p in model.parameters()]
+    return snapshot(model, buffers=buffers)
+
+
+def snapshot(model: nn.Module, *, buffers: bool = False) -> list[torch.Tensor]:
+    """Copies of the parameters, then (``buffers``) the floating-point buffers."""
+    extra = [b for b in model.buffers() if b.is_floating_point()] if buffers else []
+    return [t.detach().clone() for t in (*model.parameters(), *extra)]
 
 
 def main() -> None:
