@@ -30,9 +30,7 @@ sed "s#runs/demo512#$OUT#" examples/megavoxel_train.toml > "$OUT/train.toml"
 $MG train "$OUT/train.toml" --run-dir "$OUT/run"
 
 echo "== tiled prediction at ${RES}³ (tiles chosen to fit 7.5 GiB; streamed along z)"
-# One malloc arena: the worker's task thread then reuses freed activation memory instead of
-# mapping fresh pages every step (see mgtoolkit.infer.prediction_workers).
-MALLOC_ARENA_MAX=1 $MG predict-tiled "$OUT/data$RES.zarr" "$OUT/run" --level 1 --memory 7.5
+$MG predict-tiled "$OUT/data$RES.zarr" "$OUT/run" --level 1 --memory 7.5
 
 echo "== summary"
 $MG data info "$OUT/data$RES.zarr"
