@@ -48,8 +48,8 @@ GiB = 2**30
 #: CPU kernels' first-use initialization (measured here: 0.30 GiB after import, +0.15 GiB
 #: during the first convolutions).
 RUNTIME_BYTES = int(0.45 * GiB)
-#: The same for a process that only predicts (fresh: 0.22 GiB after import, 0.25 GiB after
-#: the first streamed tile; it needs neither autograd nor the im2col buffers of training).
+#: The same for a process that only predicts or solves (fresh: 0.22 GiB after import, 0.25 GiB
+#: after the first streamed tile; it needs neither autograd nor the im2col buffers of training).
 INFER_RUNTIME_BYTES = int(0.25 * GiB)
 #: Resident bytes per live tensor byte while streaming: the heap keeps freed blocks for reuse
 #: (see :func:`mgtoolkit.nn.memory.heap_reuse`), and holes between live blocks count.
@@ -397,7 +397,7 @@ def fem_estimate(dim: int, *, resolution: int, batch: int = 1) -> Estimate:
     target = (resolution + 1) ** dim
     peak = _fit(nodes[0], p1, nodes[1], p2, target)
     # ν arrives as float32 cells, read from the store before the solve.
-    total = RUNTIME_BYTES + peak + 4 * batch * resolution**dim
+    total = INFER_RUNTIME_BYTES + peak + 4 * batch * resolution**dim
     seconds = t2 * target / nodes[1]
     detail = (
         f"FEM solve {dim}D {resolution}^{dim} × {batch}: {peak / GiB:.2f} GiB arrays "

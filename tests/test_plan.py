@@ -14,6 +14,7 @@ from mgtoolkit.nn import UNetConfig
 from mgtoolkit.plan import (
     INFER_RUNTIME_BYTES,
     PlanError,
+    fem_estimate,
     inference_estimate,
     plan,
     suggest_tile,
@@ -30,7 +31,7 @@ _MEASURE = r"""
 import json, resource, sys
 import numpy as np
 import torch
-from mgtoolkit.fem import energy
+from mgtoolkit.fem import energy, solve
 from mgtoolkit.infer import predict_tiled
 from mgtoolkit.nn import UNet, UNetConfig
 from mgtoolkit.nn.memory import autocast, checkpoint_blocks
@@ -40,7 +41,9 @@ torch.set_num_threads(1)
 torch.manual_seed(0)
 net = UNet(UNetConfig(**cfg))
 d = net.config.dim
-if mode == "train":
+if mode == "fem":
+    solve(np.exp(np.random.default_rng(0).standard_normal((n,) * d)).astype(np.float32))
+elif mode == "train":
     checkpoint_blocks(net, enabled=ckpt).train()
     opt = torch.optim.Adam(net.parameters())
     nu = torch.exp(torch.randn((batch,) + (n,) * d))
@@ -78,6 +81,8 @@ CASES = [
     # 2D at 1024²: activations (~0.65 GiB) outweigh the runtime (0.45 GiB).
     (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", False, None),
     (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", True, None),
+    # The FEM solver's footprint at 129³ nodes (arrays ~0.2 GiB beside the runtime).
+    (dict(dim=3), "fem", 128, 1, "fp32", False, None),
     # Tiled prediction (benchmark network, 160³, tile 161×96×96) is not held to 20 % yet:
     # estimated 0.46 GiB; measured 0.53 GiB alone, 0.62–0.67 GiB in the same fresh
     # subprocess after the dask tests (the resident peak with freed memory kept in the heap
@@ -85,11 +90,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=["train", "train-checkpointing"])
+@pytest.mark.parametrize("case", CASES, ids=["train", "train-checkpointing", "fem-solve"])
 def test_estimate_within_20_percent_of_measured_peak(case):
     cfg, mode, n, batch, precision, ckpt, tile = case
     config = UNetConfig(**cfg)
-    if mode == "train":
+    if mode == "fem":
+        est = fem_estimate(config.dim, resolution=n, batch=batch)
+    elif mode == "train":
         est = training_estimate(
             config, resolution=n, batch=batch, precision=precision, checkpointing=ckpt
         )
