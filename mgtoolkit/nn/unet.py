@@ -105,8 +105,8 @@ class UNetConfig:
 def _norm(kind: str, channels: int, dim: int) -> nn.Module:
     if kind == "batch":
         # momentum=None: running statistics are the plain average over the batches since the
-        # last reset (the trainer resets them when a step starts on a new level), so eval-mode
-        # predictions use the current level's statistics from the first epochs on.
+        # last reset (the trainer resets them at every epoch start), so eval-mode predictions
+        # use the current level's and weights' statistics.
         return (nn.BatchNorm2d if dim == 2 else nn.BatchNorm3d)(channels, momentum=None)
     if kind == "instance":
         return (nn.InstanceNorm2d if dim == 2 else nn.InstanceNorm3d)(channels, affine=True)
