@@ -21,14 +21,14 @@ from mgtoolkit.plan import (
     training_estimate,
 )
 
-#: Runs one configuration in a fresh interpreter and prints its peak resident memory (bytes).
-#: Peak RSS (getrusage) counts everything the process touched — runtime, weights, every
-#: tensor, allocator slack — and is unaffected by other processes on a busy machine. One torch
-#: thread: with several, glibc gives each thread its own heap, and how tensors of a few MB
-#: scatter over them depends on timing (seen here: 0.54 to 0.80 GiB for the same run). Tensors
-#: of the large runs the planner is for (≥ 32 MiB) are mapped and unmapped directly instead.
+#: Runs one configuration in a fresh interpreter and prints its peak resident memory (bytes):
+#: VmHWM of the new process image — everything it touched: runtime, weights, every tensor,
+#: allocator slack — unaffected by other processes on a busy machine. Not getrusage's
+#: ru_maxrss: Linux carries the pre-exec image's high-water mark into it, so a child of the
+#: large pytest process "measured" the pytest process (0.79 instead of 0.42 GiB late in the
+#: suite). One torch thread, so that glibc's per-thread heaps don't enter.
 _MEASURE = r"""
-import json, resource, sys
+import json, re, sys
 import numpy as np
 import torch
 from mgtoolkit.fem import energy, solve
@@ -55,7 +55,7 @@ elif mode == "train":
 else:
     nu = np.exp(np.random.default_rng(0).standard_normal((n,) * d)).astype(np.float32)
     predict_tiled(net.eval(), nu, tile=tile)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) * 1024)
 """
 
 
@@ -83,10 +83,9 @@ CASES = [
     (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", True, None),
     # The FEM solver's footprint at 129³ nodes (arrays ~0.2 GiB beside the runtime).
     (dict(dim=3), "fem", 128, 1, "fp32", False, None),
-    # Tiled prediction (benchmark network, 160³, tile 161×96×96) is not held to 20 % yet:
-    # estimated 0.46 GiB; measured 0.53 GiB alone, 0.62–0.67 GiB in the same fresh
-    # subprocess after the dask tests (the resident peak with freed memory kept in the heap
-    # varies between identical runs). At 512³ the estimate is 17 % above the measured peak.
+    # Tiled prediction (benchmark network, 160³, tile 161×96×96) is not held to 20 %: it sits
+    # at the edge (estimated 0.66 GiB with the caller's ν and u, measured 0.82 GiB: -20 %).
+    # At 512³ the estimate is 17 % above the measured peak.
 ]
 
 
