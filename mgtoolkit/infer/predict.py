@@ -117,22 +117,16 @@ class TiledPredictor:
         return {**self.__dict__, "_stream": None}
 
     def inputs(self, nu_planes, *, x_cells: tuple[int, int], n: int, mean: float):
-        """Input channels ``(1, C) + shape`` of cells ``nu_planes``, with global statistics.
+        """Input channels ``(1, C) + shape`` of cells ``nu_planes`` of an ``(n,) * dim`` field.
 
-        Same formulas as :meth:`mgtoolkit.nn.UNet.inputs`, but with the whole field's mean of
-        log ν and the cell-centre x coordinate of global cells ``x_cells`` (half-open range,
-        the last axis of ``nu_planes``).
+        :meth:`mgtoolkit.nn.UNet.inputs` with the whole field's mean of log ν and the global
+        cell range ``x_cells`` (half-open) of the last axis of ``nu_planes``.
         """
         import torch
 
-        model = self.model
-        dtype = model.log_nu_scale.dtype
-        log_nu = torch.log(torch.as_tensor(np.asarray(nu_planes), dtype=dtype))
-        channels = [(log_nu - mean) / model.log_nu_scale]
-        if model.config.x_channel:
-            xc = (torch.arange(*x_cells, dtype=dtype) + 0.5) * (2.0 / n) - 1.0
-            channels.append(xc.expand_as(log_nu))
-        return torch.stack(channels)[None]
+        dtype = self.model.log_nu_scale.dtype
+        nu = torch.as_tensor(np.asarray(nu_planes), dtype=dtype)[None]
+        return self.model.inputs(nu, log_nu_mean=mean, x_cells=x_cells, n=n)
 
     def tile_list(self, n: int, dim: int) -> list[Tile]:
         """The tiles of an ``(n,) * dim`` field (one tile when untiled)."""

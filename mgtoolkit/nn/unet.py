@@ -229,8 +229,21 @@ class UNet(nn.Module):
         self.grown_out.append(fresh[1])
         return [p for m in fresh for p in m.parameters()]
 
-    def inputs(self, nu: torch.Tensor) -> torch.Tensor:
-        """Network input channels ``(B, 1 or 2) + (n,) * dim`` from ν ``(B,) + (n,) * dim``."""
+    def inputs(
+        self,
+        nu: torch.Tensor,
+        *,
+        log_nu_mean: float | None = None,
+        x_cells: tuple[int, int] | None = None,
+        n: int | None = None,
+    ) -> torch.Tensor:
+        """Network input channels ``(B, 1 or 2) + shape`` from ν ``(B,) + shape`` on cells.
+
+        By default ``nu`` is whole fields: the mean of log ν is each sample's own and the x
+        coordinate spans its cells. A part of a larger field (a tile, a few planes) passes the
+        whole field's ``log_nu_mean``, the global x range of its cells ``x_cells`` (half-open)
+        and the whole field's cells per side ``n``.
+        """
         d = self.config.dim
         if nu.dim() != d + 1:
             raise ValueError(
@@ -239,12 +252,14 @@ class UNet(nn.Module):
             )
         spatial = tuple(range(1, d + 1))
         log_nu = torch.log(nu)
-        x = (log_nu - log_nu.mean(dim=spatial, keepdim=True)) / self.log_nu_scale
+        mean = log_nu.mean(dim=spatial, keepdim=True) if log_nu_mean is None else log_nu_mean
+        x = (log_nu - mean) / self.log_nu_scale
         channels = [x]
         if self.config.x_channel:
-            n = nu.shape[-1]
-            xc = (torch.arange(n, device=nu.device, dtype=nu.dtype) + 0.5) * (2.0 / n) - 1.0
-            channels.append(xc.expand_as(x))
+            n = nu.shape[-1] if n is None else n
+            x0, x1 = (0, nu.shape[-1]) if x_cells is None else x_cells
+            cells = torch.arange(x0, x1, device=nu.device, dtype=nu.dtype)
+            channels.append(((cells + 0.5) * (2.0 / n) - 1.0).expand_as(x))
         return torch.stack(channels, dim=1)
 
     def forward(self, nu: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,17 @@ def test_input_is_invariant_to_scaling_nu():
     assert torch.allclose(x[0], torch.linspace(-1 + 1 / 8, 1 - 1 / 8, 8))
 
 
+def test_inputs_of_a_part_with_the_whole_fields_statistics_equal_the_whole_fields_inputs():
+    """What tiled prediction relies on: a box of cells with the global mean and x range."""
+    net = UNet(dim=2, depth=1, base_filters=4)
+    nu = _nu(1, 16, 2)
+    whole = net.inputs(nu)
+    mean = torch.log(nu).mean().item()
+    part = net.inputs(nu[:, 3:11, 5:13], log_nu_mean=mean, x_cells=(5, 13), n=16)
+    assert torch.allclose(part, whole[:, :, 3:11, 5:13], atol=1e-6)
+    assert not torch.allclose(net.inputs(nu[:, 3:11, 5:13]), part, atol=1e-3)
+
+
 def test_grow_keeps_the_function_and_adds_parameters():
     torch.manual_seed(2)
     net = UNet(dim=2, depth=2, base_filters=4).eval()
