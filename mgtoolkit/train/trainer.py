@@ -27,6 +27,7 @@ sample order is a pure function of (seed, step, epoch).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -41,6 +42,7 @@ import torch
 
 from mgtoolkit.cycles import EarlyStopping, Schedule
 from mgtoolkit.nn import UNet
+from mgtoolkit.nn.memory import heap_reuse
 from mgtoolkit.train import parallel
 from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
 from mgtoolkit.train.events import EventLog, Listener
@@ -515,9 +517,10 @@ class Trainer:
                 self._validate_and_check(0, steps[0].level)  # the starting point of the curves
             stopped = False
             try:
-                while self.state["reason"] is None and self.state["step"] < len(steps):
-                    self._run_step(self.state["step"])
-                    self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
+                with heap_reuse() if self.config.heap_reuse else contextlib.nullcontext():
+                    while self.state["reason"] is None and self.state["step"] < len(steps):
+                        self._run_step(self.state["step"])
+                        self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
             except _Stopped:
                 stopped = True
                 if self.rank == 0:
