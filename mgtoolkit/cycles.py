@@ -12,8 +12,10 @@ are recursions whose consecutive repeated levels are merged into one step::
 
 with ``X(L) = L``. A step whose next step is coarser trains a fixed number of epochs
 (:class:`FixedEpochs`, the paper's restriction steps); every other step trains until an
-:class:`EarlyStopping` rule fires. Any step's rule can be overridden, and any level sequence can
-be composed with :meth:`Schedule.from_levels`.
+:class:`EarlyStopping` rule fires — on levels coarser than 1 optionally a rule of its own
+(``coarse=``), since time spent polishing a coarse level's own loss is not time-to-accuracy on
+the finest one. Any step's rule can be overridden, and any level sequence can be composed with
+:meth:`Schedule.from_levels`.
 
 Examples
 --------
@@ -231,18 +233,25 @@ class Schedule:
         patience: int = DEFAULT_PATIENCE,
         min_rel_improvement: float = DEFAULT_MIN_REL_IMPROVEMENT,
         max_epochs: int = DEFAULT_MAX_EPOCHS,
+        coarse: EarlyStopping | None = None,
         overrides: Mapping[int, Rule] | None = None,
     ) -> Schedule:
         """Build a schedule from a level sequence with the standard rule assignment.
 
         A step followed by a coarser level gets ``FixedEpochs(epochs)``; every other step gets
-        ``EarlyStopping(patience, min_rel_improvement, max_epochs)``. Consecutive repeats are
-        *not* merged here: a custom sequence is taken as written.
+        ``EarlyStopping(patience, min_rel_improvement, max_epochs)``, or ``coarse`` when given
+        and the step's level is coarser than 1. Consecutive repeats are *not* merged here: a
+        custom sequence is taken as written.
 
         Parameters
         ----------
         levels : sequence of int
             Levels in training order, each ≥ 1 (1 = finest).
+        coarse : EarlyStopping, optional
+            The rule of early-stopping steps on levels ≥ 2 (default: the finest level's rule).
+            Such a step's loss is its own level's, which keeps improving long after the
+            finest-level error it buys has stopped moving (``benchmarks/cycles.py``): a short
+            patience and a small epoch cap here are what a time-to-accuracy cycle wants.
         overrides : mapping int -> rule, optional
             Rules replacing the default of individual steps, keyed by step index (0-based;
             negative indices count from the end).
@@ -252,10 +261,18 @@ class Schedule:
             raise ValueError("a schedule needs at least one level, e.g. [3, 2, 1]")
         for lv in levels:
             _check_int(lv, "each level", minimum=1, fix="level 1 is the finest grid")
+        if coarse is not None and not isinstance(coarse, EarlyStopping):
+            raise ValueError(f"coarse must be an EarlyStopping rule (got {coarse!r})")
         fixed = FixedEpochs(epochs)
         early = EarlyStopping(patience, min_rel_improvement, max_epochs)
+        coarse = early if coarse is None else coarse
         steps = [
-            Step(lv, fixed if i + 1 < len(levels) and levels[i + 1] > lv else early)
+            Step(
+                lv,
+                fixed
+                if i + 1 < len(levels) and levels[i + 1] > lv
+                else (early if lv == 1 else coarse),
+            )
             for i, lv in enumerate(levels)
         ]
         out = cls(tuple(steps), name)
@@ -332,6 +349,7 @@ def schedule(
     patience: int = DEFAULT_PATIENCE,
     min_rel_improvement: float = DEFAULT_MIN_REL_IMPROVEMENT,
     max_epochs: int = DEFAULT_MAX_EPOCHS,
+    coarse: EarlyStopping | None = None,
     overrides: Mapping[int, Rule] | None = None,
 ) -> Schedule:
     """The named cycle over ``levels`` levels (DESIGN.md §2).
@@ -346,6 +364,8 @@ def schedule(
         Epochs of each fixed (restriction) step, ≥ 0.
     patience, min_rel_improvement, max_epochs
         Settings of each early-stopping step (see :class:`EarlyStopping`).
+    coarse : EarlyStopping, optional
+        The rule of early-stopping steps on levels ≥ 2 (see :meth:`Schedule.from_levels`).
     overrides : mapping int -> rule, optional
         Per-step rules keyed by step index (0-based, negative from the end).
 
@@ -362,5 +382,6 @@ def schedule(
         patience=patience,
         min_rel_improvement=min_rel_improvement,
         max_epochs=max_epochs,
+        coarse=coarse,
         overrides=overrides,
     )

@@ -128,3 +128,26 @@ def test_levels_beyond_what_is_available():
     s.check_levels(4)
     with pytest.raises(ValueError, match=r"uses level 4 but only levels 1\.\.3"):
         s.check_levels(3)
+
+
+def test_coarse_rule_applies_to_early_stopping_steps_on_coarse_levels_only():
+    coarse = EarlyStopping(patience=1, min_rel_improvement=0.05, max_epochs=4)
+    fine = EarlyStopping(7, 1e-3, 90)
+    s = schedule("W", 3, epochs=2, patience=7, max_epochs=90, coarse=coarse)
+    for i, step in enumerate(s.steps):
+        if i + 1 < len(s.steps) and s.steps[i + 1].level > step.level:
+            assert step.rule == FixedEpochs(2)  # restriction steps keep their fixed epochs
+        else:
+            assert step.rule == (fine if step.level == 1 else coarse)
+    assert schedule("base", 3, patience=7, max_epochs=90, coarse=coarse).steps[0].rule == fine
+    assert Schedule.from_levels([2, 2, 1], coarse=coarse).levels == (2, 2, 1)
+    assert [st.rule for st in Schedule.from_levels([2, 2, 1], coarse=coarse).steps][:2] == [
+        coarse,
+        coarse,
+    ]
+    # W(3) = 1 2 3 2 3 2 1: level 3 twice capped at 4 epochs (1/16 of a level-1 epoch each in
+    # 2D), level 2 two fixed steps and one capped at 4, instead of the finest level's cap of 90
+    assert s.levels == (1, 2, 3, 2, 3, 2, 1)
+    assert s.cost_by_level(2) == pytest.approx({1: 92.0, 2: (2 + 2 + 4) / 4, 3: 8 / 16})
+    with pytest.raises(ValueError, match="coarse must be an EarlyStopping"):
+        schedule("V", 3, coarse=FixedEpochs(3))

@@ -122,6 +122,11 @@ class CycleConfig:
         A custom level sequence (``Schedule.from_levels``).
     epochs, patience, min_rel_improvement, max_epochs
         Default rules (fixed steps / early-stopping steps).
+    coarse : dict, optional
+        Rule fields (any of ``patience``, ``min_rel_improvement``, ``max_epochs``) replacing the
+        defaults above in early-stopping steps on levels ≥ 2, e.g. ``{"patience": 2,
+        "max_epochs": 10}``: stop polishing a coarse level's own loss early (see
+        :meth:`mgtoolkit.cycles.Schedule.from_levels`). Default: the same rule on every level.
     overrides : dict
         Step index (int, or its string in TOML; negative from the end) → rule fields:
         ``{"epochs": 3}`` for a fixed step, or any of ``patience``, ``min_rel_improvement``,
@@ -135,11 +140,25 @@ class CycleConfig:
     patience: int = 5
     min_rel_improvement: float = 1e-3
     max_epochs: int = 50
+    coarse: dict | None = None
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.sequence is not None:
             object.__setattr__(self, "sequence", tuple(self.sequence))
+        if self.coarse is not None:
+            if not isinstance(self.coarse, dict):
+                raise ValueError(
+                    "cycle.coarse must be a table of rule fields such as "
+                    f"{{patience = 2, max_epochs = 10}} (got {self.coarse!r})"
+                )
+            unknown = set(self.coarse) - {"patience", "min_rel_improvement", "max_epochs"}
+            if unknown:
+                raise ValueError(
+                    f"cycle.coarse: unknown rule field(s) {sorted(unknown)}; use patience, "
+                    "min_rel_improvement or max_epochs"
+                )
+            object.__setattr__(self, "coarse", dict(self.coarse))
         overrides = {}
         for key, value in dict(self.overrides).items():
             try:
@@ -165,6 +184,10 @@ class CycleConfig:
             min_rel_improvement=self.min_rel_improvement,
             max_epochs=self.max_epochs,
         )
+        if self.coarse is not None:
+            rules["coarse"] = EarlyStopping(
+                **{k: v for k, v in rules.items() if k != "epochs"} | self.coarse
+            )
         if self.sequence is not None:
             s = Schedule.from_levels(list(self.sequence), **rules)
         else:

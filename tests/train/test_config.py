@@ -89,3 +89,20 @@ def test_plateau_learning_rate_is_a_function_of_the_step_losses():
     assert rate([4.0] * 20) == 3e-3
     constant = OptimConfig(lr=1e-2, lr_schedule="constant")
     assert constant.step_lr([4.0] * 20, min_rel_improvement=0.01) == 1e-2
+
+
+def test_coarse_rule_fields_round_trip_and_reach_the_schedule(tmp_path):
+    from mgtoolkit.cycles import EarlyStopping
+    from mgtoolkit.train.config import CycleConfig, DataConfig, TrainConfig, to_toml
+
+    cycle = CycleConfig(name="half-V", levels=3, patience=9, coarse={"max_epochs": 4})
+    steps = cycle.build().steps
+    assert [s.rule for s in steps[:2]] == [EarlyStopping(9, 1e-3, 4)] * 2
+    assert steps[-1].rule == EarlyStopping(9, 1e-3, 50)
+    cfg = TrainConfig(data=DataConfig(store=str(tmp_path / "s.zarr")), cycle=cycle)
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_config(path) == cfg
+    for bad, match in (({"epochs": 3}, "unknown rule field"), ([2], "table of rule fields")):
+        with pytest.raises(ValueError, match=match):
+            CycleConfig(coarse=bad)
