@@ -56,6 +56,13 @@ INFER_RUNTIME_BYTES = int(0.25 * GiB)
 #: Measured: about 1.0 for the 512³ dask worker, 1.2–1.4 for 128³–192³ in a fresh process;
 #: 1.2 keeps both within 15 % of the measured peak.
 HEAP_SLACK = 1.2
+#: Resident bytes per activation byte of training inside :func:`mgtoolkit.nn.memory.heap_reuse`
+#: (the trainer's default, ``TrainConfig.heap_reuse``): freed activations stay in the heap, and
+#: the next step's tensors of other sizes do not all fit the holes. Measured over 3–12 Adam steps
+#: in fresh processes, in units of the activation estimate (it varies between identical runs):
+#: 1.1–1.2 (2D 1024², 4 filters, batch 1: the estimate is 11–21 % high), 1.2–1.4 (2D 256²,
+#: batch 8: 1–14 % high), 1.4–1.8 (3D 64³, batch 4, the paper's block: 9 % high to 17 % low).
+TRAIN_HEAP_SLACK = 1.4
 #: Fraction of a machine's memory a plan may fill by default (the OS and page cache need some).
 DEFAULT_FILL = 0.85
 
@@ -258,6 +265,7 @@ def training_estimate(
     checkpointing: bool = False,
     ranks: int = 1,
     growth: int = 0,
+    heap_reuse: bool = True,
 ) -> Estimate:
     """Peak memory per rank and time per global mini-batch of training (CPU, Adam).
 
@@ -275,6 +283,9 @@ def training_estimate(
         Data-parallel processes.
     growth : int
         Grown block pairs of the network.
+    heap_reuse : bool
+        Training keeps freed memory in the heap (``TrainConfig.heap_reuse``, the default):
+        the activations count :data:`TRAIN_HEAP_SLACK` times.
     """
     if batch % ranks:
         raise PlanError(
@@ -290,6 +301,8 @@ def training_estimate(
     d = config.dim
     slope = (p2 - p1) / (s2**d - s1**d)
     per_sample = slope * resolution**d / 2 + 4 * resolution**d  # + the float32 ν of the batch
+    if heap_reuse:
+        per_sample *= TRAIN_HEAP_SLACK
     # Weights and Adam's two moments exist before the probe counts; gradients are counted.
     params = _param_bytes(config, growth)
     fixed = 3 * params + max(0.0, p1 - slope * s1**d)
@@ -299,7 +312,8 @@ def training_estimate(
     seconds = flops / (machine_gflops() * 1e9)
     detail = (
         f"train {d}D {resolution}^{d}, batch {batch} ({local} per rank × {ranks}), {precision}"
-        f"{', checkpointing' if checkpointing else ''}: {per_sample * local / GiB:.2f} GiB "
+        f"{', checkpointing' if checkpointing else ''}{', heap reuse' if heap_reuse else ''}: "
+        f"{per_sample * local / GiB:.2f} GiB "
         f"activations + {(fixed + comm) / GiB:.2f} GiB weights/optimizer"
         f"{'/communication' if comm else ''} + {RUNTIME_BYTES / GiB:.2f} GiB runtime"
     )
@@ -528,6 +542,7 @@ def plan(
     precision: str = "fp32",
     checkpointing: bool = False,
     ranks: int = 1,
+    heap_reuse: bool = True,
     tile: int | None = None,
     workers: int = 1,
     growth: int = 0,
@@ -542,7 +557,7 @@ def plan(
         The network.
     resolution : int
         Cells per side (a power of two).
-    batch, precision, checkpointing, ranks, growth
+    batch, precision, checkpointing, ranks, growth, heap_reuse
         Training settings (see :func:`training_estimate`).
     tile, workers
         Tiled prediction (owned nodes per tile side, dask worker processes).
@@ -579,6 +594,7 @@ def plan(
         "precision": precision,
         "checkpointing": checkpointing,
         "ranks": ranks,
+        "heap_reuse": heap_reuse,
         "tile": tile,
         "workers": workers,
         "growth": growth,
@@ -590,6 +606,7 @@ def plan(
         checkpointing=checkpointing,
         ranks=ranks,
         growth=growth,
+        heap_reuse=heap_reuse,
     )
     result = Plan(settings, memory)
     suggestions: dict[str, list[str]] = {}
@@ -616,6 +633,8 @@ def _train_alternatives(config, kw: dict, memory: int) -> list[str]:
     """Settings (changed from ``kw``) whose training estimate fits, cheapest change first."""
     tips = []
     options = []
+    if kw["heap_reuse"]:
+        options.append(("heap_reuse=False (slower steps)", {"heap_reuse": False}))
     if not kw["checkpointing"]:
         options.append(("checkpointing=True", {"checkpointing": True}))
     if kw["precision"] == "fp32":

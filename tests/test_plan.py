@@ -28,15 +28,15 @@ from mgtoolkit.plan import (
 #: large pytest process "measured" the pytest process (0.79 instead of 0.42 GiB late in the
 #: suite). One torch thread, so that glibc's per-thread heaps don't enter.
 _MEASURE = r"""
-import json, re, sys
+import contextlib, json, re, sys
 import numpy as np
 import torch
 from mgtoolkit.fem import energy, solve
 from mgtoolkit.infer import predict_tiled
 from mgtoolkit.nn import UNet, UNetConfig
-from mgtoolkit.nn.memory import autocast, checkpoint_blocks
+from mgtoolkit.nn.memory import autocast, checkpoint_blocks, heap_reuse
 
-cfg, mode, n, batch, precision, ckpt, tile = json.loads(sys.argv[1])
+cfg, mode, n, batch, precision, ckpt, heap, tile = json.loads(sys.argv[1])
 torch.set_num_threads(1)
 torch.manual_seed(0)
 net = UNet(UNetConfig(**cfg))
@@ -46,12 +46,14 @@ if mode == "fem":
 elif mode == "train":
     checkpoint_blocks(net, enabled=ckpt).train()
     opt = torch.optim.Adam(net.parameters())
-    nu = torch.exp(torch.randn((batch,) + (n,) * d))
-    opt.zero_grad(set_to_none=True)
-    with autocast(precision, model=net):
-        u = net(nu)
-    energy(nu, u.float()).mean().backward()  # the peak: all activations, then their gradients
-    opt.step()
+    with heap_reuse() if heap else contextlib.nullcontext():
+        for _ in range(3):  # as the trainer: later steps reuse (or refill) the freed memory
+            nu = torch.exp(torch.randn((batch,) + (n,) * d))
+            opt.zero_grad(set_to_none=True)
+            with autocast(precision, model=net):
+                u = net(nu)
+            energy(nu, u.float()).mean().backward()  # peak: all activations, then gradients
+            opt.step()
 else:
     nu = np.exp(np.random.default_rng(0).standard_normal((n,) * d)).astype(np.float32)
     predict_tiled(net.eval(), nu, tile=tile)
@@ -78,26 +80,37 @@ def _measured_peak(*case) -> int:
 
 
 CASES = [
-    # 2D at 1024²: activations (~0.65 GiB) outweigh the runtime (0.45 GiB).
-    (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", False, None),
-    (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", True, None),
+    # 2D at 1024²: activations (~0.4 GiB) weigh as much as the runtime (0.45 GiB); freed
+    # memory returned to the OS (TrainConfig.heap_reuse = False), with and without checkpointing.
+    (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", False, False, None),
+    (dict(dim=2, depth=3, base_filters=4), "train", 1024, 1, "fp32", True, False, None),
+    # The trainer's default keeps freed memory in the heap: a batch of 8 at 256², whose
+    # activations (~0.6 GiB) outweigh the runtime (measured 1.17–1.42 GiB over 8 runs).
+    (dict(dim=2), "train", 256, 8, "fp32", False, True, None),
     # The FEM solver's footprint at 129³ nodes (arrays ~0.2 GiB beside the runtime).
-    (dict(dim=3), "fem", 128, 1, "fp32", False, None),
+    (dict(dim=3), "fem", 128, 1, "fp32", False, False, None),
     # Tiled prediction (benchmark network, 160³, tile 161×96×96) is not held to 20 %: it sits
     # at the edge (estimated 0.66 GiB with the caller's ν and u, measured 0.82 GiB: -20 %).
     # At 512³ the estimate is 17 % above the measured peak.
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=["train", "train-checkpointing", "fem-solve"])
+@pytest.mark.parametrize(
+    "case", CASES, ids=["train", "train-checkpointing", "train-heap-reuse", "fem-solve"]
+)
 def test_estimate_within_20_percent_of_measured_peak(case):
-    cfg, mode, n, batch, precision, ckpt, tile = case
+    cfg, mode, n, batch, precision, ckpt, heap, tile = case
     config = UNetConfig(**cfg)
     if mode == "fem":
         est = fem_estimate(config.dim, resolution=n, batch=batch)
     elif mode == "train":
         est = training_estimate(
-            config, resolution=n, batch=batch, precision=precision, checkpointing=ckpt
+            config,
+            resolution=n,
+            batch=batch,
+            precision=precision,
+            checkpointing=ckpt,
+            heap_reuse=heap,
         )
     else:
         est = inference_estimate(config, resolution=n, tile=tile)

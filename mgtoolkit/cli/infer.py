@@ -61,6 +61,12 @@ def register(subparsers) -> None:
     plan.add_argument("--batch", type=int, default=1, help="global mini-batch (default 1)")
     plan.add_argument("--precision", default="fp32", help="fp32 or bf16 (default fp32)")
     plan.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
+    plan.add_argument(
+        "--no-heap-reuse",
+        dest="heap_reuse",
+        action="store_false",
+        help="training returns freed memory to the OS (TrainConfig.heap_reuse = false)",
+    )
     plan.add_argument("--ranks", type=int, default=1, help="data-parallel ranks (default 1)")
     plan.add_argument("--tile", type=_tile, default=None, help="prediction tile (nodes)")
     plan.add_argument("--workers", type=int, default=1, help="prediction workers (default 1)")
@@ -158,6 +164,7 @@ def _plan(args) -> int:
         batch=args.batch,
         precision=args.precision,
         checkpointing=args.checkpointing,
+        heap_reuse=args.heap_reuse,
         ranks=args.ranks,
         tile=args.tile,
         workers=args.workers,
