@@ -12,9 +12,11 @@ steps. Variants, side by side:
 
 - ``paper, channels-first``: the paper's block (conv + BN + LeakyReLU once per depth) in the
   former layout (``UNet(channels_last=False)``, activations out of place) — the reference.
-- ``paper``: the same network as users get it (channels-last inside, in-place activations).
-- ``paper + heap_reuse``: inside :func:`mgtoolkit.nn.memory.heap_reuse` (freed memory stays in
-  the heap: no page faults for the large tensors of every step; higher resident peak).
+- ``paper``: the same network as the trainer runs it by default: channels-last inside,
+  in-place activations, inside :func:`mgtoolkit.nn.memory.heap_reuse` (``TrainConfig.heap_reuse``:
+  freed memory stays in the heap, so the large tensors of every step are not faulted in and
+  zeroed again by the kernel; higher resident peak).
+- ``paper, heap reuse off``: the same with freed memory returned to the OS.
 - ``2 conv/block``: the classic U-Net block (the configuration default), with and without
   heap reuse.
 - ``paper, bf16 autocast``: convolutions in bfloat16 (float32 head and energy), with its
@@ -38,11 +40,11 @@ import time
 #: label → (convs per block, channels-last, heap reuse, precision)
 VARIANTS = {
     "paper, channels-first (former)": (1, False, False, "fp32"),
-    "paper": (1, True, False, "fp32"),
-    "paper + heap_reuse": (1, True, True, "fp32"),
-    "2 conv/block": (2, True, False, "fp32"),
-    "2 conv/block + heap_reuse": (2, True, True, "fp32"),
-    "paper, bf16 autocast": (1, True, False, "bf16"),
+    "paper": (1, True, True, "fp32"),
+    "paper, heap reuse off": (1, True, False, "fp32"),
+    "2 conv/block": (2, True, True, "fp32"),
+    "2 conv/block, heap reuse off": (2, True, False, "fp32"),
+    "paper, bf16 autocast": (1, True, True, "bf16"),
 }
 
 
