@@ -61,7 +61,7 @@ __all__ = [
 ADAPTATIONS = ("none", "grow")
 TARGET_METRICS = ("energy_gap", "rel_l2")
 LOSSES = ("energy", "scaled_energy", "multigrid")
-LR_SCHEDULES = ("constant", "plateau")
+LR_SCHEDULES = ("constant", "plateau", "cosine")
 
 
 def _positive_int(section: str, name: str, value, *, minimum: int = 1) -> None:
@@ -249,8 +249,12 @@ class OptimConfig:
         multiplied by ``lr_factor`` whenever the epoch loss has not improved (by the step's
         ``min_rel_improvement``) for ``lr_patience`` epochs, down to ``min_lr``. Keep
         ``lr_patience`` below the early-stopping patience so that a step tries a smaller rate
-        before it ends. The rate is a pure function of the step's epoch losses, so a resumed
-        run continues with the same rates.
+        before it ends. "cosine": within each step the rate falls from ``lr`` to ``min_lr``
+        along half a cosine over the step's epoch cap (``max_epochs``, or ``epochs`` of a fixed
+        step), whatever the losses do; pair it with an early-stopping patience of at least the
+        cap, or the step may end before the small rates that finish it. The rate is a pure
+        function of the step's epoch losses (plateau) or of the epoch index (cosine), so a
+        resumed run continues with the same rates.
     lr_factor : float
         Decay factor in (0, 1).
     lr_patience : int
@@ -290,7 +294,7 @@ class OptimConfig:
         _positive_int("optim", "lr_patience", self.lr_patience)
         _positive_float("optim", "min_lr", self.min_lr)
 
-    def step_lr(self, losses, *, min_rel_improvement: float) -> float:
+    def step_lr(self, losses, *, min_rel_improvement: float, max_epochs: int = 1) -> float:
         """The learning rate for the next epoch of a step whose epoch losses are ``losses``.
 
         Parameters
@@ -300,10 +304,17 @@ class OptimConfig:
         min_rel_improvement : float
             A loss counts as an improvement when it is below the best so far by more than this
             fraction of the best (the step's early-stopping threshold).
+        max_epochs : int
+            The step's epoch cap: the length of the cosine schedule.
         """
         lr = self.lr
         if self.lr_schedule == "constant":
             return lr
+        if self.lr_schedule == "cosine":
+            # Epoch e of E runs at the rate of the middle of its interval, so that the last
+            # epoch still trains (at about min_lr) instead of at exactly min_lr.
+            t = min((len(losses) + 0.5) / max(max_epochs, 1), 1.0)
+            return self.min_lr + (lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
         best, bad = math.inf, 0
         for loss in losses:
             if best == math.inf or best - loss > min_rel_improvement * abs(best):

@@ -712,7 +712,9 @@ class Trainer:
             if isinstance(rule, EarlyStopping)
             else self.config.cycle.min_rel_improvement
         )
-        return self.config.optim.step_lr(self.state["step_losses"], min_rel_improvement=threshold)
+        return self.config.optim.step_lr(
+            self.state["step_losses"], min_rel_improvement=threshold, max_epochs=rule.max_epochs
+        )
 
     def _stop_requested(self) -> bool:
         flag = (self.run_dir / STOP_FILE).exists()

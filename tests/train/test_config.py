@@ -46,7 +46,7 @@ def test_toml_and_yaml_give_the_same_config(tmp_path):
         ("[optim]\nname = 'sgd'\n", "optim.name must be 'adam' or 'lbfgs'"),
         ("[optim]\nlr = -1\n", "optim.lr must be a number > 0"),
         ("[optim]\nloss = 'l2'\n", "optim.loss must be one of energy, scaled_energy"),
-        ("[optim]\nlr_schedule = 'cosine'\n", "optim.lr_schedule must be one of constant"),
+        ("[optim]\nlr_schedule = 'linear'\n", "optim.lr_schedule must be one of constant"),
         ("[optim]\nlr_factor = 1\n", r"optim.lr_factor must be a number in \(0, 1\)"),
         ("[optim]\nlr_patience = 0\n", "optim.lr_patience must be an integer ≥ 1"),
         ("[optim]\nmin_lr = 0\n", "optim.min_lr must be a number > 0"),

@@ -262,3 +262,25 @@ def test_every_step_starts_with_fresh_optimizer_state(store2d, tmp_path):
     train(small_config(store2d), tmp_path / "run", progress=False)
     counts = {float(v["step"]) for v in _state(tmp_path / "run")["optimizer"]["state"].values()}
     assert counts == {6.0}
+
+
+def test_cosine_rates_follow_each_steps_epoch_cap(store2d, tmp_path):
+    # half-V over 2 levels = two early-stopping steps; patience ≥ cap, so each runs its whole
+    # cosine: 4 epochs on level 2 (an override), 5 on level 1.
+    config = small_config(
+        store2d,
+        cycle=CycleConfig(
+            name="half-V", levels=2, patience=5, max_epochs=5, overrides={0: {"max_epochs": 4}}
+        ),
+        optim=OptimConfig(batch_size=8, lr=1e-2, lr_schedule="cosine", min_lr=1e-4),
+    )
+    train(config, tmp_path / "run", progress=False)
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    for step, cap in ((0, 4), (1, 5)):
+        rates = [e["lr"] for e in events if e["type"] == "epoch_start" and e["step"] == step]
+        expected = [
+            1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (e + 0.5) / cap))
+            for e in range(cap)
+        ]
+        assert rates == pytest.approx(expected, rel=1e-12)
+    assert rates[0] > 0.97e-2 and rates[-1] < 0.05e-2  # from about lr to a few times min_lr
