@@ -33,12 +33,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of restriction steps")
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument(
+        "--coarse-max-epochs", type=int, default=None, help="epoch cap = patience on levels ≥ 2"
+    )
     parser.add_argument("--depth", type=int, default=None)
     parser.add_argument("--base-filters", type=int, default=None)
+    parser.add_argument("--max-filters", type=int, default=None)
     parser.add_argument("--norm", default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--lr-schedule", default=None)
+    parser.add_argument("--lr-schedule", default=None, help="constant, plateau or cosine")
+    parser.add_argument("--min-lr", type=float, default=None)
     parser.add_argument("--loss", default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=0)
@@ -73,15 +78,30 @@ def main() -> None:
     config = TrainConfig(
         data=DataConfig(store=str(store), val_samples=args.val, train_samples=args.train_samples),
         model=UNetConfig(
-            dim=2, **given(depth=args.depth, base_filters=args.base_filters, norm=args.norm)
+            dim=2,
+            **given(
+                depth=args.depth,
+                base_filters=args.base_filters,
+                max_filters=args.max_filters,
+                norm=args.norm,
+            ),
         ),
         cycle=CycleConfig(
             name=args.cycle,
             levels=args.levels,
             **given(epochs=args.epochs, patience=args.patience, max_epochs=args.max_epochs),
+            coarse=None
+            if args.coarse_max_epochs is None
+            else {"max_epochs": args.coarse_max_epochs, "patience": args.coarse_max_epochs},
         ),
         optim=OptimConfig(
-            **given(batch_size=args.batch, lr=args.lr, lr_schedule=args.lr_schedule, loss=args.loss)
+            **given(
+                batch_size=args.batch,
+                lr=args.lr,
+                lr_schedule=args.lr_schedule,
+                min_lr=args.min_lr,
+                loss=args.loss,
+            )
         ),
         seed=args.seed,
         validate_every=0,

@@ -95,11 +95,27 @@ def test_norms_and_activations(norm, activation):
         ({"base_filters": 0}, "base_filters"),
         ({"norm": "layer"}, "norm must be one of"),
         ({"activation": "tanh"}, "activation must be one of"),
+        ({"base_filters": 8, "max_filters": 4}, "max_filters must be an integer ≥ base_filters"),
     ],
 )
 def test_bad_config_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UNetConfig(**kwargs)
+
+
+def test_max_filters_caps_the_widths_of_a_deeper_network():
+    # depth 5, widths 4 8 16 16 16 16: every level of a 32² hierarchy down to 2² still runs
+    # (grids below 2**depth are padded) with exact Dirichlet values.
+    net = UNet(dim=2, depth=5, base_filters=4, max_filters=16)
+    widths = [block[0].out_channels for block in net.encoder]
+    assert widths == [4, 8, 16, 16, 16, 16]
+    assert [up.out_channels for up in net.up] == [4, 8, 16, 16, 16]
+    uncapped = UNet(dim=2, depth=5, base_filters=4)
+    assert [block[0].out_channels for block in uncapped.encoder] == [4, 8, 16, 32, 64, 128]
+    for n in (32, 16, 4, 2):
+        u = net(_nu(2, n, 2))
+        assert u.shape == (2, n + 1, n + 1)
+        assert (u[..., 0] == 1).all() and (u[..., -1] == 0).all()
 
 
 def test_wrong_input_shape_named():
