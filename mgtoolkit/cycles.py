@@ -249,9 +249,11 @@ class Schedule:
             Levels in training order, each ≥ 1 (1 = finest).
         coarse : EarlyStopping, optional
             The rule of early-stopping steps on levels ≥ 2 (default: the finest level's rule).
-            Such a step's loss is its own level's, which keeps improving long after the
-            finest-level error it buys has stopped moving (``benchmarks/cycles.py``): a short
-            patience and a small epoch cap here are what a time-to-accuracy cycle wants.
+            Such a step watches its own level's loss, which keeps improving long after the
+            finest-level error it buys has stopped moving: in a 2D 128² half-V over 4 levels
+            the level-4 loss still improved by more than 2 % every 3 epochs after 40 epochs,
+            while the finest-level error stayed at 0.20–0.23 from epoch 6 on. A small epoch
+            cap here is what a time-to-accuracy cycle wants (``benchmarks/cycles.py``).
         overrides : mapping int -> rule, optional
             Rules replacing the default of individual steps, keyed by step index (0-based;
             negative indices count from the end).
