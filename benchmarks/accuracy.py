@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--lr-schedule", default=None, help="constant, plateau or cosine")
     parser.add_argument("--min-lr", type=float, default=None)
     parser.add_argument("--loss", default=None)
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (training forward)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-accuracy")
@@ -106,6 +107,7 @@ def main() -> None:
         seed=args.seed,
         validate_every=0,
         channels_last=True,
+        precision=args.precision,
     )
     print(
         f"2D {n}², {args.levels} levels, {config.data.train_samples or args.samples - args.val} "
@@ -113,7 +115,7 @@ def main() -> None:
         f"{args.threads}; load average {os.getloadavg()[0]:.1f}"
     )
     print(f"model {dataclasses.asdict(config.model)}")
-    print(f"optim {dataclasses.asdict(config.optim)}")
+    print(f"optim {dataclasses.asdict(config.optim)}; precision {config.precision}")
     print(config.cycle.build())
     result = train(config, out / args.tag, progress=False, resume=False)
     for row in result.steps:

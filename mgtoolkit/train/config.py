@@ -47,6 +47,7 @@ from typing import Any
 
 from mgtoolkit.cycles import EarlyStopping, FixedEpochs, Schedule, schedule
 from mgtoolkit.nn import UNetConfig
+from mgtoolkit.nn.memory import PRECISIONS
 
 __all__ = [
     "CycleConfig",
@@ -372,6 +373,11 @@ class TrainConfig:
         (3D 64³, batch 4: 1.10 instead of 1.54 s per step) for a resident peak about a quarter
         higher, which :func:`mgtoolkit.plan.training_estimate` counts. Process-wide (glibc
         malloc settings); turn it off where the memory matters more than the time.
+    precision : str
+        "fp32", or "bf16": the network's training forward pass under bfloat16 autocast
+        (:func:`mgtoolkit.nn.memory.autocast`; its cells→nodes head, u, the loss, the weights
+        and validation stay float32). 2D 128², batch 16, 2 threads: a training step 0.21
+        instead of 0.35 s, so more epochs fit in the same time.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -387,6 +393,7 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool = False
     heap_reuse: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _positive_int("config", "seed", self.seed, minimum=0)
@@ -403,6 +410,10 @@ class TrainConfig:
             _positive_float("config", "target", self.target)
         _positive_int("config", "validate_every", self.validate_every, minimum=0)
         _positive_float("config", "checkpoint_minutes", self.checkpoint_minutes)
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
         if self.model.dim is None:  # pragma: no cover - UNetConfig validates dim

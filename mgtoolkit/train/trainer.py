@@ -42,7 +42,7 @@ import torch
 
 from mgtoolkit.cycles import EarlyStopping, Schedule
 from mgtoolkit.nn import UNet
-from mgtoolkit.nn.memory import heap_reuse
+from mgtoolkit.nn.memory import autocast, heap_reuse
 from mgtoolkit.train import parallel
 from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
 from mgtoolkit.train.events import EventLog, Listener
@@ -316,8 +316,10 @@ class Trainer:
             model.log_nu_scale.fill_(self._log_nu_scale())
         self.model = parallel.convert_sync_batchnorm(model).to(self.device)
         if self.config.channels_last:
-            fmt = torch.channels_last if self.dim == 2 else torch.channels_last_3d
-            self.model = self.model.to(memory_format=fmt)
+            # Activations only, the layout benchmarks/throughput.py measures: channels-last
+            # weights (module.to(memory_format=...)) give channels-last gradients, which
+            # torch's L-BFGS cannot flatten (it uses .view).
+            self.model.channels_last = True
         parallel.broadcast_module(self.model)
         self.optimizer = self._make_optimizer()
         if checkpoint is not None:
@@ -390,7 +392,8 @@ class Trainer:
         """
         from mgtoolkit.fem import energy
 
-        u = self.model(nu)
+        with autocast(self.config.precision, device=self.device, model=self.model):
+            u = self.model(nu)  # float32 in either precision (the head runs in float32)
         if self.config.optim.loss == "multigrid":
             return _multigrid_loss(nu, u)
         if self.config.optim.loss == "scaled_energy":
@@ -555,9 +558,6 @@ class Trainer:
             self.model.grow()
             # New batch-norm layers must be synchronized too (a no-op in one process).
             self.model = parallel.convert_sync_batchnorm(self.model)
-            if self.config.channels_last:
-                fmt = torch.channels_last if self.dim == 2 else torch.channels_last_3d
-                self.model = self.model.to(memory_format=fmt)
             parallel.broadcast_module(self.model)
             # The fresh parameters join the optimizer that every step start rebuilds.
 

@@ -129,11 +129,15 @@ def test_adaptation_grows_when_moving_finer_and_resumes(store2d, tmp_path):
     Trainer(cfg, tmp_path / "run", progress=False)  # the grown checkpoint loads
 
 
-def test_lbfgs_runs_and_lowers_the_loss(store2d, tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lbfgs_runs_and_lowers_the_loss(store2d, tmp_path, channels_last):
+    # channels_last: torch's L-BFGS flattens gradients with .view, which channels-last
+    # weights (and so gradients) refused; the trainer keeps weights in their usual layout.
     cfg = small_config(
         store2d,
         optim=OptimConfig(name="lbfgs", batch_size=20, lr=0.5, lbfgs_max_iter=4),
         cycle=CycleConfig(sequence=[1], max_epochs=3, patience=3),
+        channels_last=channels_last,
     )
     result = train(cfg, tmp_path / "run", progress=False)
     events = read_events(tmp_path / "run" / "events.jsonl")
@@ -284,3 +288,25 @@ def test_cosine_rates_follow_each_steps_epoch_cap(store2d, tmp_path):
         ]
         assert rates == pytest.approx(expected, rel=1e-12)
     assert rates[0] > 0.97e-2 and rates[-1] < 0.05e-2  # from about lr to a few times min_lr
+
+
+def test_bf16_training_follows_the_float32_run_closely_and_validates_in_float32(
+    store2d_fem, tmp_path
+):
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = small_config(
+            store2d_fem,
+            cycle=CycleConfig(sequence=[1], max_epochs=2, patience=2),
+            optim=OptimConfig(batch_size=8, lr=3e-3, loss="multigrid"),
+            precision=precision,
+        )
+        train(cfg, tmp_path / precision, progress=False)
+        events = read_events(tmp_path / precision / "events.jsonl")
+        runs[precision] = [e["loss"] for e in events if e["type"] == "batch_end"]
+    first32, first16 = runs["fp32"][0], runs["bf16"][0]
+    # Same initial weights and batch: the first loss differs by bf16 rounding only ...
+    assert first16 == pytest.approx(first32, rel=2e-2)
+    assert first16 != first32  # ... and the forward pass did run in bfloat16
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        small_config(store2d_fem, precision="fp16")
