@@ -13,7 +13,11 @@ Run on a quiet machine (it saturates the cores):
 
     .venv/bin/python benchmarks/scaling.py
     .venv/bin/python benchmarks/scaling.py --batch 16 --no-mpi
-    .venv/bin/python benchmarks/scaling.py --dim 3 --n 32
+    .venv/bin/python benchmarks/scaling.py --n 128 --batch 16 --no-mpi
+    .venv/bin/python benchmarks/scaling.py --dim 3 --n 32 --batch 4 --no-mpi
+    .venv/bin/python benchmarks/scaling.py --norm none --no-mpi
+
+The load average is printed before and after: figures are only meaningful when both are low.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=2)
     parser.add_argument("--n", type=int, default=64, help="cells per side (64)")
     parser.add_argument("--batch", type=int, default=8, help="strong: global batch (8)")
+    parser.add_argument(
+        "--norm", default="batch", help="U-Net normalization (batch: synchronized over ranks)"
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="runs per point, fastest kept")
     parser.add_argument("--no-mpi", action="store_true", help="skip the gloo/mpi4py comparison")
@@ -87,10 +94,11 @@ def main() -> None:
     from mgtoolkit.dist.scaling import format_table, measure
     from mgtoolkit.nn import UNet, UNetConfig
 
-    model = {"dim": args.dim}
+    model = {"dim": args.dim, "norm": args.norm}
     numel = sum(p.numel() for p in UNet(UNetConfig(**model)).parameters())
     print(
-        f"U-Net (paper defaults, {args.dim}D, {numel} parameters), n = {args.n}, "
+        f"U-Net (paper defaults, {args.dim}D, norm {args.norm}, {numel} parameters), "
+        f"n = {args.n}, "
         f"global batch {args.batch} (strong) / local batch {args.batch} (weak), "
         f"{args.steps} timed steps (median), best of {args.repeat} runs, 1 torch thread per rank, "
         f"{os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.1f}"
@@ -114,6 +122,7 @@ def main() -> None:
                 f"gradient all-reduce {r.allreduce_s * 1e3:.1f} ms vs compute "
                 f"{r.compute_s * 1e3:.1f} ms per step"
             )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     if not args.no_mpi:
         env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
         mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")

@@ -24,7 +24,7 @@ for the paper's U-Net), strictly one after the other. Over gloo each costs 0.5�
 between processes of one machine (measured: median 0.5 ms, 10 % of calls above 3.5 ms), which
 alone cost half the parallel efficiency at p = 2. When every rank runs on the same machine
 (LocalCluster, :func:`mgtoolkit.dist.spawn`, ``mpirun`` on one node), CPU tensors are therefore
-summed through a shared-memory segment instead (about 15 µs per call, checked to be truly shared
+summed through a shared-memory segment instead (about 12 µs per call, checked to be truly shared
 when the group starts; ``MGTOOLKIT_SHARED_MEMORY=0`` turns it off). Both transports give every
 rank the bit-identical result. GPU tensors and multi-node groups use the process group.
 """
@@ -135,13 +135,19 @@ class _SharedMemoryChannel:
     publishes k, waits until every rank has published k and sums the slots in rank order —
     the same additions on every rank, hence bit-identical sums. A bank is rewritten two rounds
     later, after every rank has published the round in between, i.e. finished reading it.
-    Larger tensors pass in several rounds of ``slot_bytes``.
+    Larger tensors pass in several rounds of ``SLOT_BYTES``.
+
+    The slots are torch views of the segment, so a round is one copy into the own slot and one
+    addition per peer straight out of the others' slots: about 12 µs in all for the small
+    vectors of synchronized batch norm, which exchanges ~30 of them per step.
 
     x86-64 only: it relies on stores (and loads) staying in program order (TSO); elsewhere the
     process group is used.
     """
 
     SLOT_BYTES = 1 << 20
+    #: How long a waiting rank polls before it starts to sleep, in seconds (see ``spin_s``).
+    SPIN_S = 0.02
 
     def __init__(self, rank: int, size: int, path: str, *, create: bool):
         import mmap
@@ -157,62 +163,76 @@ class _SharedMemoryChannel:
             self._map = mmap.mmap(fd, total)
         finally:
             os.close(fd)
-        self.seq = np.frombuffer(self._map, dtype=np.int64, count=size)
+        # The round counters as a memoryview: reading one is a plain load of shared memory
+        # (~50 ns from Python), which is what the wait loop does over and over.
+        self._words = memoryview(self._map).cast("q")
+        self.seq = self._words[:size]
         self.pids = np.frombuffer(self._map, dtype=np.int64, count=size, offset=8 * size)
-        self.banks = np.frombuffer(self._map, dtype=np.uint8, offset=header).reshape(
-            2, size, self.SLOT_BYTES
-        )
+        self.banks = torch.frombuffer(
+            self._map, dtype=torch.uint8, offset=header, count=2 * size * self.SLOT_BYTES
+        ).view(2, size, self.SLOT_BYTES)
+        self._rows: dict[torch.dtype, list[list[torch.Tensor]]] = {}
         self.round = 0
-        # Spin while waiting (~1 µs per poll, up to ~20 ms) only when every rank can have a
-        # core of its own; with more ranks than cores a spinning rank would take the core
-        # its peer needs, so it sleeps almost at once.
-        self.spins = 20_000 if size <= len(os.sched_getaffinity(0)) else 50
+        # Poll (a few µs between a peer's store and this rank seeing it) only when every rank
+        # can have a core of its own; with more ranks than cores a polling rank would take
+        # the core its peer needs, so it sleeps at once.
+        self.spin_s = self.SPIN_S if size <= len(os.sched_getaffinity(0)) else 0.0
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum of the contiguous CPU tensor ``t`` over the ranks, as a new tensor."""
-        src = t.detach().contiguous().reshape(-1)
-        out = torch.empty_like(src)
-        raw, res = src.view(torch.uint8).numpy(), out.view(torch.uint8).numpy()
-        step = self.SLOT_BYTES - self.SLOT_BYTES % src.element_size()
-        for start in range(0, max(raw.size, 1), step):
-            stop = min(start + step, raw.size)
-            bank = self._exchange(raw[start:stop])
-            parts = torch.from_numpy(bank[:, : stop - start]).view(t.dtype)
+        """Sum of the CPU tensor ``t`` over the ranks, as a new contiguous tensor."""
+        src = t.detach().reshape(-1)
+        rows = self._rows.get(src.dtype) or self._make_rows(src.dtype)
+        step = self.SLOT_BYTES // src.element_size()
+        sums = []
+        for start in range(0, max(src.numel(), 1), step):
+            part = src[start : start + step]
+            n = part.numel()
+            bank = rows[(self.round + 1) % 2]
+            bank[self.rank][:n].copy_(part)
+            self._publish_and_wait()
             # Rank-order accumulation: the same operations, hence bits, on every rank.
-            acc = parts[0].clone()
-            for r in range(1, self.size):
-                acc += parts[r]
-            res[start:stop] = acc.view(torch.uint8).numpy()
-        return out.view(t.shape)
+            acc = torch.add(bank[0][:n], bank[1][:n]) if self.size > 1 else bank[0][:n].clone()
+            for r in range(2, self.size):
+                acc += bank[r][:n]
+            sums.append(acc)
+        return (sums[0] if len(sums) == 1 else torch.cat(sums)).view(t.shape)
 
-    def _exchange(self, part: np.ndarray) -> np.ndarray:
+    def _make_rows(self, dtype: torch.dtype) -> list[list[torch.Tensor]]:
+        """``rows[bank][rank]``: the slots as 1-D tensors of ``dtype`` (made once per dtype)."""
+        typed = self.banks.view(dtype)
+        self._rows[dtype] = [[typed[b, r] for r in range(self.size)] for b in range(2)]
+        return self._rows[dtype]
+
+    def _publish_and_wait(self) -> None:
         self.round += 1
         k = self.round
-        bank = self.banks[k % 2]
-        bank[self.rank, : part.size] = part
-        self.seq[self.rank] = k  # published after the data (x86-64 keeps the order)
-        self._wait(k)
-        return bank
-
-    def _wait(self, k: int) -> None:
-        """Until every rank has published round k: spin briefly, then sleep, watch the peers."""
-        seq = self.seq
-        for _ in range(self.spins):
-            if not (seq < k).any():
+        self.seq[self.rank] = k  # published after the data (x86-64 keeps the stores in order)
+        if min(self.seq) >= k:
+            return
+        seq, deadline = self.seq, time.perf_counter() + self.spin_s
+        while time.perf_counter() < deadline:
+            if min(seq) >= k:
                 return
+        self._sleep_until(k)
+
+    def _sleep_until(self, k: int) -> None:
+        """Sleep in growing steps until every rank has published round k; watch the peers."""
         t0 = time.monotonic()
         next_check, pause = t0 + 1.0, 1e-5
-        while (seq < k).any():
+        while min(self.seq) < k:
             time.sleep(pause)
             pause = min(2 * pause, 1e-3)
             if time.monotonic() > next_check:
                 next_check += 1.0
                 self._check_peers(k, time.monotonic() - t0)
 
+    def _behind(self, k: int) -> list[int]:
+        return [r for r in range(self.size) if self.seq[r] < k]
+
     def _check_peers(self, k: int, waited: float) -> None:
         from torch.distributed import default_pg_timeout
 
-        for r in np.flatnonzero(self.seq < k):
+        for r in self._behind(k):
             try:
                 os.kill(int(self.pids[r]), 0)
             except ProcessLookupError:
@@ -224,12 +244,16 @@ class _SharedMemoryChannel:
                 pass  # alive, owned by another user
         if waited > default_pg_timeout.total_seconds():
             raise RuntimeError(
-                f"rank {self.rank} waited {waited:.0f} s for ranks "
-                f"{np.flatnonzero(self.seq < k).tolist()} in an all-reduce (timed out)"
+                f"rank {self.rank} waited {waited:.0f} s for ranks {self._behind(k)} in an "
+                "all-reduce (timed out)"
             )
 
     def close(self) -> None:
+        # Every view of the segment must be gone before the map can close.
+        self.seq.release()
+        self._words.release()
         self.seq = self.pids = self.banks = None
+        self._rows.clear()
         self._map.close()
 
 
@@ -238,14 +262,14 @@ _channel: dict = {"group": None, "channel": None}
 
 def _shared_memory_channel() -> _SharedMemoryChannel | None:
     """The channel of the current default group, set up on first use (collectively)."""
-    import platform
-    import uuid
-
     import torch.distributed as dist
 
     group = dist.group.WORLD
     if _channel["group"] is group:
         return _channel["channel"]
+    import platform
+    import uuid
+
     if _channel["channel"] is not None:
         _channel["channel"].close()
     _channel.update(group=group, channel=None)
@@ -356,12 +380,11 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
         )
         flat = _sum_over_ranks(torch.cat([*parts, flags]))
         flat /= size
-        offset = 0
-        for i, p in enumerate(group):
-            n = p.numel()
-            if flat[-len(group) + i] > 0:
-                p.grad = flat[offset : offset + n].view_as(p).clone()
-            offset += n
+        # The averaged gradients stay views of the one new buffer (no copy per parameter).
+        grads = flat[: -len(group)].split([p.numel() for p in group])
+        for p, g, had in zip(group, grads, flat[-len(group) :].tolist(), strict=True):
+            if had > 0:
+                p.grad = g.view_as(p)
 
 
 @torch.no_grad()
@@ -387,6 +410,31 @@ def broadcast_module(module: nn.Module) -> None:
             offset += t.numel()
 
 
+def _global_moments(
+    mean_r: torch.Tensor, var_r: torch.Tensor, count: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Global per-channel mean and biased variance from every rank's, with the global count.
+
+    ``mean_r``, ``var_r``: shape (C,), this rank's statistics over its ``count`` values per
+    channel. Rank r writes row r of a zero table, so one sum over ranks gathers every rank's
+    (mean, variance, count). The rows combine on the host in float64 — counts reach 10^8 at
+    512³, beyond float32's 2^24 — with the pairwise formula of Chan et al. (stable, unlike
+    sum of squares minus squared mean). Returns ``(mean, var, total)``, float64 arrays of
+    shape (C,) and the global count.
+    """
+    rank, size = world()
+    c = mean_r.numel()
+    table = torch.zeros(size, 2 * c + 1, dtype=torch.float64, device=mean_r.device)
+    torch.cat([mean_r, var_r, mean_r.new_zeros(1)], out=table[rank])
+    table[rank, -1] = count
+    rows = _sum_over_ranks(table).cpu().numpy()
+    means, variances, counts = rows[:, :c], rows[:, c:-1], rows[:, -1:]
+    total = counts.sum()
+    mean = (counts * means).sum(0) / total
+    var = (counts * (variances + (means - mean) ** 2)).sum(0) / total
+    return mean, var, float(total)
+
+
 class _SyncBatchNormFunction(torch.autograd.Function):
     """y = (x − μ) / √(σ² + ε) · w + b with global (μ, σ²), and its exact global gradient.
 
@@ -394,39 +442,45 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     the global statistics). The gradient w.r.t. x needs the global sums Σ∂y and Σ∂y·x̂ per
     channel: one all-reduce in backward. ``weight``/``bias`` get their local gradients, which
     :func:`average_gradients` averages like every other parameter's.
+
+    Backward makes three passes over the activations (torch's training-mode backward makes
+    two): the local sums in one fused kernel, then ∂x = ∂y·w/σ + x·a + b per channel as one
+    ``addcmul`` into a new tensor and one in place. The per-channel arithmetic runs on the
+    host in float64 numpy: a few dozen operations on vectors of C values per layer, where
+    each torch call would cost more than the arithmetic.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean, var, count, eps):
+    def forward(ctx, x, weight, bias, mean, var, moments, eps):
+        # moments: (μ, 1/√(σ² + ε), N) on the host, float64, for backward.
         ctx.save_for_backward(x, weight, mean, var)
-        ctx.count, ctx.eps = count, eps
+        ctx.moments, ctx.eps = moments, eps
         return torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, False)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight, mean, var = ctx.saved_tensors
         grad_y = grad_y.contiguous(memory_format=_memory_format(x))
-        # Inference-mode backward: ∂y·w/σ, and the local Σ∂y·x̂ (as ∂w) and Σ∂y (as ∂b).
-        grad_x, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
-            grad_y, x, weight, mean, var, None, None, False, ctx.eps, [True, True, True]
+        # The local Σ∂y·x̂ (as ∂w) and Σ∂y (as ∂b) of the inference-mode backward.
+        _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
+            grad_y, x, weight, mean, var, None, None, False, ctx.eps, [False, True, True]
         )
         grad_w = sum_dy_xhat if ctx.needs_input_grad[1] else None
         grad_b = sum_dy if ctx.needs_input_grad[2] else None
-        if ctx.needs_input_grad[0]:
-            c = x.shape[1]
-            sums = _sum_over_ranks(torch.cat([sum_dy, sum_dy_xhat]).double())
-            invstd = torch.rsqrt(var.double() + ctx.eps)
-            w = weight.double() if weight is not None else torch.ones_like(invstd)
-            # Training-mode gradient: subtract the global means of ∂y and ∂y·x̂, i.e.
-            # ∂x −= w/σ · (Σ∂y + x̂ Σ∂y·x̂) / N, written as x·k2 + k1 per channel.
-            k2 = w * invstd.square() * sums[c:] / ctx.count
-            k1 = w * invstd * sums[:c] / ctx.count - mean.double() * k2
-            shape = (1, c, *([1] * (x.dim() - 2)))
-            grad_x = grad_x - torch.addcmul(
-                k1.to(x.dtype).view(shape), x, k2.to(x.dtype).view(shape)
-            )
-        else:
-            grad_x = None
+        if not ctx.needs_input_grad[0]:
+            return None, grad_w, grad_b, None, None, None, None
+        c = x.shape[1]
+        sums = _sum_over_ranks(torch.cat([sum_dy, sum_dy_xhat])).cpu().numpy()
+        mu, invstd, total = ctx.moments
+        w_invstd = invstd if weight is None else weight.detach().cpu().numpy() * invstd
+        # Training-mode gradient: ∂y·w/σ minus w/σ times the global means of ∂y and ∂y·x̂,
+        # ∂x = ∂y·w/σ − w/σ · (Σ∂y + x̂ Σ∂y·x̂) / N, written as ∂y·w/σ + x·a + b per channel.
+        a = -w_invstd * invstd * sums[c:] / total
+        b = -w_invstd * sums[:c] / total - mu * a
+        coef = torch.from_numpy(np.stack([a, b, w_invstd])).to(x.device, x.dtype)
+        shape = (1, c, *([1] * (x.dim() - 2)))
+        grad_x = torch.addcmul(coef[1].view(shape), x, coef[0].view(shape))
+        grad_x.addcmul_(grad_y, coef[2].view(shape))
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
@@ -441,12 +495,12 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalization with statistics over the global batch, on CPU (gloo) and GPU.
 
-    ``torch.nn.SyncBatchNorm`` runs only on CUDA. This layer gathers each rank's
-    (count, mean, sum of squared deviations) per channel with one all-reduce and combines them
-    with the pairwise formula of Chan et al. — stable, unlike sum-of-squares minus squared
-    mean. Its backward is the exact gradient of the global loss: it sums the two per-channel
-    terms the statistics contribute over all ranks (a second all-reduce), so with
-    :func:`average_gradients` every parameter gets the single-process gradient.
+    ``torch.nn.SyncBatchNorm`` runs only on CUDA. This layer computes each rank's mean and
+    variance per channel with torch's fused kernel and combines them over the ranks with one
+    all-reduce (:func:`_global_moments`). Its backward is the exact gradient of the global
+    loss: it sums the two per-channel terms the statistics contribute over all ranks (a
+    second all-reduce), so with :func:`average_gradients` every parameter gets the
+    single-process gradient.
 
     Input: (N, C, *spatial) with any number of spatial axes. Without an initialized process
     group, or in eval mode, it is plain batch norm. Running statistics are updated with the
@@ -462,47 +516,27 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         use_batch = self.training or not self.track_running_stats
         if not (use_batch and _active()):
             return super().forward(x)
-        import torch.distributed as dist
-
-        rank, size = dist.get_rank(), dist.get_world_size()
-        c = x.shape[1]
-        dims = [0, *range(2, x.dim())]
-        count = x.numel() // c
         with torch.no_grad():
-            # Local two-pass statistics in the input's precision (no float64 copy of the
-            # activations; one temporary, squared in place: torch.var_mean is 10× slower on
-            # CPU). The per-channel vectors combine in float64, because counts reach 10^8 at
-            # 512³ and exceed float32's 2^24.
-            mean_r = x.mean(dim=dims)
-            shape = (1, c, *([1] * (x.dim() - 2)))
-            m2_r = (x - mean_r.view(shape)).square_().sum(dim=dims)
-            slots = torch.zeros(size, 2 * c + 1, dtype=torch.float64, device=x.device)
-            slots[rank, :c] = mean_r
-            slots[rank, c : 2 * c] = m2_r
-            slots[rank, 2 * c] = count
-            gathered = _sum_over_ranks(slots)  # row r holds rank r's statistics
-            means, m2s, counts = gathered[:, :c], gathered[:, c : 2 * c], gathered[:, 2 * c :]
-            total = counts.sum()
-            mean = (counts * means).sum(0) / total
-            m2 = (m2s + counts * (means - mean).square()).sum(0)
-            var = m2 / total
+            # The local statistics come from the kernel plain batch norm uses (one pass over
+            # the activations, accumulated in float64 on CPU, no copy of them).
+            mean_r, var_r = torch.batch_norm_update_stats(x, None, None, 0.0)
+            mean, var, total = _global_moments(mean_r, var_r, x.numel() // x.shape[1])
+            unbiased = var * (total / (total - 1)) if total > 1 else var
+            stats = torch.from_numpy(np.stack([mean, var, unbiased])).to(x.device, x.dtype)
             if self.training and self.track_running_stats:
-                self.num_batches_tracked += 1
+                self.num_batches_tracked.add_(1)
                 factor = (
-                    1.0 / float(self.num_batches_tracked)
-                    if self.momentum is None
-                    else self.momentum
+                    1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
                 )
-                unbiased = m2 / (total - 1) if total > 1 else var
-                self.running_mean.mul_(1 - factor).add_(factor * mean.to(x.dtype))
-                self.running_var.mul_(1 - factor).add_(factor * unbiased.to(x.dtype))
+                self.running_mean.mul_(1 - factor).add_(stats[0], alpha=factor)
+                self.running_var.mul_(1 - factor).add_(stats[2], alpha=factor)
         return _SyncBatchNormFunction.apply(
             x,
             self.weight if self.affine else None,
             self.bias if self.affine else None,
-            mean.to(x.dtype),
-            var.to(x.dtype),
-            float(total),
+            stats[0],
+            stats[1],
+            (mean, 1.0 / np.sqrt(var + self.eps), total),
             self.eps,
         )
 
