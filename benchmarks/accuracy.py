@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=288, help="store samples (incl. held out)")
     parser.add_argument("--val", type=int, default=32, help="held-out samples (the last ones)")
     parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--augment", action="store_true", help="mirror training samples")
     parser.add_argument("--cycle", default="half-V")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of restriction steps")
     parser.add_argument("--patience", type=int, default=None)
@@ -77,7 +78,12 @@ def main() -> None:
         return {k: v for k, v in kw.items() if v is not None}
 
     config = TrainConfig(
-        data=DataConfig(store=str(store), val_samples=args.val, train_samples=args.train_samples),
+        data=DataConfig(
+            store=str(store),
+            val_samples=args.val,
+            train_samples=args.train_samples,
+            augment=args.augment,
+        ),
         model=UNetConfig(
             dim=2,
             **given(
@@ -114,7 +120,7 @@ def main() -> None:
         f"training / {args.val} held-out samples (store + FEM {t_data:.0f} s); torch threads "
         f"{args.threads}; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"model {dataclasses.asdict(config.model)}")
+    print(f"model {dataclasses.asdict(config.model)}; mirrored samples {config.data.augment}")
     print(f"optim {dataclasses.asdict(config.optim)}; precision {config.precision}")
     print(config.cycle.build())
     result = train(config, out / args.tag, progress=False, resume=False)

@@ -90,12 +90,18 @@ class DataConfig:
     cache : bool
         Hold each level's training samples in memory while its step runs (levels of more
         than 2 GiB of ν are always read batch by batch).
+    augment : bool
+        Mirror each training sample along each axis with probability ½, drawn afresh every
+        epoch: a mirrored ν is another problem of the same kind (the Dirichlet faces stay at
+        x = 0 and x = 1, a mirror along x only swaps which side of ν touches which face), and
+        the losses need no labels, so the network sees 2^d times as many distinct fields.
     """
 
     store: str = ""
     val_samples: int = 8
     train_samples: int | None = None
     cache: bool = True
+    augment: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.store, str | Path) or not str(self.store):

@@ -157,6 +157,16 @@ def _multigrid_loss(nu: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return 0.5 * (u - (u.detach() - c)).square().mean(dim=spatial).mean()
 
 
+def _mirror(nu: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
+    """``nu`` (B,) + (n,) * d with sample i reversed along every axis j where ``flips[i, j]``."""
+    return torch.stack(
+        [
+            torch.flip(sample, [int(j) for j in np.flatnonzero(f)]) if f.any() else sample
+            for sample, f in zip(nu, flips, strict=True)
+        ]
+    )
+
+
 class Trainer:
     """Train a :class:`~mgtoolkit.nn.UNet` over a multigrid schedule.
 
@@ -645,6 +655,9 @@ class Trainer:
         order = parallel.padded_order(rng.permutation(len(self.train_indices)), B)
         n_batches = len(order) // B
         mine = parallel.local_slice(B)
+        # Mirrors per position of the epoch's order, drawn for the global order so that they
+        # do not depend on the number of ranks (and a resumed epoch draws the same ones).
+        flips = rng.random((len(order), self.dim)) < 0.5 if self.config.data.augment else None
         lr = self._epoch_lr(k)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -660,6 +673,8 @@ class Trainer:
         for b in range(s["batch"], n_batches):
             t0 = time.perf_counter()
             nu = get(order[b * B : (b + 1) * B][mine]).to(self.device, non_blocking=True)
+            if flips is not None:
+                nu = _mirror(nu, flips[b * B : (b + 1) * B][mine])
             loss = self._train_batch(nu)
             dt = time.perf_counter() - t0
             s["batch"] = b + 1

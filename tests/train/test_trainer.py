@@ -85,15 +85,18 @@ def _assert_same(a, b, tol=1e-6):
 
 
 @pytest.mark.parametrize(
-    "where",
+    ("where", "augment"),
     [
-        {"type": "batch_end", "step": 1, "epoch": 1, "batch": 2},  # mid-epoch (timed checkpoint)
-        {"type": "step_start", "step": 2},  # right after a step-end checkpoint
+        # mid-epoch (timed checkpoint), with mirrored samples: the rest of the epoch draws the
+        # same mirrors
+        ({"type": "batch_end", "step": 1, "epoch": 1, "batch": 2}, True),
+        ({"type": "step_start", "step": 2}, False),  # right after a step-end checkpoint
     ],
 )
-def test_resume_equals_uninterrupted(store2d, tmp_path, where):
+def test_resume_equals_uninterrupted(store2d, tmp_path, where, augment):
     # checkpoint_minutes tiny: a timed checkpoint follows every batch, as after N minutes
-    cfg = small_config(store2d, checkpoint_minutes=1e-9)
+    data = DataConfig(store=str(store2d), val_samples=4, augment=augment)
+    cfg = small_config(store2d, checkpoint_minutes=1e-9, data=data)
     train(cfg, tmp_path / "full", progress=False)
 
     def stop(event):
@@ -310,3 +313,40 @@ def test_bf16_training_follows_the_float32_run_closely_and_validates_in_float32(
     assert first16 != first32  # ... and the forward pass did run in bfloat16
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         small_config(store2d_fem, precision="fp16")
+
+
+class RecordingTrainer(Trainer):
+    """Keeps every training batch of ν that reaches the loss."""
+
+    def loss(self, nu):
+        self.seen = [*getattr(self, "seen", []), nu.clone()]
+        return super().loss(nu)
+
+
+def test_augment_trains_on_mirrored_samples_drawn_per_epoch(store2d, tmp_path):
+    from mgtoolkit.data import LevelDataset
+
+    cfg = small_config(
+        store2d,
+        data=DataConfig(store=str(store2d), val_samples=4, augment=True),
+        cycle=CycleConfig(sequence=[1], max_epochs=2, patience=2),
+    )
+    trainer = RecordingTrainer(cfg, tmp_path / "run", progress=False)
+    trainer.run()
+    ds = LevelDataset(store2d, 1, variables=("nu",), indices=range(20))
+    stored = torch.stack([ds[i]["nu"] for i in range(20)])
+    mirrors = {(): stored, (1,): stored.flip(1), (2,): stored.flip(2), (1, 2): stored.flip(1, 2)}
+    used = set()
+    for nu in torch.cat(trainer.seen):  # 2 epochs × 3 batches × 8 (20 samples, padded)
+        hits = [
+            (axes, i) for axes, m in mirrors.items() for i in range(20) if torch.equal(m[i], nu)
+        ]
+        assert hits, "a training batch held a field that is no mirror of a training sample"
+        used.add(hits[0][0])
+    assert used == set(mirrors)  # no mirror, each single mirror and both appear
+    # without augment the samples reach the loss as stored
+    plain = RecordingTrainer(
+        small_config(store2d, cycle=cfg.cycle), tmp_path / "plain", progress=False
+    )
+    plain.run()
+    assert all(any(torch.equal(s, nu) for s in stored) for nu in torch.cat(plain.seen))
