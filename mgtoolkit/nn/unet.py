@@ -76,7 +76,9 @@ class UNetConfig:
         Cap on the channels of any block (default: none, filters double at every stage). Lets
         a deeper network see farther (each stage doubles the receptive field) without the
         cost of its widest stages: on a 128² field a 3-stage network sees about 100 cells,
-        less than the field, while the solution at a node depends on the whole field.
+        less than the field, while the solution at a node depends on the whole field. 2D
+        128², half-V, 60 epochs at 128² (``benchmarks/accuracy.py``): held-out relative L2
+        0.0181 with depth 3, 0.0145 with depth 5 and ``max_filters = 64``, at the same cost.
     """
 
     dim: int = 2

@@ -95,6 +95,8 @@ class DataConfig:
         epoch: a mirrored ν is another problem of the same kind (the Dirichlet faces stay at
         x = 0 and x = 1, a mirror along x only swaps which side of ν touches which face), and
         the losses need no labels, so the network sees 2^d times as many distinct fields.
+        2D 128², 256 training fields (``benchmarks/accuracy.py``): held-out relative L2
+        0.0112 → 0.0088, max abs error 0.088 → 0.055 (training error 0.0075 vs 0.0071).
     """
 
     store: str = ""
