@@ -33,7 +33,12 @@ def register(subparsers) -> None:
     )
     cc.add_argument("config", help="training config (its cycle section gives levels and rules)")
     cc.add_argument("--cycles", nargs="+", default=["half-V"], help="cycles (default half-V)")
-    cc.add_argument("--target", type=float, default=None, help="target value (or config's)")
+    cc.add_argument(
+        "--target",
+        type=_target,
+        default=None,
+        help="target value, or 'base': the value base's own run ends with (default: config's)",
+    )
     cc.add_argument(
         "--metric", choices=("energy_gap", "rel_l2"), default=None, help="target metric"
     )
@@ -55,6 +60,17 @@ def register(subparsers) -> None:
     add_scheduler_option(pr)
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(run=_predict)
+
+
+def _target(text: str) -> float | str:
+    if text == "base":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--target takes a number (e.g. 0.05) or 'base' (got {text!r})"
+        ) from None
 
 
 def _train(args: argparse.Namespace) -> int:

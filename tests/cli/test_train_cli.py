@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mgtoolkit.cli import main
 from mgtoolkit.data import LevelDataset
 from mgtoolkit.train import read_events
@@ -156,3 +158,9 @@ def test_compare_cycles_needs_u_fem_and_a_target(store2d, tmp_path, capsys):
     )
     assert code == 2
     assert "mgtoolkit fem solve" in capsys.readouterr().err
+    # "base" is a target too (base's own final value); anything else non-numeric is refused
+    code = main(["compare-cycles", str(cfg), "--target", "base", "--out", str(tmp_path / "c")])
+    assert code == 2 and "mgtoolkit fem solve" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare-cycles", str(cfg), "--target", "fast", "--out", str(tmp_path / "c")])
+    assert "a number (e.g. 0.05) or 'base'" in capsys.readouterr().err
