@@ -513,12 +513,29 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ValueError(f"{path}: {exc}") from None
 
 
+#: Trajectory settings added after the first release, each with the value that reproduces what
+#: a run did before the setting existed: a checkpoint written without the key resumes as if it
+#: held that value (settings whose default is None are left out of configs and need no entry).
+ADDED_SETTINGS = {
+    "optim.loss": "energy",
+    "optim.lr_schedule": "constant",
+    "optim.lr_factor": 0.5,
+    "optim.lr_patience": 2,
+    "optim.min_lr": 1e-5,
+    "data.augment": False,
+    "precision": "fp32",
+}
+
+
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Human-readable differences between two nested config dicts (``key: old → new``)."""
+    """Human-readable differences between two nested config dicts (``key: old → new``).
+
+    ``old`` is the checkpoint's: a key it lacks takes its :data:`ADDED_SETTINGS` value.
+    """
     out = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
         name = f"{prefix}{key}"
+        a, b = old.get(key, ADDED_SETTINGS.get(name, "<unset>")), new.get(key, "<unset>")
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, prefix=f"{name}.")
         elif a != b:

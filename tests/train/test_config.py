@@ -2,7 +2,8 @@
 
 import pytest
 
-from mgtoolkit.train import OptimConfig, TrainConfig, load_config
+from mgtoolkit.nn import UNetConfig
+from mgtoolkit.train import DataConfig, OptimConfig, TrainConfig, load_config
 
 GOOD = """
 seed = 1
@@ -106,3 +107,23 @@ def test_coarse_rule_fields_round_trip_and_reach_the_schedule(tmp_path):
     for bad, match in (({"epochs": 3}, "unknown rule field"), ([2], "table of rule fields")):
         with pytest.raises(ValueError, match=match):
             CycleConfig(coarse=bad)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_compares_as_what_it_did():
+    from mgtoolkit.train.config import config_differences
+
+    def trajectory(**kw):
+        return TrainConfig(
+            data=DataConfig(store="x.zarr"), model=UNetConfig(dim=2), **kw
+        ).trajectory_dict()
+
+    old = trajectory(optim=OptimConfig(lr_schedule="constant"))
+    del old["precision"], old["data"]["augment"], old["optim"]["lr_schedule"]
+    assert config_differences(old, trajectory(optim=OptimConfig(lr_schedule="constant"))) == []
+    # the absent keys stand for the former behaviour, not for today's defaults
+    assert config_differences(old, trajectory()) == [
+        "optim.lr_schedule: 'constant' in the checkpoint, 'plateau' now"
+    ]
+    assert config_differences(
+        old, trajectory(optim=OptimConfig(lr_schedule="constant"), precision="bf16")
+    ) == ["precision: 'fp32' in the checkpoint, 'bf16' now"]
