@@ -60,9 +60,10 @@ HEAP_SLACK = 1.2
 #: (the trainer's default, ``TrainConfig.heap_reuse``): freed activations stay in the heap, and
 #: the next step's tensors of other sizes do not all fit the holes. Measured over 3–12 Adam steps
 #: in fresh processes, in units of the activation estimate (it varies between identical runs):
-#: 1.1–1.2 (2D 1024², 4 filters, batch 1: the estimate is 11–21 % high), 1.2–1.4 (2D 256²,
-#: batch 8: 1–14 % high), 1.4–1.8 (3D 64³, batch 4, the paper's block: 9 % high to 17 % low).
-TRAIN_HEAP_SLACK = 1.4
+#: 1.1–1.2 (2D 1024², 4 filters, batch 1), 1.0–1.4 (2D 256², batch 8), 1.3–1.8 (3D 64³, batch 4,
+#: the paper's block). With 1.3 the estimate is 7–16 %, −6 to +14 % and 0 to −21 % off the
+#: measured peaks of these three.
+TRAIN_HEAP_SLACK = 1.3
 #: Fraction of a machine's memory a plan may fill by default (the OS and page cache need some).
 DEFAULT_FILL = 0.85
 
