@@ -48,6 +48,9 @@ def main() -> None:
         "--coarse-patience", type=int, default=None, help="early stopping on levels ≥ 2"
     )
     parser.add_argument("--coarse-max-epochs", type=int, default=None)
+    parser.add_argument(
+        "--warmup-epochs", type=float, default=0.0, help="rate warm-up of steps after the first"
+    )
     parser.add_argument("--coarse-min-rel-improvement", type=float, default=None)
     parser.add_argument(
         "--grow", action="store_true", help="adaptation = grow: fresh layers on each finer level"
@@ -131,7 +134,11 @@ def main() -> None:
                 coarse=coarse or None,
             ),
             optim=OptimConfig(
-                batch_size=args.batch, lr=args.lr, lr_schedule=args.lr_schedule, loss=args.loss
+                batch_size=args.batch,
+                lr=args.lr,
+                lr_schedule=args.lr_schedule,
+                loss=args.loss,
+                warmup_epochs=args.warmup_epochs,
             ),
             validate_every=1,
             channels_last=True,

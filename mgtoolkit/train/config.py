@@ -270,6 +270,11 @@ class OptimConfig:
         Epochs without improvement before a decay (≥ 1).
     min_lr : float
         Floor of the decayed rate (> 0).
+    warmup_epochs : float
+        Every step after the first starts its rate at zero and raises it linearly, batch by
+        batch, to the schedule's rate over this many epochs (≥ 0; 0 = off). A fresh Adam at
+        the full rate on a new level first undoes part of what the previous level learned
+        (2D 128² half-V: finest-level error 0.187 → 0.242 in the first epoch).
     """
 
     name: str = "adam"
@@ -282,6 +287,7 @@ class OptimConfig:
     lr_factor: float = 0.5
     lr_patience: int = 2
     min_lr: float = 1e-5
+    warmup_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in ("adam", "lbfgs"):
@@ -302,6 +308,9 @@ class OptimConfig:
             raise ValueError(f"optim.lr_factor must be a number in (0, 1), e.g. 0.5 (got {f!r})")
         _positive_int("optim", "lr_patience", self.lr_patience)
         _positive_float("optim", "min_lr", self.min_lr)
+        w = self.warmup_epochs
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
+            raise ValueError(f"optim.warmup_epochs must be a number ≥ 0 (got {w!r})")
 
     def step_lr(self, losses, *, min_rel_improvement: float, max_epochs: int = 1) -> float:
         """The learning rate for the next epoch of a step whose epoch losses are ``losses``.
@@ -333,6 +342,12 @@ class OptimConfig:
                 if bad >= self.lr_patience:
                     lr, bad = max(lr * self.lr_factor, self.min_lr), 0
         return lr
+
+    def warmup(self, step: int, batches_done: float, batches_per_epoch: int) -> float:
+        """Factor (0, 1] on the rate of a step's next batch, after ``batches_done`` batches."""
+        if step == 0 or self.warmup_epochs == 0:
+            return 1.0
+        return min(1.0, (batches_done + 1) / (self.warmup_epochs * batches_per_epoch))
 
 
 #: Top-level keys that do not change the training trajectory (free to change on resume).
@@ -522,6 +537,7 @@ ADDED_SETTINGS = {
     "optim.lr_factor": 0.5,
     "optim.lr_patience": 2,
     "optim.min_lr": 1e-5,
+    "optim.warmup_epochs": 0.0,
     "data.augment": False,
     "precision": "fp32",
 }

@@ -659,8 +659,6 @@ class Trainer:
         # do not depend on the number of ranks (and a resumed epoch draws the same ones).
         flips = rng.random((len(order), self.dim)) < 0.5 if self.config.data.augment else None
         lr = self._epoch_lr(k)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         if s["batch"] == 0:
             # Batch-norm running statistics (a plain average, momentum=None) restart every
             # epoch: averaged over a whole step they would mix in the activations of the
@@ -672,6 +670,9 @@ class Trainer:
             self.log.emit("epoch_start", step=k, level=level, epoch=epoch, lr=lr)
         for b in range(s["batch"], n_batches):
             t0 = time.perf_counter()
+            warm = self.config.optim.warmup(k, epoch * n_batches + b, n_batches)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * warm
             nu = get(order[b * B : (b + 1) * B][mine]).to(self.device, non_blocking=True)
             if flips is not None:
                 nu = _mirror(nu, flips[b * B : (b + 1) * B][mine])

@@ -127,3 +127,22 @@ def test_a_checkpoint_from_before_a_setting_existed_compares_as_what_it_did():
     assert config_differences(
         old, trajectory(optim=OptimConfig(lr_schedule="constant"), precision="bf16")
     ) == ["precision: 'fp32' in the checkpoint, 'bf16' now"]
+
+
+def test_warmup_raises_the_rate_of_later_steps_batch_by_batch():
+    o = OptimConfig(warmup_epochs=2)
+    assert o.warmup(0, 0, 4) == 1.0  # the first step starts at the full rate
+    assert [o.warmup(1, b, 4) for b in range(9)] == [
+        1 / 8,
+        2 / 8,
+        3 / 8,
+        4 / 8,
+        5 / 8,
+        6 / 8,
+        7 / 8,
+        1.0,
+        1.0,
+    ]
+    assert OptimConfig().warmup(3, 0, 4) == 1.0  # off by default
+    with pytest.raises(ValueError, match="warmup_epochs must be a number ≥ 0"):
+        OptimConfig(warmup_epochs=-1)

@@ -350,3 +350,23 @@ def test_augment_trains_on_mirrored_samples_drawn_per_epoch(store2d, tmp_path):
     )
     plain.run()
     assert all(any(torch.equal(s, nu) for s in stored) for nu in torch.cat(plain.seen))
+
+
+def test_warmup_leaves_the_first_step_and_slows_the_start_of_later_ones(store2d, tmp_path):
+    plain = small_config(store2d)
+    warm = small_config(store2d, optim=OptimConfig(batch_size=8, lr=3e-3, warmup_epochs=1))
+    train(plain, tmp_path / "plain", progress=False)
+    train(warm, tmp_path / "warm", progress=False)
+    first = "step-001.pt"
+    _assert_same(_state(tmp_path / "plain", first), _state(tmp_path / "warm", first), tol=0)
+    after_plain, after_warm = (
+        _state(tmp_path / "plain", "step-002.pt"),
+        _state(tmp_path / "warm", "step-002.pt"),
+    )
+    start = _state(tmp_path / "plain", first)["model"]
+    # the second step moved the weights less from where the first left them
+    moved = [
+        sum(float((s[k] - start[k]).norm()) for k in start if start[k].is_floating_point())
+        for s in (after_plain["model"], after_warm["model"])
+    ]
+    assert moved[1] < 0.9 * moved[0], moved
