@@ -61,7 +61,9 @@ def _steps(
 
     Without a process group (p = 1) every ``parallel`` call is the serial no-op, exactly as in
     the single-process trainer. ``communicate=False``: the ranks only start together, then
-    each runs the serial step on its own (the bound).
+    each runs the serial step on its own (the bound). The loop keeps freed memory in the heap,
+    as the trainer does by default (``TrainConfig.heap_reuse``): otherwise every step's large
+    activations are freshly mapped and zeroed by the kernel, a cost the ranks share.
     """
     import statistics
 
@@ -69,6 +71,7 @@ def _steps(
 
     from mgtoolkit.fem import energy
     from mgtoolkit.nn import UNet, UNetConfig
+    from mgtoolkit.nn.memory import heap_reuse
     from mgtoolkit.train import parallel
 
     rank, _ = parallel.world()
@@ -85,22 +88,23 @@ def _steps(
     parallel.all_reduce_sum(torch.zeros(1))  # start together
     times: dict[str, list[float]] = {"step": [], "compute": [], "allreduce": []}
     params = list(net.parameters())
-    for k in range(warmup + steps):
-        if communicate:
-            parallel.all_reduce_sum(torch.zeros(1))  # start each step together
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        energy(nu, net(nu)).mean().backward()
-        t1 = time.perf_counter()
-        if communicate:
-            parallel.average_gradients(params)
-        t2 = time.perf_counter()
-        opt.step()
-        t3 = time.perf_counter()
-        if k >= warmup:
-            times["step"].append(t3 - t0)
-            times["compute"].append((t1 - t0) + (t3 - t2))
-            times["allreduce"].append(t2 - t1)
+    with heap_reuse():
+        for k in range(warmup + steps):
+            if communicate:
+                parallel.all_reduce_sum(torch.zeros(1))  # start each step together
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            energy(nu, net(nu)).mean().backward()
+            t1 = time.perf_counter()
+            if communicate:
+                parallel.average_gradients(params)
+            t2 = time.perf_counter()
+            opt.step()
+            t3 = time.perf_counter()
+            if k >= warmup:
+                times["step"].append(t3 - t0)
+                times["compute"].append((t1 - t0) + (t3 - t2))
+                times["allreduce"].append(t2 - t1)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
