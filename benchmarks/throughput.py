@@ -92,12 +92,12 @@ def forward_flops(model, nu) -> float:
 
 def step_time(model, nu, steps: int, precision: str) -> float:
     """Median seconds of one training step (after two warm-up steps)."""
-    import torch
 
     from mgtoolkit.fem import energy
     from mgtoolkit.nn.memory import autocast
+    from mgtoolkit.train.trainer import adam
 
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = adam(model.parameters(), lr=1e-4)
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()

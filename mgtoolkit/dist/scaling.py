@@ -73,6 +73,7 @@ def _steps(
     from mgtoolkit.nn import UNet, UNetConfig
     from mgtoolkit.nn.memory import heap_reuse
     from mgtoolkit.train import parallel
+    from mgtoolkit.train.trainer import adam
 
     rank, _ = parallel.world()
     cfg = UNetConfig(**model)
@@ -81,7 +82,7 @@ def _steps(
     if communicate:
         net = parallel.convert_sync_batchnorm(net)
         parallel.broadcast_module(net)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1 + rank)
     # Timing does not depend on the values: a log-normal field with ν > 0 suffices.
     nu = torch.exp(torch.randn((local_batch,) + (n,) * cfg.dim, generator=gen))

@@ -47,7 +47,7 @@ from mgtoolkit.train import parallel
 from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
 from mgtoolkit.train.events import EventLog, Listener
 
-__all__ = ["STOP_FILE", "RunResult", "Trainer", "request_stop", "train"]
+__all__ = ["STOP_FILE", "RunResult", "Trainer", "adam", "request_stop", "train"]
 
 #: A file of this name in the run directory asks a running trainer to stop after its batch.
 STOP_FILE = "STOP"
@@ -58,6 +58,18 @@ CHECKPOINT_FORMAT = 1
 CACHE_BYTES = 2 * 2**30
 #: Samples used to set the input scale of log ν.
 SCALE_SAMPLES = 64
+
+
+def adam(params, *, lr: float) -> torch.optim.Adam:
+    """The trainer's Adam: torch's fused kernel, one pass over every parameter per step.
+
+    On CPU torch otherwise loops over the parameter tensors with ~10 small operations each,
+    which costs more than the arithmetic on small levels (2D paper U-Net: 6.4 vs 0.9 ms per
+    step, against a 16² forward and backward of ~15 ms at batch 16). ``params``: tensors or
+    parameter groups, as for ``torch.optim.Adam``. The flag travels with the optimizer's
+    state dict, so a checkpoint written without it resumes as it ran.
+    """
+    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 @dataclass
@@ -305,7 +317,7 @@ class Trainer:
         o = self.config.optim
         groups = self._param_groups()
         if o.name == "adam":
-            return torch.optim.Adam([{"params": g} for g in groups], lr=o.lr)
+            return adam([{"params": g} for g in groups], lr=o.lr)
         # L-BFGS has a single parameter group; after growth it is rebuilt over all parameters.
         return torch.optim.LBFGS(
             [p for g in groups for p in g],
