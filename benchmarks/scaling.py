@@ -11,11 +11,11 @@ step started together (no communication at all): what the machine's cores allow.
 
 Run on a quiet machine (it saturates the cores):
 
-    .venv/bin/python benchmarks/scaling.py
-    .venv/bin/python benchmarks/scaling.py --batch 16 --no-mpi
+    .venv/bin/python benchmarks/scaling.py          # 2D 64², global batch 64 (the paper's)
+    .venv/bin/python benchmarks/scaling.py --batch 8 --no-mpi
     .venv/bin/python benchmarks/scaling.py --n 128 --batch 16 --no-mpi
-    .venv/bin/python benchmarks/scaling.py --dim 3 --n 32 --batch 4 --no-mpi
-    .venv/bin/python benchmarks/scaling.py --norm none --no-mpi
+    .venv/bin/python benchmarks/scaling.py --dim 3 --n 32 --batch 8 --steps 6 --no-mpi
+    .venv/bin/python benchmarks/scaling.py --norm none --batch 8 --no-mpi
 
 The load average is printed before and after: figures are only meaningful when both are low.
 """
@@ -78,7 +78,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=2)
     parser.add_argument("--n", type=int, default=64, help="cells per side (64)")
-    parser.add_argument("--batch", type=int, default=8, help="strong: global batch (8)")
+    parser.add_argument(
+        "--batch", type=int, default=64, help="strong: global batch (64, the paper's and trainer's)"
+    )
     parser.add_argument(
         "--norm", default="batch", help="U-Net normalization (batch: synchronized over ranks)"
     )
