@@ -63,6 +63,7 @@ def main() -> None:
     )
     parser.add_argument("--norm", default="none", help="U-Net normalization (paper: batch)")
     parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--max-filters", type=int, default=None, help="UNetConfig.max_filters")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default="runs/bench-cycles")
     args = parser.parse_args()
@@ -124,7 +125,7 @@ def main() -> None:
         )
         config = TrainConfig(
             data=DataConfig(store=str(store), val_samples=args.val),
-            model=UNetConfig(dim=2, norm=args.norm, depth=args.depth),
+            model=UNetConfig(dim=2, norm=args.norm, depth=args.depth, max_filters=args.max_filters),
             cycle=CycleConfig(
                 levels=args.levels,
                 epochs=args.epochs,
