@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--norm", default="none", help="U-Net normalization (paper: batch)")
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--max-filters", type=int, default=None, help="UNetConfig.max_filters")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fields and the weights")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default="runs/bench-cycles")
     args = parser.parse_args()
@@ -99,7 +100,8 @@ def main() -> None:
         f"target {args.metric} ≤ {'the value base ends with' if target == 'base' else target}"
     )
     for n in args.resolutions:
-        store = out / f"kl2d-{n}-L{args.levels}-s{args.samples}.zarr"
+        seeded = f"-seed{args.seed}" if args.seed else ""
+        store = out / f"kl2d-{n}-L{args.levels}-s{args.samples}{seeded}.zarr"
         t0 = time.perf_counter()
         if not (store.exists() and completed(store, 1, "u_fem").all()):
             with (
@@ -112,7 +114,7 @@ def main() -> None:
                     resolution=n,
                     levels=args.levels,
                     samples=args.samples,
-                    seed=0,
+                    seed=args.seed,
                     client=client,
                     progress=False,
                 )
@@ -144,6 +146,7 @@ def main() -> None:
             validate_every=1,
             channels_last=True,
             adaptation="grow" if args.grow else "none",
+            seed=args.seed,
         )
         comp = compare_cycles(
             config,
