@@ -21,7 +21,11 @@ def register(subparsers) -> None:
     sc.add_argument("--n", type=int, default=64, help="cells per side (default 64)")
     sc.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="world sizes (1 2)")
     sc.add_argument(
-        "--batch", type=int, default=8, help="strong: global batch; weak: batch per rank (8)"
+        "--batch",
+        type=int,
+        default=None,
+        help="strong: global batch; weak: batch per rank (default: the config's "
+        "optim.batch_size, else 8)",
     )
     sc.add_argument("--steps", type=int, default=10, help="timed steps per run (10)")
     sc.add_argument("--warmup", type=int, default=2, help="untimed steps per run (2)")
@@ -40,10 +44,14 @@ def _scaling(args: argparse.Namespace) -> int:
     from mgtoolkit.dist.scaling import format_table, measure, plot
 
     model: dict = {}
+    batch = 8 if args.batch is None else args.batch
     if args.config:
         from mgtoolkit.train import load_config
 
-        model = load_config(args.config).model.to_dict()
+        config = load_config(args.config)
+        model = config.model.to_dict()
+        if args.batch is None:
+            batch = config.optim.batch_size
     if args.dim is not None:
         model["dim"] = args.dim
     if any(p < 1 for p in args.ranks):
@@ -53,7 +61,7 @@ def _scaling(args: argparse.Namespace) -> int:
         model=model,
         n=args.n,
         ranks=tuple(args.ranks),
-        batch=args.batch,
+        batch=batch,
         steps=args.steps,
         warmup=args.warmup,
         modes=modes,

@@ -39,3 +39,26 @@ def test_scaling_refuses_a_batch_the_ranks_do_not_divide(capsys):
     assert main(["scaling", "--ranks", "1", "3", "--batch", "8", "--out", "unused"]) == 2
     err = capsys.readouterr().err
     assert "global batch 8 over 3 ranks" in err and "divides" in err
+
+
+def test_scaling_takes_the_batch_from_a_config(tmp_path):
+    """Without --batch the config's global batch is the one split over the ranks."""
+    from mgtoolkit.nn import UNetConfig
+    from mgtoolkit.train import DataConfig, OptimConfig, TrainConfig, to_toml
+
+    cfg = TrainConfig(
+        data=DataConfig(store=str(tmp_path / "unused.zarr")),
+        model=UNetConfig(dim=2, depth=2, base_filters=4),
+        optim=OptimConfig(batch_size=6),
+    )
+    (tmp_path / "cfg.toml").write_text(to_toml(cfg))
+    out = tmp_path / "scaling"
+    argv = ["scaling", "--config", str(tmp_path / "cfg.toml"), "--n", "16", "--ranks", "1", "2"]
+    assert (
+        main([*argv, "--mode", "strong", "--steps", "1", "--warmup", "1", "--out", str(out)]) == 0
+    )
+    rows = list(csv.DictReader(open(out / "scaling.csv")))
+    assert [(r["ranks"], r["global_batch"], r["local_batch"]) for r in rows] == [
+        ("1", "6", "6"),
+        ("2", "6", "3"),
+    ]
