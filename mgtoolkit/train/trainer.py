@@ -64,7 +64,7 @@ def adam(params, *, lr: float) -> torch.optim.Adam:
     """The trainer's Adam: torch's fused kernel, one pass over every parameter per step.
 
     On CPU torch otherwise loops over the parameter tensors with ~10 small operations each:
-    1.48 vs 0.34 ms per step for the 2D paper U-Net (2 threads), against ~13 ms for a whole
+    1.48 vs 0.34 ms per step for the default 2D U-Net (2 threads), against ~13 ms for a whole
     16² training step at batch 16 — a step every rank repeats. ``params``: tensors or
     parameter groups, as for ``torch.optim.Adam``. The flag travels with the optimizer's
     state dict, so a checkpoint written without it resumes as it ran.
