@@ -1,4 +1,4 @@
-"""Time to the same accuracy: base (finest level only) vs half-V, V, W, F cycles, in 2D.
+"""Time to the same accuracy: base (finest level only) vs half-V, V, W, F cycles, 2D or 3D.
 
 For each resolution: generate a KL store with ``--levels`` levels, FEM-solve level 1 (u_fem),
 then :func:`mgtoolkit.train.compare_cycles` trains base and every cycle from the same initial
@@ -10,9 +10,10 @@ give the early-stopping steps on coarser levels a rule of their own.
 
 It prints the table (time to target, speed-up over base, final loss, error vs FEM, share of
 training time per level), the half-V speed-up next to the issue's target (≥ 3× at 256²; the
-paper: 2.02× at 256², 1.94× at 512²), and the held-out accuracy of every run next to the
-accuracy targets (mean relative L2 ≤ 1 %, max abs ≤ 0.02 at 128²) and next to the linear
-profile u = 1 − x (what a network that learned nothing of ν would predict).
+paper: 2.02× at 256², 1.94× at 512²; in 3D ≥ 6× at 64³, the paper 6.04× at 128³), and the
+held-out accuracy of every run next to the accuracy targets (mean relative L2 ≤ 1 %, max abs
+≤ 0.02 at 128²) and next to the linear profile u = 1 − x (what a network that learned nothing
+of ν would predict).
 
 Heavy; time it on a quiet machine and keep it to minutes. A later run with the same ``--out``
 and settings resumes the finished runs instead of retraining them, so cycles can be timed in
@@ -32,6 +33,7 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dim", type=int, default=2, choices=(2, 3))
     parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--levels", type=int, default=4)
     parser.add_argument("--samples", type=int, default=40, help="store samples (incl. held out)")
@@ -101,7 +103,7 @@ def main() -> None:
     )
     for n in args.resolutions:
         seeded = f"-seed{args.seed}" if args.seed else ""
-        store = out / f"kl2d-{n}-L{args.levels}-s{args.samples}{seeded}.zarr"
+        store = out / f"kl{args.dim}d-{n}-L{args.levels}-s{args.samples}{seeded}.zarr"
         t0 = time.perf_counter()
         if not (store.exists() and completed(store, 1, "u_fem").all()):
             with (
@@ -110,7 +112,7 @@ def main() -> None:
             ):
                 generate(
                     store,
-                    dim=2,
+                    dim=args.dim,
                     resolution=n,
                     levels=args.levels,
                     samples=args.samples,
@@ -122,12 +124,15 @@ def main() -> None:
                     store, FemSolveFn(), level=1, name="u_fem", client=client, progress=False
                 )
         print(
-            f"\n== 2D {n}², levels {args.levels}, {args.samples - args.val} training / "
+            f"\n== {args.dim}D {n}^{args.dim}, levels {args.levels}, "
+            f"{args.samples - args.val} training / "
             f"{args.val} held-out samples (store + FEM {time.perf_counter() - t0:.0f} s)"
         )
         config = TrainConfig(
             data=DataConfig(store=str(store), val_samples=args.val),
-            model=UNetConfig(dim=2, norm=args.norm, depth=args.depth, max_filters=args.max_filters),
+            model=UNetConfig(
+                dim=args.dim, norm=args.norm, depth=args.depth, max_filters=args.max_filters
+            ),
             cycle=CycleConfig(
                 levels=args.levels,
                 epochs=args.epochs,
@@ -167,8 +172,8 @@ def main() -> None:
             else:
                 s = f"{half_v['speedup']:.2f}×"
             print(
-                f"half-V speed-up over base at {n}²: {s} (issue target ≥ 3× at 256²; "
-                f"paper 2.02× at 256²)"
+                f"half-V speed-up over base at {n}^{args.dim}: {s} (issue target ≥ 3× at "
+                f"256², ≥ 6× at 64³; paper 2.02× at 256², 6.04× at 128³)"
             )
         print(
             "held-out accuracy at the end of each run (targets: mean rel L2 ≤ 0.01, "
