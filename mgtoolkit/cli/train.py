@@ -57,6 +57,12 @@ def register(subparsers) -> None:
     pr.add_argument("--level", type=int, default=1, help="level (default 1, the finest)")
     pr.add_argument("--name", default="u_pred", help="node field name (default u_pred)")
     pr.add_argument("--metrics", default=None, help="CSV file for the per-sample metrics")
+    pr.add_argument(
+        "--mirror-average",
+        action="store_true",
+        help="average the network over each field's 2^d mirror images (exactly symmetric, "
+        "more accurate, 2^d times the cost)",
+    )
     add_scheduler_option(pr)
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(run=_predict)
@@ -127,6 +133,7 @@ def _predict(args: argparse.Namespace) -> int:
             client=client,
             progress=not args.no_progress,
             metrics_csv=args.metrics,
+            mirror_average=args.mirror_average,
         )
     if rows and "rel_l2" in rows[0]:
         print(f"{'sample':>7} {'rel L2':>9} {'max abs':>9} {'energy gap':>11}")

@@ -10,6 +10,8 @@ norm in eval mode is pointwise. The one global quantity, the per-sample mean of 
 :meth:`~mgtoolkit.nn.UNet.inputs` subtracts, is computed once over the whole volume and passed
 to every tile, and the x-coordinate channel uses global cell positions. Instance and group
 normalization use statistics of the whole field and cannot be tiled exactly: they are refused.
+A network with ``mirror_average`` runs the tiles of every mirror image of a field (read through
+a reversed view, box by box) and averages the images mapped back, as untiled inference does.
 """
 
 from __future__ import annotations
@@ -66,6 +68,24 @@ def log_nu_mean(nu) -> float:
         total += float(np.log(block).sum())
         count += block.size
     return total / count
+
+
+class _Reversed:
+    """Read-only view of a field reversed along ``axes``: reads only the box asked for."""
+
+    def __init__(self, array, axes: tuple[int, ...]) -> None:
+        self.array, self.axes, self.shape = array, axes, tuple(array.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key += (slice(None),) * (len(self.shape) - len(key))
+        box = []
+        for axis, (k, size) in enumerate(zip(key, self.shape, strict=True)):
+            start, stop, step = k.indices(size)
+            if step != 1:
+                raise IndexError("a reversed view is read in boxes of unit step only")
+            box.append(slice(size - stop, size - start) if axis in self.axes else k)
+        return np.ascontiguousarray(np.flip(np.asarray(self.array[tuple(box)]), self.axes))
 
 
 def _check_tileable(model) -> None:
@@ -179,11 +199,20 @@ class TiledPredictor:
             with torch.inference_mode():
                 x = torch.as_tensor(np.asarray(nu), dtype=self.model.log_nu_scale.dtype)
                 return self.model(x[None])[0].float().numpy()
-        mean = log_nu_mean(nu)
-        out = np.empty((n + 1,) * dim, dtype=np.float32)
-        for t in self.tile_list(n, dim):
-            out[t.node_slices] = self.predict_tile(nu, t, n=n, mean=mean)
-        return out
+        from mgtoolkit.nn import mirror_back, mirrors
+
+        mean = log_nu_mean(nu)  # the same for every mirror image
+        images = mirrors(dim) if self.model.mirror_average else [()]
+        total = None
+        for axes in images:
+            source = _Reversed(nu, axes) if axes else nu
+            u = np.empty((n + 1,) * dim, dtype=np.float32)
+            for t in self.tile_list(n, dim):
+                u[t.node_slices] = self.predict_tile(source, t, n=n, mean=mean)
+            if axes:
+                u = mirror_back(torch.from_numpy(u)[None], axes, dim=dim)[0].numpy()
+            total = u if total is None else total + u
+        return total / len(images) if len(images) > 1 else total
 
 
 def predict_tiled(model, nu, *, tile: int | tuple[int, ...] | None = None) -> np.ndarray:
@@ -347,6 +376,12 @@ def predict_store(
         fn = TiledPredictor(model, tile=tile, threads=1)
         map_samples(path, fn, level=level, name=name, client=client, progress=progress)
         return Path(path)
+    if model.mirror_average:
+        raise ValueError(
+            f"mirror averaging is not available for spatially chunked samples ({n}^{dim} "
+            "cells, written slab by slab across workers); set model.mirror_average = False, "
+            "or predict each sample in memory with predict_tiled(model, nu)"
+        )
     todo = np.flatnonzero(~completed(path, level, name))
     if not todo.size:
         return Path(path)

@@ -28,6 +28,12 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
   Every layer here (batch norm, pooling, transposed conv, concatenation, replicate padding)
   keeps the layout, so nothing is converted between layers. The numbers are the same up to
   float rounding; the weights stay in their usual layout, so ``state_dict`` is unchanged.
+- **Mirror averaging** (optional, at inference): the problem is symmetric under reversing any
+  axis — reversing y (or z) reverses u, and reversing x, which swaps the Dirichlet faces, maps
+  u to 1 − u reversed. A network is only approximately so. With ``mirror_average`` the output
+  is the mean of the network over those 2^d mirror images, mapped back: exactly symmetric, at
+  2^d times the cost. Its errors partly cancel: 2D 128², the accuracy row of the README's
+  performance table, held-out max abs error 0.055 → 0.028, relative L2 0.0088 → 0.0059.
 - **Growth** (architectural adaptation, paper §4.1.2): :meth:`UNet.grow` adds a pair of fresh
   residual blocks at full resolution (after the first encoder block and before the head), their
   last conv zero-initialised, so the network's function is unchanged at the moment of growth and
@@ -42,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "NORMS", "UNet", "UNetConfig"]
+__all__ = ["ACTIVATIONS", "NORMS", "UNet", "UNetConfig", "mirror_back", "mirror_mean", "mirrors"]
 
 #: Normalization layers by name (``none`` = identity).
 NORMS = ("batch", "instance", "group", "none")
@@ -116,6 +122,42 @@ class UNetConfig:
     def to_dict(self) -> dict:
         """Plain dict of the fields (for config files and checkpoints)."""
         return asdict(self)
+
+
+def mirrors(dim: int) -> list[tuple[int, ...]]:
+    """The 2^d mirror images of a field, each as the tuple of its reversed axes.
+
+    Axes are the field's own (0 .. dim − 1, no batch axis); ``dim − 1`` is x, the axis whose
+    reversal swaps the Dirichlet faces. The first image, ``()``, is the field itself.
+    """
+    return [tuple(a for a in range(dim) if (k >> a) & 1) for k in range(2**dim)]
+
+
+def mirror_mean(fn, nu: torch.Tensor, *, dim: int) -> torch.Tensor:
+    """Mean of a solver ``fn`` over the mirror images of ``nu``, each mapped back.
+
+    ``fn`` maps ν ``(B,) + (n,) * dim`` on cells to u ``(B,) + (n + 1,) * dim`` on nodes. For
+    reversed axes ``a``, the image's solution mapped back is ``reverse_a(fn(reverse_a ν))``,
+    and ``1 −`` that when x is among ``a``. The exact solution is its own image under every
+    one of these maps, so the mean is exactly symmetric and the Dirichlet values stay exact
+    (a mean of ones is one). One image at a time: memory as for a single call.
+    """
+    total = None
+    for axes in mirrors(dim):
+        flip = [1 + a for a in axes]
+        u = mirror_back(fn(torch.flip(nu, flip)), axes, dim=dim) if axes else fn(nu)
+        total = u if total is None else total + u
+    return total / 2**dim
+
+
+def mirror_back(u: torch.Tensor, axes: tuple[int, ...], *, dim: int) -> torch.Tensor:
+    """u ``(B,) + (n + 1,) * dim`` of the mirror image ``axes`` mapped back to the field itself.
+
+    Reverses ``axes`` (the field's own axes, see :func:`mirrors`) and, when x is among them,
+    takes ``1 − u`` (reversing x swaps the Dirichlet faces u = 1 and u = 0).
+    """
+    u = torch.flip(u, [1 + a for a in axes])
+    return 1.0 - u if dim - 1 in axes else u
 
 
 def _norm(kind: str, channels: int, dim: int) -> nn.Module:
@@ -192,6 +234,10 @@ class UNet(nn.Module):
         measured (module notes), the framework's default layout on other devices (GPUs: not
         measured yet). Not part of the architecture: the attribute of the same name may be
         changed at any time.
+    mirror_average : bool
+        Return the mean over the 2^d mirror images (module notes): exactly symmetric, 2^d
+        times the cost. Like ``channels_last``, an attribute that may be changed at any time
+        and is not saved with the weights.
 
     Input ``nu``: float tensor ``(B,) + (n,) * dim`` on cells, ν > 0.
     Output ``u``: float tensor ``(B,) + (n + 1,) * dim`` on nodes, in [0, 1], with
@@ -200,10 +246,16 @@ class UNet(nn.Module):
     """
 
     def __init__(
-        self, config: UNetConfig | None = None, *, channels_last: bool | None = None, **kwargs
+        self,
+        config: UNetConfig | None = None,
+        *,
+        channels_last: bool | None = None,
+        mirror_average: bool = False,
+        **kwargs,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
+        self.mirror_average = mirror_average
         if config is None:
             config = UNetConfig(**kwargs)
         elif kwargs:
@@ -280,6 +332,11 @@ class UNet(nn.Module):
         return torch.stack(channels, dim=1)
 
     def forward(self, nu: torch.Tensor) -> torch.Tensor:
+        if self.mirror_average:
+            return mirror_mean(self._forward, nu, dim=self.config.dim)
+        return self._forward(nu)
+
+    def _forward(self, nu: torch.Tensor) -> torch.Tensor:
         from mgtoolkit.fem import impose_dirichlet
 
         cfg = self.config

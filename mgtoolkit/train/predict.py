@@ -26,10 +26,14 @@ def _checkpoint_path(source: str | Path) -> Path:
     return path
 
 
-def load_model(source: str | Path, *, device: str | torch.device = "cpu") -> UNet:
+def load_model(
+    source: str | Path, *, device: str | torch.device = "cpu", mirror_average: bool = False
+) -> UNet:
     """The trained network of a run directory (its latest checkpoint) or a checkpoint file.
 
-    Returns the :class:`~mgtoolkit.nn.UNet` in eval mode on ``device``.
+    Returns the :class:`~mgtoolkit.nn.UNet` in eval mode on ``device``; with
+    ``mirror_average`` it predicts the mean over the field's mirror images (see
+    :class:`~mgtoolkit.nn.UNet`: exactly symmetric, 2^d times the cost).
     """
     path = _checkpoint_path(source)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -39,6 +43,7 @@ def load_model(source: str | Path, *, device: str | torch.device = "cpu") -> UNe
     for _ in range(ckpt["growth"]):
         model.grow()
     model.load_state_dict(ckpt["model"])
+    model.mirror_average = mirror_average
     return model.to(device).eval()
 
 
@@ -53,17 +58,18 @@ class PredictFn:
     growth: int
     state: dict
     threads: int = 1
+    mirror_average: bool = False
 
     @classmethod
     def from_model(cls, model: UNet, *, threads: int = 1) -> PredictFn:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        return cls(model.config.to_dict(), model.growth, state, threads)
+        return cls(model.config.to_dict(), model.growth, state, threads, model.mirror_average)
 
     def __call__(self, nu: np.ndarray) -> np.ndarray:
         net = getattr(self, "_net", None)
         if net is None:
             torch.set_num_threads(self.threads)
-            net = UNet(UNetConfig(**self.model_config))
+            net = UNet(UNetConfig(**self.model_config), mirror_average=self.mirror_average)
             for _ in range(self.growth):
                 net.grow()
             net.load_state_dict(self.state)
@@ -102,6 +108,7 @@ def predict(
     client=None,
     progress: bool = True,
     metrics_csv: str | Path | None = None,
+    mirror_average: bool | None = None,
 ) -> list[dict]:
     """Write the network's prediction as node field ``name`` at ``level`` and score it.
 
@@ -120,6 +127,9 @@ def predict(
         Where to run (default: an embedded LocalCluster).
     metrics_csv : path-like, optional
         Also write the per-sample metrics there.
+    mirror_average : bool, optional
+        Predict the mean over each field's mirror images (:class:`~mgtoolkit.nn.UNet`;
+        2^d times the cost). Default: the network's own setting (off when loaded from a run).
 
     Returns
     -------
@@ -130,9 +140,12 @@ def predict(
     from mgtoolkit.data import LevelDataset, completed, map_samples
 
     model = source if isinstance(source, UNet) else load_model(source)
+    fn = PredictFn.from_model(model)
+    if mirror_average is not None:
+        fn.mirror_average = mirror_average
     map_samples(
         store,
-        PredictFn.from_model(model),
+        fn,
         level=level,
         name=name,
         client=client,

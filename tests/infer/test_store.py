@@ -76,3 +76,7 @@ def test_store_bad_input(store, dask_client):
         predict_store(store, make_net(dim=2, dtype=torch.float32), client=dask_client)
     with pytest.raises(ValueError, match="level must be"):
         predict_store(store, make_net(dtype=torch.float32), level=3, client=dask_client)
+    mirrored = make_net(dtype=torch.float32)
+    mirrored.mirror_average = True
+    with pytest.raises(ValueError, match="mirror averaging is not available"):
+        predict_store(store, mirrored, client=dask_client)

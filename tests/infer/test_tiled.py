@@ -113,3 +113,18 @@ def test_coarse_grid_below_downsampling_runs_untiled():
     net = make_net(dim=2, depth=3, dtype=torch.float32)
     nu = _field((4, 4))
     np.testing.assert_allclose(predict_tiled(net, nu, tile=3), _untiled(net, nu), atol=1e-7)
+
+
+@pytest.mark.parametrize(("dim", "n", "tile"), [(2, 64, 23), (3, 16, 9)])
+def test_mirror_averaged_tiles_equal_the_mirror_averaged_network(dim, n, tile):
+    net = make_net(dim=dim, depth=2, convs_per_block=1)
+    net.mirror_average = True
+    nu = _field((n,) * dim, seed=2).astype(np.float64)
+    assert len(tiles(net.config, n=n, dim=dim, tile=tile)) > 1
+    u = predict_tiled(net, nu, tile=tile)
+    with torch.no_grad():
+        ref = net(torch.as_tensor(nu)[None])[0].numpy()
+        net.mirror_average = False
+        plain = net(torch.as_tensor(nu)[None])[0].numpy()
+    np.testing.assert_allclose(u, ref, rtol=0, atol=1e-6)  # u is float32
+    assert np.abs(ref - plain).max() > 1e-3

@@ -199,3 +199,39 @@ def test_activations_stay_channels_last_between_layers(dim):
     nu = _nu(2, 8, dim)
     energy(nu, net(nu)).mean().backward()
     assert len(seen) == 3 * len(convs) - 1 and all(seen), seen
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_every_mirror_image_of_a_field_has_the_mirrored_fem_solution(dim):
+    """The symmetry that mirror averaging relies on, checked on the FEM reference itself."""
+    from mgtoolkit.fem import solve
+    from mgtoolkit.nn import mirror_back, mirrors
+
+    nu = _nu(1, 8, dim, seed=3).double()
+    u = solve(nu, rtol=1e-12, precision="double")
+    assert len(mirrors(dim)) == 2**dim and mirrors(dim)[0] == ()
+    for axes in mirrors(dim)[1:]:
+        image = solve(torch.flip(nu, [1 + a for a in axes]), rtol=1e-12, precision="double")
+        torch.testing.assert_close(mirror_back(image, axes, dim=dim), u, rtol=0, atol=1e-9)
+        assert not torch.allclose(image, u, atol=1e-3)  # the images do differ
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_mirror_average_is_exactly_symmetric_and_keeps_dirichlet_values(dim):
+    torch.manual_seed(0)
+    net = UNet(dim=dim, depth=2, base_filters=4, norm="none").double().eval()
+    nu = _nu(2, 8, dim, seed=4).double()
+    flip_y, flip_x = [dim - 1], [dim]  # batch axis first
+    with torch.no_grad():
+        plain = net(nu)
+        # A plain network is not symmetric: the test below would pass trivially otherwise.
+        assert not torch.allclose(torch.flip(net(torch.flip(nu, flip_y)), flip_y), plain)
+        net.mirror_average = True
+        u = net(nu)
+        mirrored_y = torch.flip(net(torch.flip(nu, flip_y)), flip_y)
+        mirrored_x = 1 - torch.flip(net(torch.flip(nu, flip_x)), flip_x)
+    torch.testing.assert_close(mirrored_y, u, rtol=0, atol=1e-12)
+    torch.testing.assert_close(mirrored_x, u, rtol=0, atol=1e-12)
+    assert torch.equal(u[..., 0], torch.ones_like(u[..., 0]))
+    assert torch.equal(u[..., -1], torch.zeros_like(u[..., -1]))
+    assert not torch.allclose(u, plain)
