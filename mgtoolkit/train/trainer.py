@@ -147,7 +147,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 PRECONDITIONER_COARSEST_NODES = 125
 
 
-def _multigrid_loss(nu: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _multigrid_loss(nu: torch.Tensor, u: torch.Tensor, *, power: float = 2.0) -> torch.Tensor:
     """½ mean over nodes of ``c²`` with ``c = B ∇_u J`` held fixed, B one multigrid V-cycle.
 
     Its gradient with respect to u is ``c``: a multigrid-preconditioned energy gradient, with
@@ -156,6 +156,11 @@ def _multigrid_loss(nu: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     squared error of u, in every region and at any contrast, where J's own gradient ``K u``
     scales with ν and with the error's frequency (smooth errors in low-ν regions barely move
     an energy-trained network).
+
+    With ``power`` p > 2 each node's term is weighted by ``|c|^(p−2)`` over its sample's mean
+    of that, so the gradient is ≈ that of mean |u − u_fem|^p / p (scaled per sample): the
+    largest errors of each sample weigh most. Per sample, not per batch, so that a batch
+    split over processes has the same gradient.
     """
     from mgtoolkit.fem import Hierarchy, MultigridConfig, apply_operator, free_mask
 
@@ -166,7 +171,11 @@ def _multigrid_loss(nu: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         grad = apply_operator(nu, u.detach()) * free_mask(u.shape[1:], dtype=u.dtype)
         c = hierarchy.vcycle(grad).clone()
     spatial = tuple(range(1, u.dim()))
-    return 0.5 * (u - (u.detach() - c)).square().mean(dim=spatial).mean()
+    terms = (u - (u.detach() - c)).square()
+    if power != 2:
+        w = c.abs().pow(power - 2)
+        terms = terms * (w / w.mean(dim=spatial, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny))
+    return 0.5 * terms.mean(dim=spatial).mean()
 
 
 def _mirror(nu: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
@@ -417,7 +426,7 @@ class Trainer:
         with autocast(self.config.precision, device=self.device, model=self.model):
             u = self.model(nu)  # float32 in either precision (the head runs in float32)
         if self.config.optim.loss == "multigrid":
-            return _multigrid_loss(nu, u)
+            return _multigrid_loss(nu, u, power=self.config.optim.loss_power)
         if self.config.optim.loss == "scaled_energy":
             spatial = tuple(range(1, nu.dim()))
             g = torch.exp(torch.log(nu).mean(dim=spatial, keepdim=True))

@@ -146,3 +146,12 @@ def test_warmup_raises_the_rate_of_later_steps_batch_by_batch():
     assert OptimConfig().warmup(3, 0, 4) == 1.0  # off by default
     with pytest.raises(ValueError, match="warmup_epochs must be a number ≥ 0"):
         OptimConfig(warmup_epochs=-1)
+
+
+def test_loss_power_is_checked_and_belongs_to_the_multigrid_loss():
+    assert OptimConfig(loss="multigrid", loss_power=4).loss_power == 4
+    for bad in (1.5, float("nan"), float("inf"), True, "4"):
+        with pytest.raises(ValueError, match="loss_power must be a finite number ≥ 2"):
+            OptimConfig(loss="multigrid", loss_power=bad)
+    with pytest.raises(ValueError, match="applies to loss = 'multigrid' only"):
+        OptimConfig(loss="energy", loss_power=4)

@@ -263,6 +263,36 @@ def test_multigrid_loss_gradient_points_at_the_fem_solution(store2d_fem):
     assert j(u.detach() - 0.5 * step) < j(u.detach())
 
 
+def test_multigrid_loss_power_weights_each_samples_largest_errors(store2d_fem):
+    """With p = 4 the gradient approaches that of mean |u − u_fem|⁴ (per sample), is still
+    zero at u_fem, and a sample's gradient does not depend on the rest of its batch."""
+    from mgtoolkit.data import LevelDataset
+    from mgtoolkit.train.trainer import _multigrid_loss
+
+    ds = LevelDataset(store2d_fem, 1, variables=("nu", "u_fem"))
+    nu = torch.stack([ds[i]["nu"] for i in range(8)]).double()
+    u_fem = torch.stack([ds[i]["u_fem"] for i in range(8)]).double()
+    x = torch.linspace(0, 1, nu.shape[-1] + 1, dtype=torch.float64)
+    error = (1 - x).expand_as(u_fem) - u_fem
+
+    def step(power, rows=slice(None)):
+        u = (u_fem[rows] + error[rows]).clone().requires_grad_()
+        _multigrid_loss(nu[rows], u, power=power).backward()
+        return u.grad.flatten(1)
+
+    cos = torch.nn.functional.cosine_similarity
+    l4 = (error.abs() ** 2 * error).flatten(1)  # the gradient of |e|⁴ / 4
+    assert cos(step(4), l4).min() > 0.9
+    assert (cos(step(4), l4) > cos(step(2), l4)).all()  # closer to it than the p = 2 loss
+    # Per-sample weights: half a batch gives each of its samples twice the gradient (a mean
+    # over half as many samples), and nothing else changes.
+    torch.testing.assert_close(step(4, slice(0, 4)), 2 * step(4)[:4], rtol=1e-10, atol=0)
+    # Stationary at the FEM solution (stored in float32: its residual is rounding, ~1e-7).
+    at_fem = u_fem.clone().requires_grad_()
+    _multigrid_loss(nu, at_fem, power=4).backward()
+    assert at_fem.grad.abs().max() < 1e-4 * step(4).abs().max()
+
+
 def test_every_step_starts_with_fresh_optimizer_state(store2d, tmp_path):
     # V(2) = 1 2 1, 2 epochs × 3 batches per step: Adam has counted the last step's 6 updates
     # only, not the run's 18 (moments from a previous level would mis-scale the first steps).
