@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--lr-schedule", default=None, help="constant, plateau or cosine")
     parser.add_argument("--min-lr", type=float, default=None)
+    parser.add_argument("--warmup-epochs", type=float, default=None, help="rate warm-up per step")
     parser.add_argument("--loss", default=None)
     parser.add_argument("--loss-power", type=float, default=None, help="p of the multigrid loss")
     parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (training forward)")
@@ -110,6 +111,7 @@ def main() -> None:
                 lr=args.lr,
                 lr_schedule=args.lr_schedule,
                 min_lr=args.min_lr,
+                warmup_epochs=args.warmup_epochs,
                 loss=args.loss,
                 loss_power=args.loss_power,
             )
