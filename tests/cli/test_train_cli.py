@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mgtoolkit.cli import main
 from mgtoolkit.data import LevelDataset
-from mgtoolkit.train import read_events
+from mgtoolkit.train import load_model, read_events
 
 # The training tests' store fixtures (tests/train/conftest.py), shared rather than copied.
 _spec = importlib.util.spec_from_file_location(
@@ -139,6 +140,16 @@ def test_compare_cycles_and_predict(store2d_fem, tmp_path, capsys, dask_client):
     assert lines[0] == "sample,rel_l2,max_abs,energy_gap" and len(lines) == 25
     u = LevelDataset(store2d_fem, 1, variables=("u_pred",))[3]["u_pred"]
     assert u.shape == (17, 17) and (u[:, 0] == 1).all() and (u[:, -1] == 0).all()
+
+    # --mirror-average: the network averaged over the field's four mirror images
+    args = [str(out / "half-V"), str(store2d_fem), "--name", "u_sym", "--mirror-average"]
+    scheduler = ["--no-progress", "--scheduler", dask_client.scheduler.address]
+    assert main(["predict", *args, *scheduler]) == 0
+    item = LevelDataset(store2d_fem, 1, variables=("nu", "u_sym"))[3]
+    with torch.no_grad():
+        expected = load_model(out / "half-V", mirror_average=True)(item["nu"][None])[0]
+    torch.testing.assert_close(item["u_sym"], expected, rtol=0, atol=1e-6)
+    assert (item["u_sym"] - u).abs().max() > 1e-4
 
 
 def test_compare_cycles_needs_u_fem_and_a_target(store2d, tmp_path, capsys):
