@@ -7,7 +7,7 @@ group (the serial trainer); "E bound" is the efficiency of p independent copies 
 step started together (no communication at all): what the machine's cores allow.
 (2) The all-reduce transports on the same float32 buffers under ``mpirun -n 2``: gloo
 (torch.distributed), mpi4py's Allreduce, and our shared-memory path
-(``mgtoolkit.train.parallel``, used between ranks of one machine).
+(``mgtoolkit.comm``, used between ranks of one machine).
 
 Run on a quiet machine (it saturates the cores):
 
@@ -38,23 +38,23 @@ def allreduce_worker(sizes: list[int], repeats: int) -> None:
     import torch.distributed as dist
     from mpi4py import MPI
 
-    from mgtoolkit.dist.env import init_from_environment
-    from mgtoolkit.train import parallel
+    from mgtoolkit import comm
+    from mgtoolkit.comm.ranks import init_from_environment
 
     torch.set_num_threads(1)
     info = init_from_environment()
-    comm = MPI.COMM_WORLD
+    mpi = MPI.COMM_WORLD
     rows = []
     for numel in sizes:
         t = torch.ones(numel)
         a = np.ones(numel, dtype=np.float32)
         for name, op in (
             ("gloo", lambda t=t: dist.all_reduce(t)),
-            ("mpi4py", lambda a=a: comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)),
-            ("shm", lambda t=t: parallel.all_reduce_sum(t)),
+            ("mpi4py", lambda a=a: mpi.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)),
+            ("shm", lambda t=t: comm.all_reduce_sum(t)),
         ):
             op()  # warm-up (connections, buffers)
-            comm.Barrier()
+            mpi.Barrier()
             t0 = time.perf_counter()
             for _ in range(repeats):
                 op()
@@ -93,7 +93,7 @@ def main() -> None:
         allreduce_worker(args.allreduce_worker, repeats=20)
         return
 
-    from mgtoolkit.dist.scaling import format_table, measure
+    from mgtoolkit.launch.scaling import format_table, measure
     from mgtoolkit.nn import UNet, UNetConfig
 
     model = {"dim": args.dim, "norm": args.norm}

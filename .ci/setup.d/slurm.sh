@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node Slurm (slurmctld + slurmd + munge) for the tests of dask-jobqueue's
-# SLURMCluster and of srun launches (tests/dist). Debian packages, run as root without systemd.
+# SLURMCluster and of srun launches (tests/launch). Debian packages, run as root without systemd.
 # Idempotent: installs only what is missing, (re)starts daemons only when not running or when
 # the configuration changed, and waits until the node accepts jobs.
 set -euo pipefail

@@ -32,7 +32,7 @@ def run_demo(out: Path, *, workers: int = 2) -> int:
 
     from mgtoolkit.cli.fem import FemSolveFn
     from mgtoolkit.data import generate, map_samples, store_summary
-    from mgtoolkit.dist.launch import train_on_cluster
+    from mgtoolkit.launch.run import train_on_cluster
     from mgtoolkit.train.predict import predict
 
     out.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ def _target(text: str) -> float | str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mgtoolkit.dist.env import init_from_environment
+    from mgtoolkit.comm.ranks import init_from_environment
     from mgtoolkit.train import Trainer, load_config
 
     # Under mpirun / srun / torchrun every rank runs this command: join the world first

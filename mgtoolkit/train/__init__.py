@@ -1,7 +1,7 @@
 """Training: configuration, the multigrid trainer, events, checkpoints, comparisons.
 
 Nothing here imports dask or widget libraries; data parallelism goes through
-:mod:`mgtoolkit.train.parallel` (torch.distributed, no-ops in a single process).
+:mod:`mgtoolkit.comm` (torch.distributed, no-ops in a single process).
 """
 
 from mgtoolkit.train.compare import Comparison, compare_cycles

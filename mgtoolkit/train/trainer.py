@@ -6,7 +6,7 @@ sample, or J's gradient preconditioned by a multigrid V-cycle (``OptimConfig.los
 has the FEM solution as its minimizer, so no labels are needed. The network's output already
 carries the exact Dirichlet values.
 
-Data parallelism goes through :mod:`mgtoolkit.train.parallel` only (each rank trains on its
+Data parallelism goes through :mod:`mgtoolkit.comm` only (each rank trains on its
 contiguous slice of every global batch, gradients are averaged, batch norm is synchronized),
 which are no-ops in a single process. The trainer knows nothing of dask or widgets: it emits
 event dicts (see :mod:`mgtoolkit.train.events`) to listeners and to ``<run_dir>/events.jsonl``.
@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgtoolkit import comm
 from mgtoolkit.cycles import EarlyStopping, Schedule
 from mgtoolkit.nn import UNet
 from mgtoolkit.nn.memory import autocast, heap_reuse
-from mgtoolkit.train import parallel
 from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
 from mgtoolkit.train.events import EventLog, Listener
 
@@ -222,7 +222,7 @@ class Trainer:
             raise TypeError(f"config must be a TrainConfig (got {type(config).__name__})")
         self.config = config
         self.run_dir = Path(run_dir)
-        self.rank, self.world_size = parallel.world()
+        self.rank, self.world_size = comm.world()
         self.progress = progress and self.rank == 0
         self.schedule: Schedule = config.cycle.build()
         self.device = self._device(config.device)
@@ -285,7 +285,7 @@ class Trainer:
                 f"set model.dim = {dim}"
             )
         self._has_u_fem = bool(completed(store, 1, "u_fem").all())
-        if not self._has_u_fem and self.config.data.val_samples and parallel.world()[0] == 0:
+        if not self._has_u_fem and self.config.data.val_samples and comm.world()[0] == 0:
             import warnings
 
             warnings.warn(
@@ -345,13 +345,13 @@ class Trainer:
             model.load_state_dict(checkpoint["model"])
         else:
             model.log_nu_scale.fill_(self._log_nu_scale())
-        self.model = parallel.convert_sync_batchnorm(model).to(self.device)
+        self.model = comm.convert_sync_batchnorm(model).to(self.device)
         if self.config.channels_last:
             # Activations only, the layout benchmarks/throughput.py measures: channels-last
             # weights (module.to(memory_format=...)) give channels-last gradients, which
             # torch's L-BFGS cannot flatten (it uses .view).
             self.model.channels_last = True
-        parallel.broadcast_module(self.model)
+        comm.broadcast_module(self.model)
         self.optimizer = self._make_optimizer()
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -440,16 +440,16 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss(nu)
             loss.backward()
-            parallel.average_gradients(params)
+            comm.average_gradients(params)
             self.optimizer.step()
-            return float(parallel.all_reduce_mean(loss.detach()))
+            return float(comm.all_reduce_mean(loss.detach()))
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss(nu)
             loss.backward()
-            parallel.average_gradients(params)
-            return parallel.all_reduce_mean(loss.detach())
+            comm.average_gradients(params)
+            return comm.all_reduce_mean(loss.detach())
 
         return float(self.optimizer.step(closure))
 
@@ -588,8 +588,8 @@ class Trainer:
         if self.config.adaptation == "grow" and prev is not None and level < prev:
             self.model.grow()
             # New batch-norm layers must be synchronized too (a no-op in one process).
-            self.model = parallel.convert_sync_batchnorm(self.model)
-            parallel.broadcast_module(self.model)
+            self.model = comm.convert_sync_batchnorm(self.model)
+            comm.broadcast_module(self.model)
             # The fresh parameters join the optimizer that every step start rebuilds.
 
     def _run_step(self, k: int) -> None:
@@ -673,9 +673,9 @@ class Trainer:
         epoch = s["epoch"]
         B = self._global_batch()
         rng = np.random.default_rng([self.config.seed, k, epoch])
-        order = parallel.padded_order(rng.permutation(len(self.train_indices)), B)
+        order = comm.padded_order(rng.permutation(len(self.train_indices)), B)
         n_batches = len(order) // B
-        mine = parallel.local_slice(B)
+        mine = comm.local_slice(B)
         # Mirrors per position of the epoch's order, drawn for the global order so that they
         # do not depend on the number of ranks (and a resumed epoch draws the same ones).
         flips = rng.random((len(order), self.dim)) < 0.5 if self.config.data.augment else None
@@ -756,7 +756,7 @@ class Trainer:
     def _stop_requested(self) -> bool:
         flag = (self.run_dir / STOP_FILE).exists()
         if self.world_size > 1:  # every rank must stop at the same batch
-            flag = bool(parallel.all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
+            flag = bool(comm.all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
         return flag
 
     def _validate_and_check(self, k: int, level: int) -> None:

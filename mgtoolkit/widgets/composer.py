@@ -339,7 +339,7 @@ class CycleComposer(param.Parameterized):
 
         Returns
         -------
-        mgtoolkit.dist.launch.Run
+        mgtoolkit.launch.run.Run
             Also kept in :attr:`handle` (a :class:`RunMonitor` can :meth:`~RunMonitor.watch`).
 
         Raises
@@ -349,7 +349,7 @@ class CycleComposer(param.Parameterized):
         """
         check_cluster(client)
         config = self.train_config(store=store, **settings)
-        from mgtoolkit.dist.launch import train_on_cluster
+        from mgtoolkit.launch.run import train_on_cluster
 
         self.run_dir = str(run_dir)
         run = train_on_cluster(config, str(run_dir), ranks=ranks, cluster=client)

@@ -134,8 +134,8 @@ class RunMonitor(param.Parameterized):
     def attach(self, handle, *, run_dir: str | Path | None = None) -> RunMonitor:
         """Receive the events a launched run streams to the notebook; returns self.
 
-        ``handle`` is the :class:`mgtoolkit.dist.launch.Run` that :meth:`CycleComposer.launch`
-        (or :func:`~mgtoolkit.dist.launch.train_on_cluster`) returns: its ``events`` list
+        ``handle`` is the :class:`mgtoolkit.launch.run.Run` that :meth:`CycleComposer.launch`
+        (or :func:`~mgtoolkit.launch.run.train_on_cluster`) returns: its ``events`` list
         grows as rank 0 emits, ``status`` tells a lost or failed run, ``stop()`` stops it.
         ``run_dir`` (the run's directory) lets the monitor read the exact cycle from its
         ``config.toml``.
@@ -259,7 +259,7 @@ class RunMonitor(param.Parameterized):
         """Ask the run to stop.
 
         A launched run (:meth:`attach`) stops through its handle
-        (:meth:`mgtoolkit.dist.Run.stop`: at the next batch boundary, with a checkpoint; the
+        (:meth:`mgtoolkit.launch.Run.stop`: at the next batch boundary, with a checkpoint; the
         run ends "stopped"). A followed batch run gets ``<run_dir>/STOP``
         (:func:`request_stop`), which the trainer honours in the same way.
         """

@@ -1,10 +1,8 @@
 """`mgtoolkit train`, `compare-cycles` and `predict` as a user runs them (real processes)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,14 +11,11 @@ from mgtoolkit.cli import main
 from mgtoolkit.data import LevelDataset
 from mgtoolkit.train import load_model, read_events
 
-# The training tests' store fixtures (tests/train/conftest.py), shared rather than copied.
-_spec = importlib.util.spec_from_file_location(
-    "train_store_fixtures", Path(__file__).parents[1] / "train" / "conftest.py"
-)
-_stores = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_stores)
-store2d, store2d_fem = _stores.store2d, _stores.store2d_fem
-one_torch_thread = _stores.one_torch_thread
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_torch_thread):
+    yield
+
 
 CONFIG = """
 seed = 0

@@ -1,49 +1,8 @@
-"""Small real 2D dataset stores shared by the training tests."""
-
-from __future__ import annotations
-
-import shutil
+"""Every test here runs single-threaded (see ``one_torch_thread``)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors gain nothing from threads, and on shared cores idle-spinning OpenMP
-    threads made these tests ~8× slower; each test runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def store2d(tmp_path_factory, dask_client):
-    """2D KL store: 16² finest, 3 levels, 24 samples (ν only)."""
-    from mgtoolkit.data import generate
-
-    path = tmp_path_factory.mktemp("stores") / "kl16.zarr"
-    generate(
-        path,
-        dim=2,
-        resolution=16,
-        levels=3,
-        samples=24,
-        seed=3,
-        client=dask_client,
-        progress=False,
-    )
-    return path
-
-
-@pytest.fixture(scope="session")
-def store2d_fem(tmp_path_factory, store2d, dask_client):
-    """The same samples with the FEM reference u_fem at level 1."""
-    from mgtoolkit.cli.fem import FemSolveFn
-    from mgtoolkit.data import map_samples
-
-    path = tmp_path_factory.mktemp("stores") / "kl16fem.zarr"
-    shutil.copytree(store2d, path)
-    map_samples(path, FemSolveFn(), level=1, name="u_fem", client=dask_client, progress=False)
-    return path

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mgtoolkit.dist import RankFailed, spawn
-from mgtoolkit.train import parallel as par
+from mgtoolkit import comm as par
+from mgtoolkit.launch import RankFailed, spawn
 
 # ---------------------------------------------------------------- single process (no group)
 
@@ -113,7 +113,7 @@ def _bn_forward_backward(x_full, dims, momentum, sync_even_alone):
         plain.bias.uniform_(-1, 1)
     synced = par.convert_sync_batchnorm(nn.Sequential(cls(x_full.shape[1], momentum=momentum)))
     if sync_even_alone:  # world size 1: force the synchronized code path
-        synced = par._convert(synced)
+        synced = par.batchnorm._convert(synced)
     assert isinstance(synced[0], par.SyncBatchNorm)
     synced[0].load_state_dict(plain.state_dict())
     w = torch.linspace(-1, 2, x_full[0].numel()).view_as(x_full[0])  # a non-trivial loss
@@ -138,7 +138,7 @@ def _bn_forward_backward(x_full, dims, momentum, sync_even_alone):
     )
 
 
-# (p = 2 with 2D batch norm is covered end to end by tests/dist/test_integrity.py)
+# (p = 2 with 2D batch norm is covered end to end by tests/launch/test_integrity.py)
 @pytest.mark.parametrize(("size", "dims", "momentum"), [(1, 1, 0.3), (4, 3, None)])
 def test_sync_batchnorm_matches_plain_batchnorm_on_the_global_batch(size, dims, momentum):
     gen = torch.Generator().manual_seed(size)
@@ -167,7 +167,7 @@ def _sums_over_ranks():
         torch.zeros(0),
     ]
     sums = [par.all_reduce_sum(t) for t in tensors]
-    return tensors, sums, par._channel["channel"] is not None
+    return tensors, sums, par.shm._channel["channel"] is not None
 
 
 @pytest.mark.parametrize("shared_memory", ["1", "0"])
@@ -229,7 +229,7 @@ def test_trainer_on_two_dask_ranks_and_under_mpirun_matches_one_process(
     import subprocess
     import sys
 
-    from mgtoolkit.dist.launch import train_on_cluster
+    from mgtoolkit.launch.run import train_on_cluster
     from mgtoolkit.nn import UNetConfig
     from mgtoolkit.train import CycleConfig, DataConfig, OptimConfig, TrainConfig, to_toml, train
 
@@ -275,7 +275,7 @@ def test_stop_on_two_dask_ranks_checkpoints_and_resumes_to_the_same_parameters(
     """Run.stop() of a training run: next batch boundary, checkpoint, "stopped", resumable."""
     import time
 
-    from mgtoolkit.dist.launch import train_on_cluster
+    from mgtoolkit.launch.run import train_on_cluster
     from mgtoolkit.nn import UNetConfig
     from mgtoolkit.train import CycleConfig, DataConfig, OptimConfig, TrainConfig
     from mgtoolkit.widgets import RunMonitor

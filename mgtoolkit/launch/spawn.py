@@ -42,7 +42,7 @@ def _child(
         if port is None:  # a serial process: no process group at all
             out = fn(*args)
         else:
-            from mgtoolkit.dist.env import join
+            from mgtoolkit.comm.ranks import join
 
             store = dist.TCPStore(
                 "127.0.0.1", port, is_master=False, timeout=timedelta(seconds=timeout_s)
@@ -74,7 +74,7 @@ def spawn(
     Parameters
     ----------
     fn : callable
-        A module-level (picklable) function; inside it ``mgtoolkit.train.parallel.world()``
+        A module-level (picklable) function; inside it ``mgtoolkit.comm.world()``
         returns this process's ``(rank, world_size)``.
     world_size : int
         Number of processes (ranks).

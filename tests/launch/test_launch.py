@@ -12,8 +12,8 @@ import pytest
 import torch
 import toy
 
-from mgtoolkit.dist.env import free_port
-from mgtoolkit.dist.launch import LaunchError, RunStopped, WorkerLost, emit, launch, local_cluster
+from mgtoolkit.comm.ranks import free_port
+from mgtoolkit.launch.run import LaunchError, RunStopped, WorkerLost, emit, launch, local_cluster
 
 
 def _close(a, b) -> None:

@@ -163,7 +163,7 @@ def _rank_main(fn, args, kwargs, rank, size, local_rank, run_id, backend, timeou
     import torch.distributed as dist
     from distributed import Event, Variable, get_worker
 
-    from mgtoolkit.dist.env import join
+    from mgtoolkit.comm.ranks import join
 
     worker = get_worker()
     torch.set_num_threads(max(1, int(worker.state.nthreads)))
@@ -431,7 +431,7 @@ def launch(
     Parameters
     ----------
     fn : callable
-        Runs on every rank (``mgtoolkit.train.parallel.world()`` gives rank and size); call
+        Runs on every rank (``mgtoolkit.comm.world()`` gives rank and size); call
         :func:`emit` from it to stream events. Must be importable on the workers.
     ranks : int, optional
         Number of ranks (one per worker). Default: every worker of ``cluster``, or 2 for the

@@ -1,9 +1,9 @@
 """A small self-contained data-parallel training used by the distributed tests.
 
-It follows the recipe of ``mgtoolkit.train.parallel`` with a conv + batch-norm network, Adam
+It follows the recipe of ``mgtoolkit.comm`` with a conv + batch-norm network, Adam
 or L-BFGS, checkpoints and events, so launchers can be tested with real processes and
 compared across world sizes. Run as a script under mpirun/srun/torchrun:
-``python tests/dist/toy.py OUT.pt [--optimizer lbfgs] [--launcher auto]``.
+``python tests/launch/toy.py OUT.pt [--optimizer lbfgs] [--launcher auto]``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mgtoolkit.train import parallel as par
+from mgtoolkit import comm as par
 
 POOL = 14  # not a multiple of 4 or of the global batch: exercises the padding
 
@@ -128,7 +128,7 @@ def snapshot(model: nn.Module, *, buffers: bool = False) -> list[torch.Tensor]:
 
 
 def main() -> None:
-    from mgtoolkit.dist.env import init_from_environment
+    from mgtoolkit.comm.ranks import init_from_environment
 
     parser = argparse.ArgumentParser()
     parser.add_argument("out")

@@ -59,7 +59,7 @@ def _steps(
 ) -> dict:
     """One rank: time ``warmup + steps`` training steps; return medians (rank 0's view).
 
-    Without a process group (p = 1) every ``parallel`` call is the serial no-op, exactly as in
+    Without a process group (p = 1) every :mod:`mgtoolkit.comm` call is the serial no-op, as in
     the single-process trainer. ``communicate=False``: the ranks only start together, then
     each runs the serial step on its own (the bound). The loop keeps freed memory in the heap,
     as the trainer does by default (``TrainConfig.heap_reuse``): otherwise every step's large
@@ -69,36 +69,36 @@ def _steps(
 
     import torch
 
+    from mgtoolkit import comm
     from mgtoolkit.fem import energy
     from mgtoolkit.nn import UNet, UNetConfig
     from mgtoolkit.nn.memory import heap_reuse
-    from mgtoolkit.train import parallel
     from mgtoolkit.train.trainer import adam
 
-    rank, _ = parallel.world()
+    rank, _ = comm.world()
     cfg = UNetConfig(**model)
     torch.manual_seed(0)
     net = UNet(cfg)
     if communicate:
-        net = parallel.convert_sync_batchnorm(net)
-        parallel.broadcast_module(net)
+        net = comm.convert_sync_batchnorm(net)
+        comm.broadcast_module(net)
     opt = adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1 + rank)
     # Timing does not depend on the values: a log-normal field with ν > 0 suffices.
     nu = torch.exp(torch.randn((local_batch,) + (n,) * cfg.dim, generator=gen))
-    parallel.all_reduce_sum(torch.zeros(1))  # start together
+    comm.all_reduce_sum(torch.zeros(1))  # start together
     times: dict[str, list[float]] = {"step": [], "compute": [], "allreduce": []}
     params = list(net.parameters())
     with heap_reuse():
         for k in range(warmup + steps):
             if communicate:
-                parallel.all_reduce_sum(torch.zeros(1))  # start each step together
+                comm.all_reduce_sum(torch.zeros(1))  # start each step together
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             energy(nu, net(nu)).mean().backward()
             t1 = time.perf_counter()
             if communicate:
-                parallel.average_gradients(params)
+                comm.average_gradients(params)
             t2 = time.perf_counter()
             opt.step()
             t3 = time.perf_counter()
@@ -148,8 +148,8 @@ def measure(
     -------
     list of ScalingRow
     """
-    from mgtoolkit.dist.local import spawn
     from mgtoolkit.grids import check_resolution
+    from mgtoolkit.launch.spawn import spawn
 
     check_resolution(n)
     model = dict(model or {})

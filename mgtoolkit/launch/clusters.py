@@ -7,13 +7,13 @@ Thin wrappers over dask-jobqueue's ``SLURMCluster`` and ``PBSCluster`` (≥ 0.9 
 - worker daemon mode off (``DASK_DISTRIBUTED__WORKER__DAEMON=False`` in the prologue), so a
   rank may start DataLoader worker processes;
 - GPUs requested from the scheduler *and* declared as a dask resource ``GPU``, which
-  :func:`mgtoolkit.dist.launch.launch` uses to refuse mixed CPU/GPU clusters;
+  :func:`mgtoolkit.launch.run.launch` uses to refuse mixed CPU/GPU clusters;
 - optionally the worker started through ``srun``/``mpirun`` (``worker_launcher``) so that it
   runs inside an MPI/Slurm task with the site's CPU/GPU binding. Ranks are still assigned by
   the dask scheduler, not by MPI.
 
-Pass the cluster to :func:`~mgtoolkit.dist.launch.launch` or
-:func:`~mgtoolkit.dist.launch.train_on_cluster` with ``ranks=N``: it scales the cluster to N jobs
+Pass the cluster to :func:`~mgtoolkit.launch.run.launch` or
+:func:`~mgtoolkit.launch.run.train_on_cluster` with ``ranks=N``: it scales the cluster to N jobs
 and waits for them (``wait_s``) with a clear error if they do not start.
 """
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import toy
 
-from mgtoolkit.dist.env import WorldMismatchError, check_mpi_world, free_port
+from mgtoolkit.comm.ranks import WorldMismatchError, check_mpi_world, free_port
 
 BIN = os.path.dirname(sys.executable)
 TOY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy.py")
@@ -96,7 +96,7 @@ def _join_fails(port: int) -> None:
 
     import torch.distributed as dist
 
-    from mgtoolkit.dist import env
+    from mgtoolkit.comm import ranks
 
     store = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=60))
 
@@ -104,7 +104,7 @@ def _join_fails(port: int) -> None:
         raise RuntimeError("Gloo connectFullMesh failed with ... (simulated)")
 
     dist.init_process_group = failing
-    env.join(store, 0, 2, backend="gloo", timeout_s=60)
+    ranks.join(store, 0, 2, backend="gloo", timeout_s=60)
 
 
 def test_a_failed_connection_names_the_rendezvous_address():
@@ -112,7 +112,7 @@ def test_a_failed_connection_names_the_rendezvous_address():
 
     import torch.distributed as dist
 
-    from mgtoolkit.dist import RankFailed, spawn
+    from mgtoolkit.launch import RankFailed, spawn
 
     master = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
                            timeout=timedelta(seconds=60))  # fmt: skip

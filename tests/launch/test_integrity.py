@@ -21,7 +21,7 @@ import pytest
 import torch
 import toy
 
-from mgtoolkit.dist import spawn
+from mgtoolkit.launch import spawn
 
 
 def _all() -> dict:

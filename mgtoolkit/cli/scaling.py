@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 def _scaling(args: argparse.Namespace) -> int:
     import csv
 
-    from mgtoolkit.dist.scaling import format_table, measure, plot
+    from mgtoolkit.launch.scaling import format_table, measure, plot
 
     model: dict = {}
     batch = 8 if args.batch is None else args.batch

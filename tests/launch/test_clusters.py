@@ -12,8 +12,8 @@ import pytest
 import torch
 import toy
 
-from mgtoolkit.dist.clusters import pbs_cluster, slurm_cluster
-from mgtoolkit.dist.launch import emit, launch
+from mgtoolkit.launch.clusters import pbs_cluster, slurm_cluster
+from mgtoolkit.launch.run import emit, launch
 
 
 def test_slurm_cluster_ranks_through_srun_match_one_process(tmp_path):
