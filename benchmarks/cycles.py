@@ -82,9 +82,9 @@ def main() -> None:
     }
 
     import torch
-    from distributed import Client, LocalCluster
 
     from mgtoolkit.cli.fem import FemSolveFn
+    from mgtoolkit.cluster import client_context
     from mgtoolkit.data import completed, generate, map_samples
     from mgtoolkit.nn import UNetConfig
     from mgtoolkit.train import (
@@ -106,10 +106,7 @@ def main() -> None:
         store = out / f"kl{args.dim}d-{n}-L{args.levels}-s{args.samples}{seeded}.zarr"
         t0 = time.perf_counter()
         if not (store.exists() and completed(store, 1, "u_fem").all()):
-            with (
-                LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
-                Client(cluster) as client,
-            ):
+            with client_context(workers=2) as client:
                 generate(
                     store,
                     dim=args.dim,

@@ -67,15 +67,10 @@ def _warm_up() -> None:
 
 
 def run_case(resolution: int, samples: int, *, levels: int, workers: int, root: Path) -> dict:
-    from distributed import Client, LocalCluster
+    from mgtoolkit.cluster import client_context
 
     path = root / f"bench-{resolution}.zarr"
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with client_context(workers=workers) as client:
         client.run(_warm_up)  # imports in the workers are not generation time
         sampler = PeakSampler()
         sampler.start()

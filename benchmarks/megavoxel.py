@@ -91,15 +91,16 @@ def _self_peak() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB
 
 
-def _cluster(workers: int, threads: int):
-    from distributed import Client, LocalCluster
+def _cluster(workers: int, threads: int, *, single_arena: bool = False):
+    from distributed import Client
 
-    cluster = LocalCluster(
-        n_workers=workers,
+    from mgtoolkit.cluster import local_cluster
+
+    cluster = local_cluster(
+        workers,
         threads_per_worker=threads,
-        processes=True,
-        dashboard_address=":0",
         memory_limit=0,  # the benchmark measures memory; dask must not pause or kill workers
+        single_arena=single_arena,
     )
     return cluster, Client(cluster)
 
@@ -157,7 +158,7 @@ def phase_fem(store: Path, n: int) -> dict:
 def phase_predict(store: Path, n: int, checkpoint: str | None, workers: int) -> dict:
     import zarr
 
-    from mgtoolkit.infer import predict_store, prediction_workers, receptive_halo
+    from mgtoolkit.infer import predict_store, receptive_halo
     from mgtoolkit.plan import suggest_tile
 
     group = zarr.open_group(str(store), mode="r+")["level1"]
@@ -167,8 +168,7 @@ def phase_predict(store: Path, n: int, checkpoint: str | None, workers: int) -> 
     tile = suggest_tile(
         net.config, resolution=n, memory=PREDICT_MEMORY, workers=workers, growth=net.growth
     )
-    with prediction_workers():
-        cluster, client = _cluster(workers, max(1, (os.cpu_count() or 1) // workers))
+    cluster, client = _cluster(workers, max(1, (os.cpu_count() or 1) // workers), single_arena=True)
     with cluster, client:
         t0 = time.perf_counter()
         predict_store(store, net, level=1, tile=tile, client=client, progress=False)

@@ -13,7 +13,7 @@ steps. Variants, side by side:
 - ``paper, channels-first``: the paper's block (conv + BN + LeakyReLU once per depth) in the
   former layout (``UNet(channels_last=False)``, activations out of place) — the reference.
 - ``paper``: the same network as the trainer runs it by default: channels-last inside,
-  in-place activations, inside :func:`mgtoolkit.nn.memory.heap_reuse` (``TrainConfig.heap_reuse``:
+  in-place activations, inside :func:`mgtoolkit.runtime.heap_reuse` (``TrainConfig.heap_reuse``:
   freed memory stays in the heap, so the large tensors of every step are not faulted in and
   zeroed again by the kernel; higher resident peak).
 - ``paper, heap reuse off``: the same with freed memory returned to the OS.
@@ -134,7 +134,8 @@ def child(label: str, args) -> dict:
 
     from mgtoolkit.fem import energy
     from mgtoolkit.nn import UNet, UNetConfig
-    from mgtoolkit.nn.memory import autocast, heap_reuse
+    from mgtoolkit.nn.memory import autocast
+    from mgtoolkit.runtime import heap_reuse
 
     convs, channels_last, heap, precision = VARIANTS[label]
     torch.set_num_threads(args.threads)

@@ -52,11 +52,11 @@ RUNTIME_BYTES = int(0.45 * GiB)
 #: after the first streamed tile; it needs neither autograd nor the im2col buffers of training).
 INFER_RUNTIME_BYTES = int(0.25 * GiB)
 #: Resident bytes per live tensor byte while streaming: the heap keeps freed blocks for reuse
-#: (see :func:`mgtoolkit.nn.memory.heap_reuse`), and holes between live blocks count.
+#: (see :func:`mgtoolkit.runtime.heap_reuse`), and holes between live blocks count.
 #: Measured: about 1.0 for the 512³ dask worker, 1.2–1.4 for 128³–192³ in a fresh process;
 #: 1.2 keeps both within 15 % of the measured peak.
 HEAP_SLACK = 1.2
-#: Resident bytes per activation byte of training inside :func:`mgtoolkit.nn.memory.heap_reuse`
+#: Resident bytes per activation byte of training inside :func:`mgtoolkit.runtime.heap_reuse`
 #: (the trainer's default, ``TrainConfig.heap_reuse``): freed activations stay in the heap, and
 #: the next step's tensors of other sizes do not all fit the holes. Measured over 3–12 Adam steps
 #: in fresh processes, in units of the activation estimate (it varies between identical runs):

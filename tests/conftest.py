@@ -11,18 +11,9 @@ import torch
 @pytest.fixture(scope="session")
 def dask_client():
     """A real LocalCluster (2 single-threaded worker processes) and its Client."""
-    from distributed import Client, LocalCluster
+    from mgtoolkit.cluster import client_context
 
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            memory_limit="4GiB",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with client_context(workers=2, memory_limit="4GiB") as client:
         yield client
 
 

@@ -34,7 +34,8 @@ import torch
 from mgtoolkit.fem import energy, solve
 from mgtoolkit.infer import predict_tiled
 from mgtoolkit.nn import UNet, UNetConfig
-from mgtoolkit.nn.memory import autocast, checkpoint_blocks, heap_reuse
+from mgtoolkit.nn.memory import autocast, checkpoint_blocks
+from mgtoolkit.runtime import heap_reuse
 
 cfg, mode, n, batch, precision, ckpt, heap, tile = json.loads(sys.argv[1])
 torch.set_num_threads(1)

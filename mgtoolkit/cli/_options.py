@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-
-__all__ = ["add_scheduler_option", "scheduler_client"]
+__all__ = ["add_scheduler_option"]
 
 
 def add_scheduler_option(parser) -> None:
@@ -14,15 +12,3 @@ def add_scheduler_option(parser) -> None:
         default=None,
         help="address of a running dask scheduler (default: an embedded LocalCluster)",
     )
-
-
-@contextlib.contextmanager
-def scheduler_client(address: str | None):
-    """A Client connected to ``address``, or None (callees then embed a LocalCluster)."""
-    if address is None:
-        yield None
-        return
-    from distributed import Client
-
-    with Client(address) as client:
-        yield client

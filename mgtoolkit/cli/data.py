@@ -6,7 +6,8 @@ import argparse
 import contextlib
 import sys
 
-from mgtoolkit.cli._options import add_scheduler_option, scheduler_client
+from mgtoolkit.cli._options import add_scheduler_option
+from mgtoolkit.cluster import client_context
 
 __all__ = ["register"]
 
@@ -70,7 +71,7 @@ def _interruptible():
 def _generate(args) -> int:
     from mgtoolkit.data import generate, store_summary
 
-    with scheduler_client(args.scheduler) as client, _interruptible():
+    with client_context(args.scheduler) as client, _interruptible():
         path = generate(
             args.out,
             dim=args.dim,
@@ -114,7 +115,7 @@ def _import(args) -> int:
                 )
             node = node[args.variable]
         data = node
-    with scheduler_client(args.scheduler) as client, _interruptible():
+    with client_context(args.scheduler) as client, _interruptible():
         path = import_arrays(
             args.out,
             data,

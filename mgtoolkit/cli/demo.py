@@ -28,8 +28,6 @@ def register(subparsers) -> None:
 
 def run_demo(out: Path, *, workers: int = 2) -> int:
     """Run the demo into directory ``out``; returns a process exit code."""
-    from distributed import Client, LocalCluster
-
     from mgtoolkit.cli.fem import FemSolveFn
     from mgtoolkit.data import generate, map_samples, store_summary
     from mgtoolkit.launch.run import train_on_cluster
@@ -40,12 +38,9 @@ def run_demo(out: Path, *, workers: int = 2) -> int:
         "data2d.zarr": dict(dim=2, resolution=64, levels=3, samples=32, seed=0),
         "data3d.zarr": dict(dim=3, resolution=16, levels=2, samples=8, seed=0),
     }
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    from mgtoolkit.cluster import client_context
+
+    with client_context(workers=workers) as client:
         print(f"dask LocalCluster: {workers} single-threaded workers")
         for name, spec in datasets.items():
             path = out / name

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mgtoolkit.cli._options import add_scheduler_option, scheduler_client
+from mgtoolkit.cli._options import add_scheduler_option
+from mgtoolkit.cluster import client_context
 
 __all__ = ["FemSolveFn", "register"]
 
@@ -14,7 +15,7 @@ class FemSolveFn:
     """Picklable ``nu -> u_fem`` for :func:`mgtoolkit.data.map_samples` (runs on dask workers).
 
     ``threads`` bounds torch's intra-op threads per task: workers already run in parallel.
-    The solve keeps freed memory in the heap (:func:`mgtoolkit.nn.memory.heap_reuse`): dask
+    The solve keeps freed memory in the heap (:func:`mgtoolkit.runtime.heap_reuse`): dask
     starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, under which glibc maps and unmaps
     every large temporary of every PCG iteration afresh (257³ nodes in a LocalCluster worker:
     24.5 s instead of 5.3 s).
@@ -28,7 +29,7 @@ class FemSolveFn:
         import torch
 
         from mgtoolkit.fem import solve
-        from mgtoolkit.nn.memory import heap_reuse
+        from mgtoolkit.runtime import heap_reuse
 
         torch.set_num_threads(self.threads)
         with heap_reuse():
@@ -68,7 +69,7 @@ def _solve(args) -> int:
         raise ValueError("--maxiter and --threads must be positive integers")
     levels = range(1, attrs["levels"] + 1) if args.level is None else [args.level]
     fn = FemSolveFn(rtol=args.rtol, maxiter=args.maxiter, threads=args.threads)
-    with scheduler_client(args.scheduler) as client:
+    with client_context(args.scheduler) as client:
         for level in levels:
             map_samples(
                 args.store,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mgtoolkit.cli._options import add_scheduler_option, scheduler_client
+from mgtoolkit.cli._options import add_scheduler_option
+from mgtoolkit.cluster import client_context
 
 __all__ = ["register"]
 
@@ -124,7 +125,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from mgtoolkit.train.predict import predict
 
-    with scheduler_client(args.scheduler) as client:
+    with client_context(args.scheduler) as client:
         rows = predict(
             args.store,
             args.source,

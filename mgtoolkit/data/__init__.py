@@ -4,7 +4,6 @@
 write fields stay light); each is imported by the function or class that uses it.
 """
 
-from mgtoolkit.data._tasks import client_context
 from mgtoolkit.data.generate import generate, import_arrays
 from mgtoolkit.data.mapping import map_samples
 from mgtoolkit.data.store import (
@@ -25,7 +24,6 @@ __all__ = [
     "LevelDataset",
     "allocate_node_field",
     "check_store",
-    "client_context",
     "completed",
     "generate",
     "import_arrays",

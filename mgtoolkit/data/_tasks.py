@@ -8,12 +8,10 @@ covering it has finished — markers are therefore written by one process only, 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from mgtoolkit.data.store import level_group, marker_name
 __all__ = [
     "Unit",
     "chunk_regions",
-    "client_context",
     "plan_units",
     "remove_partials",
     "run_units",
@@ -125,32 +122,6 @@ def write_blocks(array, unit: Unit):
     step = (array.shards or array.chunks)[0]
     for start in range(unit.start, unit.stop, step):
         yield start, min(start + step, unit.stop)
-
-
-@contextlib.contextmanager
-def client_context(client=None) -> Iterator[Any]:
-    """The given dask Client, or an embedded LocalCluster created here and closed on exit.
-
-    The embedded cluster has one single-threaded worker process per core, at most 8 (beyond
-    that, writing to one file system rather than computing limits generation); pass a Client
-    for anything else (dask-jobqueue, a remote scheduler, more workers).
-    """
-    if client is not None:
-        yield client
-        return
-    from distributed import Client, LocalCluster
-
-    workers = max(1, min(os.cpu_count() or 1, 8))
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # any free port: never collides with another cluster
-        ) as cluster,
-        Client(cluster) as own,
-    ):
-        yield own
 
 
 def _ship(client, obj):

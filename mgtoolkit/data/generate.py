@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from mgtoolkit.cluster import client_context
 from mgtoolkit.data._tasks import (
     Unit,
     chunk_regions,
-    client_context,
     plan_units,
     remove_partials,
     run_units,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mgtoolkit.cluster import client_context
 from mgtoolkit.data._tasks import (
     Unit,
-    client_context,
     plan_units,
     remove_partials,
     run_units,

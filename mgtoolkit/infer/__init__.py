@@ -8,7 +8,6 @@ from mgtoolkit.infer.predict import (
     log_nu_mean,
     predict_store,
     predict_tiled,
-    prediction_workers,
 )
 from mgtoolkit.infer.tiles import Tile, downsampling, needed_cells, receptive_halo, tiles
 
@@ -20,7 +19,6 @@ __all__ = [
     "needed_cells",
     "predict_store",
     "predict_tiled",
-    "prediction_workers",
     "receptive_halo",
     "tiles",
 ]

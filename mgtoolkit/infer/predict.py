@@ -31,7 +31,6 @@ __all__ = [
     "log_nu_mean",
     "predict_store",
     "predict_tiled",
-    "prediction_workers",
 ]
 
 #: Planes of ν read at once when summing log ν (bounds the temporaries of a 512³ field).
@@ -39,22 +38,6 @@ _MEAN_PLANES = 32
 #: One tile at a time per worker process, using all of its threads: a worker with several
 #: threads would otherwise run several tiles at once and multiply the memory a tile sets.
 _TILE_LOCK = threading.Lock()
-
-
-def prediction_workers():
-    """Context in which dask worker processes started (e.g. a LocalCluster) suit prediction.
-
-    They get ``MALLOC_ARENA_MAX=1`` (through ``distributed.nanny.pre-spawn-environ``): a task
-    runs in a worker thread, whose own glibc arena cannot keep freed blocks of the size of
-    a tile's activations, so each streamed step maps fresh pages again (measured at 512³:
-    88 s in a thread with its own arena, 56 s with one arena for all threads, as in the main
-    thread). Workers started elsewhere (dask-jobqueue) need the variable in their environment.
-    Leave the context once the workers run: dask's configuration is not thread-safe.
-    """
-    import dask
-    import distributed  # noqa: F401  its defaults must be loaded, or leaving the context drops them
-
-    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 1})
 
 
 def log_nu_mean(nu) -> float:
@@ -341,9 +324,9 @@ def predict_store(
     name : str
         Node field (created by :func:`mgtoolkit.data.allocate_node_field` if absent).
     tile : int or tuple of int, optional
-        Owned nodes per side of a tile, or per axis (z, y, x). Default: one tile per sample
-        for small samples; for spatially chunked (large) samples the tiling that
-        :func:`mgtoolkit.plan.suggest_tile` finds for this machine's memory.
+        Owned nodes per side of a tile, or per axis (z, y, x). Default: one tile per sample,
+        for samples stored whole; required for spatially chunked (large) samples:
+        :func:`mgtoolkit.plan.suggest_tile` gives the largest that fits this machine's memory.
     client : distributed.Client, optional
         Default: an embedded LocalCluster for the duration of the call.
     progress : bool
@@ -358,8 +341,8 @@ def predict_store(
     """
     import zarr
 
+    from mgtoolkit.cluster import client_context
     from mgtoolkit.data import allocate_node_field, check_store, completed, map_samples
-    from mgtoolkit.data._tasks import client_context
     from mgtoolkit.data.store import level_group, marker_name
 
     attrs = check_store(path)
@@ -386,17 +369,18 @@ def predict_store(
     if not todo.size:
         return Path(path)
     if tile is None:
-        from mgtoolkit.plan import suggest_tile
-
-        tile = suggest_tile(model.config, resolution=n, growth=model.growth)
+        raise ValueError(
+            f"{path} stores each {n}^{dim} sample in spatial chunks, predicted tile by tile: "
+            "pass tile= (mgtoolkit.plan.suggest_tile gives the largest that fits this "
+            "machine's memory)"
+        )
     from distributed import as_completed
     from tqdm.auto import tqdm
 
     predictor = TiledPredictor(model, tile=tile)
     layout = predictor.tile_list(n, dim)
     with contextlib.ExitStack() as stack:
-        with prediction_workers():  # only while workers start: dask.config is not thread-safe
-            c = stack.enter_context(client_context(client))
+        c = stack.enter_context(client_context(client, single_arena=True))
         shipped = c.scatter(predictor, broadcast=True, hash=False)
         futures, writers = {}, {}
         for s in map(int, todo):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mgtoolkit.nn.memory import heap_reuse
+from mgtoolkit.runtime import heap_reuse
 
 __all__ = ["DEFAULT_PLANES", "StreamedUNet"]
 

@@ -21,7 +21,6 @@ from mgtoolkit.launch.run import (
     WorkerLost,
     emit,
     launch,
-    local_cluster,
     train_on_cluster,
 )
 from mgtoolkit.launch.spawn import RankFailed, spawn
@@ -34,7 +33,6 @@ __all__ = [
     "WorkerLost",
     "emit",
     "launch",
-    "local_cluster",
     "pbs_cluster",
     "slurm_cluster",
     "spawn",

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mgtoolkit.cluster import ClusterError, connect, local_cluster
+
 __all__ = [
     "LaunchError",
     "Run",
@@ -43,7 +45,6 @@ __all__ = [
     "WorkerLost",
     "emit",
     "launch",
-    "local_cluster",
     "train_on_cluster",
 ]
 
@@ -82,24 +83,6 @@ def emit(event: dict) -> None:
     from distributed import get_worker
 
     get_worker().log_event(ctx["topic"], _plain(event))
-
-
-def local_cluster(ranks: int, *, memory_limit: str | None = None):
-    """A ``LocalCluster`` with one single-threaded worker process per rank.
-
-    Worker processes are not daemons, so a rank may start DataLoader worker processes.
-    """
-    import dask
-    from distributed import LocalCluster
-
-    with dask.config.set({"distributed.worker.daemon": False}):
-        return LocalCluster(
-            n_workers=ranks,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit=memory_limit,
-        )
 
 
 def _probe(dask_worker=None) -> dict:
@@ -394,19 +377,15 @@ def _connect(cluster, ranks: int | None, wait_s: float):
 
     owned: list = []
     if cluster is None:
-        cluster = local_cluster(ranks or 2)
+        cluster = local_cluster(ranks or 2, daemon=False)  # a rank may start DataLoader workers
         owned.append(cluster)
     if isinstance(cluster, Client):
         return cluster, owned
     if isinstance(cluster, str):
         try:
-            client = Client(cluster, timeout=wait_s, set_as_default=False)
-        except OSError as exc:
-            raise LaunchError(
-                f"cannot reach the dask scheduler at {cluster} within {wait_s:.0f} s ({exc}). "
-                "Check the address (cluster.scheduler_address), that the scheduler is running, "
-                "and that this machine can reach it (interface, firewall)"
-            ) from None
+            client = connect(cluster, timeout_s=wait_s, set_as_default=False)
+        except ClusterError as exc:
+            raise LaunchError(str(exc)) from None
     else:
         if ranks and len(cluster.workers) < ranks:
             cluster.scale(ranks)  # dask-jobqueue: one job per rank; LocalCluster: more workers

@@ -72,7 +72,7 @@ def _steps(
     from mgtoolkit import comm
     from mgtoolkit.fem import energy
     from mgtoolkit.nn import UNet, UNetConfig
-    from mgtoolkit.nn.memory import heap_reuse
+    from mgtoolkit.runtime import heap_reuse
     from mgtoolkit.train.trainer import adam
 
     rank, _ = comm.world()

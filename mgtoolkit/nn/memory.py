@@ -14,23 +14,16 @@
   whose differences matter, which bf16's 8-bit mantissa cannot carry.
 
 ``benchmarks/megavoxel.py`` measures both (memory and time per step) against plain float32.
-
-- :func:`heap_reuse` keeps freed memory in the process heap (glibc), so the large tensors that
-  every training step allocates and frees again are not mapped, faulted in and zeroed by the
-  kernel each time: a faster step for a higher resident peak (``benchmarks/throughput.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
-import platform
 
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "CheckpointedSequential", "autocast", "checkpoint_blocks", "heap_reuse"]
+__all__ = ["PRECISIONS", "CheckpointedSequential", "autocast", "checkpoint_blocks"]
 
 #: Training precisions: float32 everywhere, or bf16 autocast of the network.
 PRECISIONS = ("fp32", "bf16")
@@ -155,36 +148,3 @@ def _bf16(device_type: str, model: nn.Module | None):
         if model is not None:
             stack.enter_context(_float32_head(model))
         yield
-
-
-@contextlib.contextmanager
-def heap_reuse():
-    """Keep freed memory in the process heap inside the context (glibc; elsewhere a no-op).
-
-    Why: torch's CPU tensors come from malloc, and glibc serves every block of ≥ 32 MiB (one
-    64³ × 16-channel activation of a batch of 4 is 64 MiB) with fresh ``mmap`` pages that the
-    kernel faults in and zeroes on first touch, and unmaps again on ``free``. A training step
-    allocates and frees the same large tensors every time, so it pays that again and again:
-    at 3D 64³, batch 4, the paper's U-Net steps in 1.54 s by default and 1.10 s with freed
-    memory kept (``benchmarks/throughput.py``), for a resident peak of 1.45 instead of
-    1.14 GiB (memory freed in the heap is reused, not returned). Inside the context ``mmap`` is
-    off (``M_MMAP_MAX = 0``) and the heap is not trimmed below 2 GiB of free memory; on exit
-    the thresholds of the environment (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``) or
-    glibc's defaults return and ``malloc_trim`` hands the free memory back to the OS.
-
-    The settings are process-wide: use it around a training loop, not inside library code that
-    other threads share.
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        yield
-        return
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 2**31 - 1)
-    try:
-        yield
-    finally:
-        libc.mallopt(m_mmap_max, int(os.environ.get("MALLOC_MMAP_MAX_", 65536)))
-        libc.mallopt(m_trim_threshold, int(os.environ.get("MALLOC_TRIM_THRESHOLD_", 128 * 1024)))
-        libc.malloc_trim(0)

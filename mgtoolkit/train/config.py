@@ -408,7 +408,7 @@ class TrainConfig:
         numbers up to rounding, faster convolutions (see benchmarks/throughput.py).
     heap_reuse : bool
         Keep freed memory in the process heap while training
-        (:func:`mgtoolkit.nn.memory.heap_reuse`): every step allocates and frees the same large
+        (:func:`mgtoolkit.runtime.heap_reuse`): every step allocates and frees the same large
         activations, and without it the kernel maps, faults in and zeroes them each time
         (3D 64³, batch 4: 1.10 instead of 1.54 s per step) for a resident peak about a quarter
         higher, which :func:`mgtoolkit.plan.training_estimate` counts. Process-wide (glibc

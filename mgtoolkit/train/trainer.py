@@ -43,7 +43,8 @@ import torch
 from mgtoolkit import comm
 from mgtoolkit.cycles import EarlyStopping, Schedule
 from mgtoolkit.nn import UNet
-from mgtoolkit.nn.memory import autocast, heap_reuse
+from mgtoolkit.nn.memory import autocast
+from mgtoolkit.runtime import heap_reuse
 from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
 from mgtoolkit.train.events import EventLog, Listener
 

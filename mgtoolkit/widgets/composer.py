@@ -186,8 +186,8 @@ def check_cluster(client, *, timeout: float = 10.0) -> None:
         The client is closed, its scheduler unreachable, or no worker joined in ``timeout`` s.
     """
     fix = (
-        "start one in the notebook with `from distributed import Client, LocalCluster; "
-        "client = Client(LocalCluster(n_workers=2, threads_per_worker=1))` (or a "
+        "start one in the notebook with `from distributed import Client; "
+        "from mgtoolkit.cluster import local_cluster; client = Client(local_cluster(2))` (or a "
         "dask-jobqueue SLURMCluster/PBSCluster on HPC) and pass it as client="
     )
     if client is None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import make_net
+from nets import make_net
 
 from mgtoolkit.cli.infer import register
 from mgtoolkit.data import generate

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import make_net
+from nets import make_net
 
 from mgtoolkit.data import Chunking, completed, generate
 from mgtoolkit.infer import predict_store
@@ -57,14 +57,24 @@ def test_store_tiles_equal_untiled(store, dask_client):
 
 def test_store_resumes_only_missing_samples(store, dask_client):
     net = make_net(dim=3, depth=2, convs_per_block=1, dtype=torch.float32, seed=5)
-    predict_store(store, net, level=1, name="u_resume", client=dask_client, progress=False)
+    predict_store(
+        store, net, level=1, name="u_resume", tile=(40, 24, 65), client=dask_client, progress=False
+    )
     arr = zarr.open_group(str(store), mode="r+")["level1"]["u_resume"]
     done = zarr.open_group(str(store), mode="r+")["level1"]["u_resume_complete"]
     arr[1] = np.nan  # as if sample 1 had been interrupted
     done[1] = False
     kept = np.asarray(arr[0])
     other = make_net(dim=3, depth=2, convs_per_block=1, dtype=torch.float32, seed=6)
-    predict_store(store, other, level=1, name="u_resume", client=dask_client, progress=False)
+    predict_store(
+        store,
+        other,
+        level=1,
+        name="u_resume",
+        tile=(40, 24, 65),
+        client=dask_client,
+        progress=False,
+    )
     arr = zarr.open_group(str(store), mode="r")["level1"]["u_resume"]
     np.testing.assert_array_equal(arr[0], kept)  # untouched: it was complete
     nu1 = np.asarray(zarr.open_group(str(store), mode="r")["level1"]["nu"][1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_net
+from nets import make_net
 
 from mgtoolkit.infer import needed_cells, predict_tiled, receptive_halo, tiles
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 import toy
 
+from mgtoolkit.cluster import local_cluster
 from mgtoolkit.comm.ranks import free_port
-from mgtoolkit.launch.run import LaunchError, RunStopped, WorkerLost, emit, launch, local_cluster
+from mgtoolkit.launch.run import LaunchError, RunStopped, WorkerLost, emit, launch
 
 
 def _close(a, b) -> None:

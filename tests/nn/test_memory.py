@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import copy
-import ctypes
-import platform
 
 import pytest
 import torch
 
 from mgtoolkit.fem import energy
 from mgtoolkit.nn import UNet
-from mgtoolkit.nn.memory import CheckpointedSequential, autocast, checkpoint_blocks, heap_reuse
+from mgtoolkit.nn.memory import CheckpointedSequential, autocast, checkpoint_blocks
 
 
 def _net(seed=0):
@@ -102,27 +100,3 @@ def test_bad_input():
         autocast("fp16")
     with pytest.raises(TypeError, match="UNet"):
         checkpoint_blocks(torch.nn.Linear(2, 2))
-
-
-class _MallInfo2(ctypes.Structure):
-    _FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
-    _fields_ = [(name, ctypes.c_size_t) for name in _FIELDS.split()]
-
-
-def _mapped_bytes_of_a_64_mib_tensor() -> int:
-    """How much of a fresh 64 MiB tensor glibc serves from mmap (read while it is alive)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    before = libc.mallinfo2().hblkhd
-    t = torch.ones(16 * 2**20)
-    mapped = libc.mallinfo2().hblkhd - before
-    del t
-    return mapped
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc statistics")
-def test_heap_reuse_serves_large_tensors_from_the_heap_and_restores():
-    assert _mapped_bytes_of_a_64_mib_tensor() >= 64 * 2**20  # glibc's default: mmap
-    with heap_reuse():
-        assert _mapped_bytes_of_a_64_mib_tensor() == 0
-    assert _mapped_bytes_of_a_64_mib_tensor() >= 64 * 2**20

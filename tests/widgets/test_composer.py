@@ -128,7 +128,7 @@ def test_train_config_uses_the_store_and_checks_levels(store2d):
 
 def test_launch_without_a_cluster_is_refused(store2d, tmp_path):
     c = CycleComposer(levels=2, cycle="V")
-    with pytest.raises(ValueError, match=r"no cluster connected.*LocalCluster"):
+    with pytest.raises(ValueError, match=r"no cluster connected.*local_cluster"):
         c.launch(client=None, store=store2d, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
