@@ -159,8 +159,8 @@ def mirror_averaged(run: Path, store: Path, indices) -> dict[str, float]:
     import torch
 
     from mgtoolkit.data import LevelDataset
-    from mgtoolkit.train import load_model
-    from mgtoolkit.train.predict import sample_metrics
+    from mgtoolkit.infer import sample_metrics
+    from mgtoolkit.rundir import load_model
 
     model = load_model(run, mirror_average=True)
     rows = []

@@ -109,7 +109,7 @@ def _net(checkpoint: str | None):
     from mgtoolkit.nn import UNet, UNetConfig
 
     if checkpoint:
-        from mgtoolkit.train.predict import load_model
+        from mgtoolkit.rundir import load_model
 
         return load_model(checkpoint)
     import torch

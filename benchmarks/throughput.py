@@ -95,7 +95,7 @@ def step_time(model, nu, steps: int, precision: str) -> float:
 
     from mgtoolkit.fem import energy
     from mgtoolkit.nn.memory import autocast
-    from mgtoolkit.train.trainer import adam
+    from mgtoolkit.train.optim import adam
 
     opt = adam(model.parameters(), lr=1e-4)
     times = []

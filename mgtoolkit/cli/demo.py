@@ -30,8 +30,8 @@ def run_demo(out: Path, *, workers: int = 2) -> int:
     """Run the demo into directory ``out``; returns a process exit code."""
     from mgtoolkit.cli.fem import FemSolveFn
     from mgtoolkit.data import generate, map_samples, store_summary
+    from mgtoolkit.infer import predict
     from mgtoolkit.launch.run import train_on_cluster
-    from mgtoolkit.train.predict import predict
 
     out.mkdir(parents=True, exist_ok=True)
     datasets = {

@@ -84,7 +84,7 @@ def _predict(args) -> int:
     from mgtoolkit.data import check_store
     from mgtoolkit.infer import predict_store
     from mgtoolkit.plan import inference_estimate, suggest_tile
-    from mgtoolkit.train.predict import load_model
+    from mgtoolkit.rundir import load_model
 
     attrs = check_store(args.store)
     if args.workers < 1 or (args.threads is not None and args.threads < 1):
@@ -137,7 +137,7 @@ def _plan(args) -> int:
 
     growth = 0
     if args.model is not None:
-        from mgtoolkit.train.predict import load_model
+        from mgtoolkit.rundir import load_model
 
         model = load_model(args.model)
         config, growth = model.config, model.growth

@@ -82,6 +82,7 @@ def _target(text: str) -> float | str:
 
 def _train(args: argparse.Namespace) -> int:
     from mgtoolkit.comm.ranks import init_from_environment
+    from mgtoolkit.rundir import RunDir
     from mgtoolkit.train import Trainer, load_config
 
     # Under mpirun / srun / torchrun every rank runs this command: join the world first
@@ -90,11 +91,19 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     trainer = Trainer(config, run_dir, progress=not args.no_progress, resume=not args.fresh)
+    finished = trainer.resumed and trainer.state.reason is not None
     if info.rank == 0:
         print(trainer.schedule)
+        if trainer.resumed:
+            print(f"resuming {run_dir} from its last checkpoint")
     result = trainer.run()
+    if info.rank == 0 and finished:
+        print(
+            f"nothing left to train: {run_dir} already finished ({result.reason}); to train "
+            "again, pass --run-dir with a new directory"
+        )
     if info.rank == 0:
-        print((run_dir / "report.md").read_text())
+        print(RunDir(run_dir).report_md.read_text())
         if result.reason == "stopped":
             print(f"stopped on request; rerun the same command to resume from {run_dir}")
     return 0
@@ -123,7 +132,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from mgtoolkit.train.predict import predict
+    from mgtoolkit.infer import predict
 
     with client_context(args.scheduler) as client:
         rows = predict(

@@ -8,6 +8,7 @@ builds the same operator as a scipy sparse matrix for validation.
 
 from mgtoolkit.fem.boundary import free_mask, impose_dirichlet
 from mgtoolkit.fem.element import reference_stiffness
+from mgtoolkit.fem.errors import error_metrics
 from mgtoolkit.fem.multigrid import Hierarchy, MultigridConfig
 from mgtoolkit.fem.operator import apply_operator, energy, operator_diagonal
 from mgtoolkit.fem.solver import ConvergenceError, SolveInfo, solve
@@ -21,6 +22,7 @@ __all__ = [
     "apply_operator",
     "assemble",
     "energy",
+    "error_metrics",
     "free_mask",
     "impose_dirichlet",
     "operator_diagonal",

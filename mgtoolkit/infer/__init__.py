@@ -1,9 +1,12 @@
-"""Inference at any size: tiled prediction equal to untiled inference, streamed through zarr.
+"""Inference: whole samples into a store with their errors against FEM (:mod:`.samples`), and
+at any size, tiled prediction equal to untiled inference, streamed through zarr
+(:mod:`.tiled`, :mod:`.tiles`, :mod:`.stream`).
 
-``import mgtoolkit.infer`` loads neither torch, dask nor zarr; the functions import them.
+``import mgtoolkit.infer`` loads neither dask nor zarr; the functions import them.
 """
 
-from mgtoolkit.infer.predict import (
+from mgtoolkit.infer.samples import PredictFn, predict, sample_metrics
+from mgtoolkit.infer.tiled import (
     TiledPredictor,
     log_nu_mean,
     predict_store,
@@ -12,13 +15,16 @@ from mgtoolkit.infer.predict import (
 from mgtoolkit.infer.tiles import Tile, downsampling, needed_cells, receptive_halo, tiles
 
 __all__ = [
+    "PredictFn",
     "Tile",
     "TiledPredictor",
     "downsampling",
     "log_nu_mean",
     "needed_cells",
+    "predict",
     "predict_store",
     "predict_tiled",
     "receptive_halo",
+    "sample_metrics",
     "tiles",
 ]

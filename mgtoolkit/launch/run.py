@@ -253,11 +253,13 @@ class Run:
             return
         self._stopped = True
         if self.run_dir is not None:
-            from mgtoolkit.train import request_stop
+            from mgtoolkit.rundir import request_stop
 
             try:
                 # On rank 0's worker: the STOP file must be where rank 0 looks for it.
-                self.client.run(request_stop, str(self.run_dir), workers=[self.workers[0]])
+                self.client.run(
+                    request_stop, str(self.run_dir), create=True, workers=[self.workers[0]]
+                )
             except Exception:
                 grace_s = 0.0  # the worker is unreachable: interrupt instead
         else:
@@ -366,9 +368,9 @@ def _worker_addresses(dask_scheduler=None) -> list[str]:
 
 
 def _remove_stop_file(run_dir: str) -> None:
-    from mgtoolkit.train.trainer import STOP_FILE
+    from mgtoolkit.rundir import RunDir
 
-    Path(run_dir, STOP_FILE).unlink(missing_ok=True)
+    RunDir(run_dir).clear_stop()
 
 
 def _connect(cluster, ranks: int | None, wait_s: float):

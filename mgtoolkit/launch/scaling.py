@@ -73,7 +73,7 @@ def _steps(
     from mgtoolkit.fem import energy
     from mgtoolkit.nn import UNet, UNetConfig
     from mgtoolkit.runtime import heap_reuse
-    from mgtoolkit.train.trainer import adam
+    from mgtoolkit.train.optim import adam
 
     rank, _ = comm.world()
     cfg = UNetConfig(**model)

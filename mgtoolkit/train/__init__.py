@@ -1,7 +1,9 @@
-"""Training: configuration, the multigrid trainer, events, checkpoints, comparisons.
+"""Training: configuration, the multigrid trainer, its losses, rates, events and reports,
+comparisons of cycles.
 
 Nothing here imports dask or widget libraries; data parallelism goes through
-:mod:`mgtoolkit.comm` (torch.distributed, no-ops in a single process).
+:mod:`mgtoolkit.comm` (torch.distributed, no-ops in a single process); the run directory and
+its checkpoints are :mod:`mgtoolkit.rundir`'s.
 """
 
 from mgtoolkit.train.compare import Comparison, compare_cycles
@@ -11,12 +13,11 @@ from mgtoolkit.train.config import (
     OptimConfig,
     TrainConfig,
     load_config,
-    to_toml,
 )
-from mgtoolkit.train.demo import quick_demo
 from mgtoolkit.train.events import EventLog, read_events
-from mgtoolkit.train.predict import load_model, predict
-from mgtoolkit.train.trainer import RunResult, Trainer, request_stop, train
+from mgtoolkit.train.report import RunResult
+from mgtoolkit.train.toml import to_toml
+from mgtoolkit.train.trainer import Trainer, train
 
 __all__ = [
     "Comparison",
@@ -29,11 +30,7 @@ __all__ = [
     "Trainer",
     "compare_cycles",
     "load_config",
-    "load_model",
-    "predict",
-    "quick_demo",
     "read_events",
-    "request_stop",
     "to_toml",
     "train",
 ]

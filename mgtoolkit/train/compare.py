@@ -22,7 +22,8 @@ from pathlib import Path
 from mgtoolkit.cycles import canonical_name
 from mgtoolkit.train.config import TrainConfig
 from mgtoolkit.train.events import Listener
-from mgtoolkit.train.trainer import RunResult, train
+from mgtoolkit.train.report import RunResult
+from mgtoolkit.train.trainer import train
 
 __all__ = ["Comparison", "compare_cycles"]
 

@@ -56,7 +56,6 @@ __all__ = [
     "TrainConfig",
     "config_differences",
     "load_config",
-    "to_toml",
 ]
 
 ADAPTATIONS = ("none", "grow")
@@ -249,22 +248,19 @@ class OptimConfig:
         (J is linear in ν), but samples of large mean ν no longer dominate the batch gradient.
         "multigrid" (recommended for accuracy): J's gradient preconditioned by one multigrid
         V-cycle of the FEM operator, so the loss is ≈ ½ the mean squared error of u against
-        the FEM solution at any contrast (see ``mgtoolkit.train.trainer``). On 2D 64² KL
-        fields (base, 40 epochs, no normalization) the held-out relative L2 error was 0.071
-        with "energy" (lr 1e-3), 0.031 with "scaled_energy" and 0.019 with "multigrid"
-        (lr 3e-3, benchmarks/accuracy.py).
+        the FEM solution at any contrast (see :mod:`mgtoolkit.train.losses`); the
+        docs' performance page compares the three.
     loss_power : float
         The power p (≥ 2) of the error that "multigrid" approximates: its gradient becomes
         ``|c|^(p−2) c``, normalized per sample, close to the gradient of mean |u − u_fem|^p / p.
         2 (default) is the mean squared error; a larger p weights a sample's largest errors
-        more, which is what a max-abs-error target asks for. 2D 128², the README's accuracy
-        row: held-out max abs error 0.055 with p = 2, 0.035 with p = 4 (relative L2 0.0088,
-        0.0078). The weights are per sample, so the trajectory stays independent of the
-        number of processes.
+        more, which is what a max-abs-error target asks for. The weights are per sample, so
+        the trajectory stays independent of the number of processes.
     lr_schedule : str
-        "constant", or "plateau": within each step the learning rate starts at ``lr`` and is
-        multiplied by ``lr_factor`` whenever the epoch loss has not improved (by the step's
-        ``min_rel_improvement``) for ``lr_patience`` epochs, down to ``min_lr``. Keep
+        (see :func:`mgtoolkit.train.optim.epoch_lr`) "constant", or "plateau": within each
+        step the learning rate starts at ``lr`` and is multiplied by ``lr_factor`` whenever
+        the epoch loss has not improved (by the step's ``min_rel_improvement``) for
+        ``lr_patience`` epochs, down to ``min_lr``. Keep
         ``lr_patience`` below the early-stopping patience so that a step tries a smaller rate
         before it ends. "cosine": within each step the rate falls from ``lr`` to ``min_lr``
         along half a cosine over the step's epoch cap (``max_epochs``, or ``epochs`` of a fixed
@@ -281,8 +277,7 @@ class OptimConfig:
     warmup_epochs : float
         Every step after the first starts its rate at zero and raises it linearly, batch by
         batch, to the schedule's rate over this many epochs (≥ 0; 0 = off). A fresh Adam at
-        the full rate on a new level first undoes part of what the previous level learned
-        (2D 128² half-V: finest-level error 0.187 → 0.242 in the first epoch).
+        the full rate on a new level first undoes part of what the previous level learned.
     """
 
     name: str = "adam"
@@ -328,43 +323,6 @@ class OptimConfig:
         w = self.warmup_epochs
         if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
             raise ValueError(f"optim.warmup_epochs must be a number ≥ 0 (got {w!r})")
-
-    def step_lr(self, losses, *, min_rel_improvement: float, max_epochs: int = 1) -> float:
-        """The learning rate for the next epoch of a step whose epoch losses are ``losses``.
-
-        Parameters
-        ----------
-        losses : sequence of float
-            Mean losses of the step's finished epochs, oldest first.
-        min_rel_improvement : float
-            A loss counts as an improvement when it is below the best so far by more than this
-            fraction of the best (the step's early-stopping threshold).
-        max_epochs : int
-            The step's epoch cap: the length of the cosine schedule.
-        """
-        lr = self.lr
-        if self.lr_schedule == "constant":
-            return lr
-        if self.lr_schedule == "cosine":
-            # Epoch e of E runs at the rate of the middle of its interval, so that the last
-            # epoch still trains (at about min_lr) instead of at exactly min_lr.
-            t = min((len(losses) + 0.5) / max(max_epochs, 1), 1.0)
-            return self.min_lr + (lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
-        best, bad = math.inf, 0
-        for loss in losses:
-            if best == math.inf or best - loss > min_rel_improvement * abs(best):
-                best, bad = loss, 0
-            else:
-                bad += 1
-                if bad >= self.lr_patience:
-                    lr, bad = max(lr * self.lr_factor, self.min_lr), 0
-        return lr
-
-    def warmup(self, step: int, batches_done: float, batches_per_epoch: int) -> float:
-        """Factor (0, 1] on the rate of a step's next batch, after ``batches_done`` batches."""
-        if step == 0 or self.warmup_epochs == 0:
-            return 1.0
-        return min(1.0, (batches_done + 1) / (self.warmup_epochs * batches_per_epoch))
 
 
 #: Top-level keys that do not change the training trajectory (free to change on resume).
@@ -575,34 +533,3 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{name}: {a!r} in the checkpoint, {b!r} now")
     return out
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return (
-            "{ "
-            + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items())
-            + " }"
-        )
-    raise ValueError(f"cannot write {v!r} to TOML")
-
-
-def to_toml(config: TrainConfig) -> str:
-    """The config as TOML text that :func:`load_config` reads back to an equal config."""
-    d = config.to_dict()
-    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
-    for section, values in d.items():
-        if isinstance(values, dict):
-            lines += ["", f"[{section}]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"

@@ -1,25 +1,17 @@
 """The multigrid trainer: walks a schedule, level by level, minimizing the FEM energy.
 
-The loss is built on the discrete energy J of :func:`mgtoolkit.fem.energy` (DESIGN.md §1–2),
-averaged over the global mini-batch: J itself (the paper, the default), J with ν scaled per
-sample, or J's gradient preconditioned by a multigrid V-cycle (``OptimConfig.loss``). Each
-has the FEM solution as its minimizer, so no labels are needed. The network's output already
-carries the exact Dirichlet values.
+The loss (:mod:`mgtoolkit.train.losses`) is built on the discrete energy J of
+:func:`mgtoolkit.fem.energy`, averaged over the global mini-batch: J itself (the paper, the
+default), J with ν scaled per sample, or J's gradient preconditioned by a multigrid V-cycle
+(``OptimConfig.loss``). Each has the FEM solution as its minimizer, so no labels are
+needed. The network's output already carries the exact Dirichlet values.
 
 Data parallelism goes through :mod:`mgtoolkit.comm` only (each rank trains on its
 contiguous slice of every global batch, gradients are averaged, batch norm is synchronized),
 which are no-ops in a single process. The trainer knows nothing of dask or widgets: it emits
 event dicts (see :mod:`mgtoolkit.train.events`) to listeners and to ``<run_dir>/events.jsonl``.
 
-Run directory layout::
-
-    config.toml          the configuration (reload it with load_config)
-    events.jsonl         every event, one JSON object per line
-    checkpoints/         latest.pt (also every N minutes) and step-NNN.pt after each step
-    metrics.csv          one row per finished step
-    report.md, report.json   the final report
-    STOP                 (transient) created by request_stop(): stop after the current batch
-
+The run directory (config, events, checkpoints, metrics, report) is :mod:`mgtoolkit.rundir`'s.
 Resuming a run directory continues exactly where the checkpoint was written: parameters,
 optimizer state, batch position and early-stopping history are restored and every epoch's
 sample order is a pure function of (seed, step, epoch).
@@ -28,13 +20,8 @@ sample order is a pure function of (seed, step, epoch).
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import math
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +31,26 @@ from mgtoolkit import comm
 from mgtoolkit.cycles import EarlyStopping, Schedule
 from mgtoolkit.nn import UNet
 from mgtoolkit.nn.memory import autocast
+from mgtoolkit.rundir import (
+    Checkpoint,
+    CheckpointError,
+    RunDir,
+    TrainState,
+    atomic_write_text,
+    read_checkpoint,
+    save_checkpoint,
+)
 from mgtoolkit.runtime import heap_reuse
-from mgtoolkit.train.config import TrainConfig, config_differences, to_toml
+from mgtoolkit.train.config import TrainConfig, config_differences
 from mgtoolkit.train.events import EventLog, Listener
+from mgtoolkit.train.losses import batch_loss
+from mgtoolkit.train.optim import adam, epoch_lr, warmup_factor
+from mgtoolkit.train.report import RunResult, write_report
+from mgtoolkit.train.toml import to_toml
+from mgtoolkit.train.validation import validation_metrics
 
-__all__ = ["STOP_FILE", "RunResult", "Trainer", "adam", "request_stop", "train"]
+__all__ = ["Trainer", "train"]
 
-#: A file of this name in the run directory asks a running trainer to stop after its batch.
-STOP_FILE = "STOP"
-
-CHECKPOINT_FORMAT = 1
 #: Largest level (training ν, bytes) held in memory when ``data.cache`` is on; larger levels
 #: are read batch by batch (a 512³ level of 64 samples would be 32 GiB).
 CACHE_BYTES = 2 * 2**30
@@ -61,122 +58,8 @@ CACHE_BYTES = 2 * 2**30
 SCALE_SAMPLES = 64
 
 
-def adam(params, *, lr: float) -> torch.optim.Adam:
-    """The trainer's Adam: torch's fused kernel, one pass over every parameter per step.
-
-    On CPU torch otherwise loops over the parameter tensors with ~10 small operations each:
-    1.48 vs 0.34 ms per step for the default 2D U-Net (2 threads), against ~13 ms for a whole
-    16² training step at batch 16 — a step every rank repeats. ``params``: tensors or
-    parameter groups, as for ``torch.optim.Adam``. The update is the same formula; only its
-    rounding differs from the loop's.
-    """
-    return torch.optim.Adam(params, lr=lr, fused=True)
-
-
-@dataclass
-class RunResult:
-    """What a finished (or target-stopped) run did.
-
-    Attributes
-    ----------
-    run_dir : Path
-    reason : str
-        "schedule complete", "target reached" or "stopped" (by :func:`request_stop`; the
-        checkpoint then resumes the run).
-    wall_s : float
-        Training seconds (forward/backward/update and data), excluding validation and
-        checkpoint writing.
-    elapsed_s : float
-        Wall seconds of the whole run, across resumes.
-    time_to_target_s : float or None
-        Training seconds when the target was first reached (None: no target or not reached).
-    final_loss : float
-        Mean loss of the last epoch.
-    validation : dict
-        Last finest-level validation metrics (``val_energy_gap``, ``val_rel_l2``, ...).
-    level_wall_s : dict
-        Training seconds per level.
-    steps : list of dict
-        One row per finished step (the metrics table).
-    validations : list of dict
-        Every validation event of the run.
-    """
-
-    run_dir: Path
-    reason: str
-    wall_s: float
-    elapsed_s: float
-    time_to_target_s: float | None
-    final_loss: float
-    validation: dict
-    level_wall_s: dict[int, float]
-    steps: list[dict] = field(default_factory=list)
-    validations: list[dict] = field(default_factory=list)
-
-
-def request_stop(run_dir: str | Path) -> Path:
-    """Ask the run training in ``run_dir`` to stop cleanly; returns the flag file's path.
-
-    The trainer checks for ``<run_dir>/STOP`` after every batch (all ranks agree on it with one
-    all-reduce, so they stop at the same batch), writes a checkpoint, ends with reason
-    "stopped" and removes the file: running the same training again resumes where it stopped.
-    """
-    path = Path(run_dir) / STOP_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-    return path
-
-
 class _Stopped(Exception):
     """Internal: a stop was requested (see :func:`request_stop`)."""
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # readers see the old or the new file, never a torn one
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-#: Coarsest grid of the preconditioning V-cycle (nodes): small enough that its dense
-#: factorization per sample costs little next to the network (9² nodes in 2D, 5³ in 3D).
-PRECONDITIONER_COARSEST_NODES = 125
-
-
-def _multigrid_loss(nu: torch.Tensor, u: torch.Tensor, *, power: float = 2.0) -> torch.Tensor:
-    """½ mean over nodes of ``c²`` with ``c = B ∇_u J`` held fixed, B one multigrid V-cycle.
-
-    Its gradient with respect to u is ``c``: a multigrid-preconditioned energy gradient, with
-    the same stationary point as J (``c = 0`` ⇔ ``K u = 0`` on free nodes ⇔ the FEM solution)
-    and no labels. Since B ≈ K⁻¹, ``c ≈ u − u_fem``: the loss is close to half the mean
-    squared error of u, in every region and at any contrast, where J's own gradient ``K u``
-    scales with ν and with the error's frequency (smooth errors in low-ν regions barely move
-    an energy-trained network).
-
-    With ``power`` p > 2 each node's term is weighted by ``|c|^(p−2)`` over its sample's mean
-    of that, so the gradient is ≈ that of mean |u − u_fem|^p / p (scaled per sample): the
-    largest errors of each sample weigh most. Per sample, not per batch, so that a batch
-    split over processes has the same gradient.
-    """
-    from mgtoolkit.fem import Hierarchy, MultigridConfig, apply_operator, free_mask
-
-    dim = nu.dim() - 1
-    with torch.no_grad():
-        mg = MultigridConfig(coarsest_nodes=PRECONDITIONER_COARSEST_NODES)
-        hierarchy = Hierarchy.build(nu, dim=dim, config=mg)
-        grad = apply_operator(nu, u.detach()) * free_mask(u.shape[1:], dtype=u.dtype)
-        c = hierarchy.vcycle(grad).clone()
-    spatial = tuple(range(1, u.dim()))
-    terms = (u - (u.detach() - c)).square()
-    if power != 2:
-        w = c.abs().pow(power - 2)
-        terms = terms * (w / w.mean(dim=spatial, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny))
-    return 0.5 * terms.mean(dim=spatial).mean()
 
 
 def _mirror(nu: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
@@ -222,27 +105,27 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig (got {type(config).__name__})")
         self.config = config
-        self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
+        self.run_dir = self.run.path
         self.rank, self.world_size = comm.world()
         self.progress = progress and self.rank == 0
         self.schedule: Schedule = config.cycle.build()
         self.device = self._device(config.device)
         self._check_store()
-        ckpt_path = self.run_dir / "checkpoints" / "latest.pt"
         checkpoint = None
-        if ckpt_path.exists():
+        if self.run.holds_run():
             if not resume:
                 raise FileExistsError(
-                    f"{self.run_dir} already holds a run ({ckpt_path}); resume it or choose a "
-                    "new run directory"
+                    f"{self.run_dir} already holds a run ({self.run.latest}); resume it or "
+                    "choose a new run directory"
                 )
-            checkpoint = self._read_checkpoint(ckpt_path)
+            checkpoint = self._read_checkpoint()
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(self.run_dir / "config.toml", to_toml(config))
+            atomic_write_text(self.run.config, to_toml(config))
         self.log = EventLog(
-            self.run_dir.name,
-            self.run_dir / "events.jsonl" if self.rank == 0 else None,
+            self.run.name,
+            self.run.events if self.rank == 0 else None,
             listeners if self.rank == 0 else (),
         )
         self._build(checkpoint)
@@ -337,14 +220,12 @@ class Trainer:
             line_search_fn="strong_wolfe",
         )
 
-    def _build(self, checkpoint: dict | None) -> None:
+    def _build(self, checkpoint: Checkpoint | None) -> None:
         torch.manual_seed(self.config.seed)
-        model = UNet(self.config.model)
         if checkpoint is not None:
-            for _ in range(checkpoint["growth"]):
-                model.grow()
-            model.load_state_dict(checkpoint["model"])
+            model = checkpoint.build_model()
         else:
+            model = UNet(self.config.model)
             model.log_nu_scale.fill_(self._log_nu_scale())
         self.model = comm.convert_sync_batchnorm(model).to(self.device)
         if self.config.channels_last:
@@ -355,29 +236,12 @@ class Trainer:
         comm.broadcast_module(self.model)
         self.optimizer = self._make_optimizer()
         if checkpoint is not None:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.state = checkpoint["state"]
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            self.state = checkpoint.state
             self.resumed = True
             return
         self.resumed = False
-        self.state = {
-            "step": 0,  # index of the current step
-            "started": False,  # whether the current step's start actions ran
-            "epoch": 0,  # epochs finished in the current step
-            "batch": 0,  # batches finished in the current epoch
-            "epoch_loss_sum": 0.0,
-            "epoch_wall_s": 0.0,
-            "step_losses": [],  # epoch mean losses of the current step (early stopping)
-            "step_wall_s": 0.0,
-            "wall_s": 0.0,  # training seconds of the run
-            "elapsed_s": 0.0,
-            "level_wall_s": {},
-            "steps": [],  # metrics rows of finished steps
-            "validations": [],
-            "time_to_target_s": None,
-            "reason": None,  # why the run ended, None while it runs
-            "prev_level": None,  # level of the last finished step (adaptation)
-        }
+        self.state = TrainState()
 
     def _log_nu_scale(self) -> float:
         """Std of per-sample-centred log ν over up to 64 finest-level training samples."""
@@ -422,17 +286,9 @@ class Trainer:
 
         ``nu``: (B,) + (n,) * dim on cells, on the training device. Returns a 0-d tensor.
         """
-        from mgtoolkit.fem import energy
-
         with autocast(self.config.precision, device=self.device, model=self.model):
             u = self.model(nu)  # float32 in either precision (the head runs in float32)
-        if self.config.optim.loss == "multigrid":
-            return _multigrid_loss(nu, u, power=self.config.optim.loss_power)
-        if self.config.optim.loss == "scaled_energy":
-            spatial = tuple(range(1, nu.dim()))
-            g = torch.exp(torch.log(nu).mean(dim=spatial, keepdim=True))
-            nu = nu / g
-        return energy(nu, u).mean()
+        return batch_loss(self.config.optim.loss, nu, u, power=self.config.optim.loss_power)
 
     def _train_batch(self, nu: torch.Tensor) -> float:
         self.model.train()
@@ -462,43 +318,25 @@ class Trainer:
         ``val_energy_gap`` = mean (J(u_net) − J(u_fem)) / J(u_fem), ``val_rel_l2`` = mean
         ‖u_net − u_fem‖ / ‖u_fem‖ over nodes, ``val_max_abs`` = max |u_net − u_fem|.
         """
-        from mgtoolkit.fem import energy
-
         data = self._validation_data()
         if not data:
             return {}
         self.model.eval()
-        chunk = max(1, self.config.optim.batch_size)
-        nu_all = data["nu"]
-        preds = [
-            self.model(nu_all[i : i + chunk].to(self.device)).double().cpu()
-            for i in range(0, len(nu_all), chunk)
-        ]
-        u = torch.cat(preds)
-        nu64 = nu_all.double()
-        j_net = energy(nu64, u)
-        out = {"val_energy": float(j_net.mean())}
-        if data["u_fem"] is not None:
-            ref = data["u_fem"].double()
-            j_fem = energy(nu64, ref)
-            diff = (u - ref).flatten(1)
-            out["val_energy_gap"] = float(((j_net - j_fem) / j_fem).mean())
-            out["val_rel_l2"] = float((diff.norm(dim=1) / ref.flatten(1).norm(dim=1)).mean())
-            out["val_max_abs"] = float(diff.abs().max())
-        return out
+        return validation_metrics(
+            self.model,
+            data["nu"],
+            data["u_fem"],
+            chunk=max(1, self.config.optim.batch_size),
+            device=self.device,
+        )
 
     # ------------------------------------------------------------------ checkpoints
-    def _read_checkpoint(self, path: Path) -> dict:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not an mgtoolkit training checkpoint")
-        diffs = config_differences(ckpt["config"], self.config.trajectory_dict())
+    def _read_checkpoint(self) -> Checkpoint:
+        ckpt = read_checkpoint(self.run.latest)
+        diffs = config_differences(ckpt.config, self.config.trajectory_dict())
         if diffs:
-            raise ValueError(
-                f"checkpoint {path} was written by another model/configuration — "
+            raise CheckpointError(
+                f"checkpoint {self.run.latest} was written by another model/configuration — "
                 + "; ".join(diffs)
                 + ". Resume with the checkpoint's configuration (its config.toml) or start a "
                 "new run directory"
@@ -507,24 +345,20 @@ class Trainer:
 
     def checkpoint(self, *, step_end: bool = False) -> Path:
         """Write ``checkpoints/latest.pt`` atomically (and ``step-NNN.pt`` at step ends)."""
-        path = self.run_dir / "checkpoints" / "latest.pt"
+        path = self.run.latest
         if self.rank == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            body = {
-                "format": CHECKPOINT_FORMAT,
-                "config": self.config.trajectory_dict(),
-                "growth": self.model.growth,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "state": self.state,
-            }
-            _atomic_torch_save(body, path)
-            if step_end:
-                _atomic_torch_save(body, path.with_name(f"step-{self.state['step']:03d}.pt"))
-            s = self.state
-            self.log.emit(
-                "checkpoint", path=str(path), step=s["step"], epoch=s["epoch"], batch=s["batch"]
+            body = Checkpoint(
+                config=self.config.trajectory_dict(),
+                growth=self.model.growth,
+                model=self.model.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                state=self.state,
             )
+            save_checkpoint(path, body)
+            if step_end:
+                save_checkpoint(self.run.step_checkpoint(self.state.step), body)
+            s = self.state
+            self.log.emit("checkpoint", path=str(path), step=s.step, epoch=s.epoch, batch=s.batch)
         self._last_checkpoint = time.monotonic()
         return path
 
@@ -532,7 +366,7 @@ class Trainer:
     def run(self) -> RunResult:
         """Train until the schedule completes or the target is reached; return the result."""
         t_start = time.monotonic()
-        elapsed0 = self.state["elapsed_s"]
+        elapsed0 = self.state.elapsed_s
         steps = self.schedule.steps
         self.log.emit(
             "run_start",
@@ -548,27 +382,27 @@ class Trainer:
             resumed=self.resumed,
         )
         try:
-            if not self.state["validations"] and self.state["step"] == 0:
+            if not self.state.validations and self.state.step == 0:
                 self._validate_and_check(0, steps[0].level)  # the starting point of the curves
             stopped = False
             try:
                 with heap_reuse() if self.config.heap_reuse else contextlib.nullcontext():
-                    while self.state["reason"] is None and self.state["step"] < len(steps):
-                        self._run_step(self.state["step"])
-                        self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
+                    while self.state.reason is None and self.state.step < len(steps):
+                        self._run_step(self.state.step)
+                        self.state.elapsed_s = elapsed0 + time.monotonic() - t_start
             except _Stopped:
                 stopped = True
                 if self.rank == 0:
-                    (self.run_dir / STOP_FILE).unlink(missing_ok=True)
-            if self.state["reason"] is None and not stopped:
-                self.state["reason"] = "schedule complete"
-            self.state["elapsed_s"] = elapsed0 + time.monotonic() - t_start
+                    self.run.clear_stop()
+            if self.state.reason is None and not stopped:
+                self.state.reason = "schedule complete"
+            self.state.elapsed_s = elapsed0 + time.monotonic() - t_start
             self.checkpoint()  # a stopped run keeps reason None here: a rerun resumes it
             result = self._result()
             if stopped:
                 result.reason = "stopped"
             if self.rank == 0:
-                self._write_report(result)
+                write_report(self.run, result, schedule=self.schedule, config=self.config)
             self.log.emit(
                 "run_end",
                 reason=result.reason,
@@ -585,7 +419,7 @@ class Trainer:
             self.log.close()
 
     def _adapt(self, level: int) -> None:
-        prev = self.state["prev_level"]
+        prev = self.state.prev_level
         if self.config.adaptation == "grow" and prev is not None and level < prev:
             self.model.grow()
             # New batch-norm layers must be synchronized too (a no-op in one process).
@@ -597,7 +431,7 @@ class Trainer:
         s = self.state
         step = self.schedule.steps[k]
         level, n = step.level, self.level_n[step.level]
-        if not s["started"]:
+        if not s.started:
             self._adapt(level)
             # Fresh optimizer state per step: Adam's second moments from the previous level
             # (converged there: tiny gradients) would turn the new level's first, large
@@ -606,7 +440,7 @@ class Trainer:
             # belong to the previous level's loss as well.
             self.optimizer = self._make_optimizer()
             s.update(started=True, epoch=0, batch=0, step_losses=[], step_wall_s=0.0)
-            s["epoch_loss_sum"], s["epoch_wall_s"] = 0.0, 0.0
+            s.epoch_loss_sum, s.epoch_wall_s = 0.0, 0.0
         self.log.emit("step_start", step=k, level=level, n=n, rule=str(step.rule))
         get = self._level_data(level)
         bar = None
@@ -615,13 +449,13 @@ class Trainer:
 
             bar = tqdm(
                 total=step.rule.max_epochs,
-                initial=s["epoch"],
+                initial=s.epoch,
                 desc=f"step {k + 1}/{len(self.schedule.steps)} level {level} ({n}^{self.dim})",
                 unit="epoch",
                 leave=False,
             )
         try:
-            while not step.rule.done(s["step_losses"]) and s["reason"] is None:
+            while not step.rule.done(s.step_losses) and s.reason is None:
                 self._run_epoch(k, level, get)
                 if bar is not None:
                     bar.update(1)
@@ -629,24 +463,24 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if not s["validations"] or s["validations"][-1].get("_at") != (k, s["epoch"]):
+        if not s.validations or s.validations[-1].get("_at") != [k, s.epoch]:
             self._validate_and_check(k, level)
-        val = s["validations"][-1] if s["validations"] else {}
+        val = s.validations[-1] if s.validations else {}
         row = {
             "step": k,
             "level": level,
             "n": n,
             "rule": str(step.rule),
-            "epochs": s["epoch"],
-            "loss": s["step_losses"][-1] if s["step_losses"] else math.nan,
-            "wall_s": s["step_wall_s"],
-            "samples_per_s": (s["epoch"] * self._epoch_samples() / s["step_wall_s"])
-            if s["step_wall_s"] > 0
+            "epochs": s.epoch,
+            "loss": s.step_losses[-1] if s.step_losses else math.nan,
+            "wall_s": s.step_wall_s,
+            "samples_per_s": (s.epoch * self._epoch_samples() / s.step_wall_s)
+            if s.step_wall_s > 0
             else math.nan,
             "val_energy_gap": val.get("val_energy_gap", math.nan),
             "val_rel_l2": val.get("val_rel_l2", math.nan),
         }
-        s["steps"].append(row)
+        s.steps.append(row)
         self.log.emit(
             "step_end",
             step=k,
@@ -671,7 +505,7 @@ class Trainer:
 
     def _run_epoch(self, k: int, level: int, get) -> None:
         s = self.state
-        epoch = s["epoch"]
+        epoch = s.epoch
         B = self._global_batch()
         rng = np.random.default_rng([self.config.seed, k, epoch])
         order = comm.padded_order(rng.permutation(len(self.train_indices)), B)
@@ -681,18 +515,18 @@ class Trainer:
         # do not depend on the number of ranks (and a resumed epoch draws the same ones).
         flips = rng.random((len(order), self.dim)) < 0.5 if self.config.data.augment else None
         lr = self._epoch_lr(k)
-        if s["batch"] == 0:
+        if s.batch == 0:
             # Batch-norm running statistics (a plain average, momentum=None) restart every
             # epoch: averaged over a whole step they would mix in the activations of the
             # step's first, much worse weights (and, at a step's start, the previous level's).
             for m in self.model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
                     m.reset_running_stats()
-            s["epoch_loss_sum"], s["epoch_wall_s"] = 0.0, 0.0
+            s.epoch_loss_sum, s.epoch_wall_s = 0.0, 0.0
             self.log.emit("epoch_start", step=k, level=level, epoch=epoch, lr=lr)
-        for b in range(s["batch"], n_batches):
+        for b in range(s.batch, n_batches):
             t0 = time.perf_counter()
-            warm = self.config.optim.warmup(k, epoch * n_batches + b, n_batches)
+            warm = warmup_factor(self.config.optim, k, epoch * n_batches + b, n_batches)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * warm
             nu = get(order[b * B : (b + 1) * B][mine]).to(self.device, non_blocking=True)
@@ -700,12 +534,12 @@ class Trainer:
                 nu = _mirror(nu, flips[b * B : (b + 1) * B][mine])
             loss = self._train_batch(nu)
             dt = time.perf_counter() - t0
-            s["batch"] = b + 1
-            s["epoch_loss_sum"] += loss
-            s["epoch_wall_s"] += dt
-            s["step_wall_s"] += dt
-            s["wall_s"] += dt
-            s["level_wall_s"][level] = s["level_wall_s"].get(level, 0.0) + dt
+            s.batch = b + 1
+            s.epoch_loss_sum += loss
+            s.epoch_wall_s += dt
+            s.step_wall_s += dt
+            s.wall_s += dt
+            s.level_wall_s[level] = s.level_wall_s.get(level, 0.0) + dt
             self.log.emit(
                 "batch_end",
                 step=k,
@@ -726,20 +560,20 @@ class Trainer:
             minutes = (time.monotonic() - self._last_checkpoint) / 60
             if minutes >= self.config.checkpoint_minutes and b + 1 < n_batches:
                 self.checkpoint()
-        mean = s["epoch_loss_sum"] / n_batches
-        s["step_losses"].append(mean)
-        s["epoch"], s["batch"] = epoch + 1, 0
+        mean = s.epoch_loss_sum / n_batches
+        s.step_losses.append(mean)
+        s.epoch, s.batch = epoch + 1, 0
         self.log.emit(
             "epoch_end",
             step=k,
             level=level,
             epoch=epoch,
             loss=mean,
-            wall_s=s["epoch_wall_s"],
-            samples_per_s=len(order) / s["epoch_wall_s"] if s["epoch_wall_s"] > 0 else math.nan,
+            wall_s=s.epoch_wall_s,
+            samples_per_s=len(order) / s.epoch_wall_s if s.epoch_wall_s > 0 else math.nan,
         )
         every = self.config.validate_every
-        if every and s["epoch"] % every == 0:
+        if every and s.epoch % every == 0:
             self._validate_and_check(k, level)
 
     def _epoch_lr(self, k: int) -> float:
@@ -750,12 +584,15 @@ class Trainer:
             if isinstance(rule, EarlyStopping)
             else self.config.cycle.min_rel_improvement
         )
-        return self.config.optim.step_lr(
-            self.state["step_losses"], min_rel_improvement=threshold, max_epochs=rule.max_epochs
+        return epoch_lr(
+            self.config.optim,
+            self.state.step_losses,
+            min_rel_improvement=threshold,
+            max_epochs=rule.max_epochs,
         )
 
     def _stop_requested(self) -> bool:
-        flag = (self.run_dir / STOP_FILE).exists()
+        flag = self.run.stop_requested()
         if self.world_size > 1:  # every rank must stop at the same batch
             flag = bool(comm.all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
         return flag
@@ -770,104 +607,42 @@ class Trainer:
             step=k,
             level=1,
             train_level=level,
-            epoch=s["epoch"],
-            wall_s=s["wall_s"],
+            epoch=s.epoch,
+            wall_s=s.wall_s,
             **metrics,
         )
-        s["validations"].append(
+        s.validations.append(
             {
                 **metrics,
                 "step": k,
                 "train_level": level,
-                "wall_s": s["wall_s"],
-                "_at": (k, s["epoch"]),
+                "wall_s": s.wall_s,
+                "_at": [k, s.epoch],
             }
         )
         target, key = self.config.target, f"val_{self.config.target_metric}"
         if target is not None and key in metrics and metrics[key] <= target:
-            if s["time_to_target_s"] is None:
-                s["time_to_target_s"] = s["wall_s"]
-            s["reason"] = "target reached"
+            if s.time_to_target_s is None:
+                s.time_to_target_s = s.wall_s
+            s.reason = "target reached"
 
     # ------------------------------------------------------------------ outputs
     def _result(self) -> RunResult:
         s = self.state
-        clean = [{k: v for k, v in d.items() if k != "_at"} for d in s["validations"]]
+        clean = [{k: v for k, v in d.items() if k != "_at"} for d in s.validations]
         last = clean[-1] if clean else {}
         return RunResult(
             run_dir=self.run_dir,
-            reason=s["reason"],
-            wall_s=s["wall_s"],
-            elapsed_s=s["elapsed_s"],
-            time_to_target_s=s["time_to_target_s"],
-            final_loss=s["steps"][-1]["loss"] if s["steps"] else math.nan,
+            reason=s.reason,
+            wall_s=s.wall_s,
+            elapsed_s=s.elapsed_s,
+            time_to_target_s=s.time_to_target_s,
+            final_loss=s.steps[-1]["loss"] if s.steps else math.nan,
             validation={k: v for k, v in last.items() if k.startswith("val_")},
-            level_wall_s=dict(sorted(s["level_wall_s"].items())),
-            steps=list(s["steps"]),
+            level_wall_s=dict(sorted(s.level_wall_s.items())),
+            steps=list(s.steps),
             validations=clean,
         )
-
-    def _write_metrics(self) -> None:
-        rows = self.state["steps"]
-        if not rows:
-            return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        _atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
-
-    def _write_report(self, r: RunResult) -> None:
-        self._write_metrics()
-        summary = {
-            "reason": r.reason,
-            "wall_s": r.wall_s,
-            "elapsed_s": r.elapsed_s,
-            "time_to_target_s": r.time_to_target_s,
-            "final_loss": r.final_loss,
-            "validation": r.validation,
-            "level_wall_s": {str(k): v for k, v in r.level_wall_s.items()},
-            "steps": r.steps,
-        }
-        _atomic_write_text(self.run_dir / "report.json", json.dumps(summary, indent=2) + "\n")
-        total = sum(r.level_wall_s.values()) or 1.0
-        lines = [
-            f"# Training run {self.run_dir.name}",
-            "",
-            "```",
-            str(self.schedule),
-            "```",
-            "",
-            f"- finished: {r.reason}",
-            f"- training time: {r.wall_s:.2f} s (run elapsed {r.elapsed_s:.2f} s)",
-            f"- final epoch loss: {r.final_loss:.6g}",
-        ]
-        if r.time_to_target_s is not None:
-            lines.append(
-                f"- target {self.config.target_metric} ≤ {self.config.target:g} reached after "
-                f"{r.time_to_target_s:.2f} s of training"
-            )
-        for key, label in (
-            ("val_energy_gap", "validation energy gap vs FEM"),
-            ("val_rel_l2", "validation relative L2 error vs FEM"),
-            ("val_max_abs", "validation max abs error vs FEM"),
-        ):
-            if key in r.validation:
-                lines.append(f"- {label}: {r.validation[key]:.4g}")
-        if "val_energy_gap" not in r.validation:
-            lines.append(
-                "- no u_fem in the store: add it with `mgtoolkit fem solve` for errors vs FEM"
-            )
-        lines += ["", "| level | training s | share |", "|---|---|---|"]
-        for lv, w in r.level_wall_s.items():
-            lines.append(f"| {lv} | {w:.2f} | {100 * w / total:.1f} % |")
-        lines += ["", "| step | level | epochs | loss | s | rel L2 |", "|---|---|---|---|---|---|"]
-        for row in r.steps:
-            lines.append(
-                f"| {row['step'] + 1} | {row['level']} | {row['epochs']} | {row['loss']:.5g} "
-                f"| {row['wall_s']:.2f} | {row['val_rel_l2']:.4g} |"
-            )
-        _atomic_write_text(self.run_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def train(

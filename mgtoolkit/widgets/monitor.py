@@ -20,7 +20,7 @@ from pathlib import Path
 
 import param
 
-from mgtoolkit.train.trainer import STOP_FILE
+from mgtoolkit.rundir import STOP_FILE, RunDir, request_stop
 from mgtoolkit.widgets._view import Slot, holoviews, level_color, named
 
 __all__ = ["STOP_FILE", "EventFollower", "RunMonitor", "request_stop"]
@@ -28,21 +28,6 @@ __all__ = ["STOP_FILE", "EventFollower", "RunMonitor", "request_stop"]
 #: Bokeh figure names (the browser test looks them up).
 LOSS_NAME = "mgtoolkit-loss-curves"
 VALIDATION_NAME = "mgtoolkit-validation"
-
-
-def request_stop(run_dir: str | Path) -> Path:
-    """Ask the run in ``run_dir`` to stop: create ``<run_dir>/STOP`` (returns its path).
-
-    The trainer checks for the file between batches and ends the run; a later resume continues
-    from the last checkpoint (:func:`mgtoolkit.train.request_stop`, for an existing run
-    directory only: a mistyped path must not create an unrelated directory).
-    """
-    from mgtoolkit.train import request_stop as trainer_request_stop
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"no run directory {run_dir}; pass the run's output directory")
-    return trainer_request_stop(run_dir)
 
 
 class EventFollower:
@@ -128,7 +113,7 @@ class RunMonitor(param.Parameterized):
     def follow(self, run_dir: str | Path) -> RunMonitor:
         """Follow the run writing ``<run_dir>/events.jsonl`` (e.g. a batch job); returns self."""
         self.run_dir = Path(run_dir)
-        self._followers.append(EventFollower(self.run_dir / "events.jsonl"))
+        self._followers.append(EventFollower(RunDir(self.run_dir).events))
         return self
 
     def attach(self, handle, *, run_dir: str | Path | None = None) -> RunMonitor:
@@ -244,7 +229,7 @@ class RunMonitor(param.Parameterized):
     def _schedule_from(self, ev: dict) -> None:
         if self.schedule is not None:
             return
-        config = self.run_dir / "config.toml" if self.run_dir is not None else None
+        config = RunDir(self.run_dir).config if self.run_dir is not None else None
         if config is not None and config.exists():
             from mgtoolkit.train import load_config
 

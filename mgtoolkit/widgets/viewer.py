@@ -45,7 +45,7 @@ def _how_to_add(name: str, store: Path, level: int) -> str:
     if name == "u_pred":
         return (
             f"write a trained network's prediction with `mgtoolkit predict <run_dir> {store} "
-            f"--level {level}` (or mgtoolkit.train.predict.predict)"
+            f"--level {level}` (or mgtoolkit.infer.predict)"
         )
     return f"add the node field {name!r} with mgtoolkit.data.map_samples(..., name={name!r})"
 
@@ -201,7 +201,7 @@ class FieldViewer(param.Parameterized):
         if self.n() ** self.dim <= ENERGY_GAP_MAX_CELLS:
             import torch
 
-            from mgtoolkit.train.predict import sample_metrics
+            from mgtoolkit.infer import sample_metrics
 
             return sample_metrics(
                 torch.from_numpy(np.asarray(ds["nu"].values)),

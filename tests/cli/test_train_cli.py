@@ -9,7 +9,8 @@ import torch
 
 from mgtoolkit.cli import main
 from mgtoolkit.data import LevelDataset
-from mgtoolkit.train import load_model, read_events
+from mgtoolkit.rundir import load_model
+from mgtoolkit.train import read_events
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mgtoolkit.nn import UNetConfig
+from mgtoolkit.rundir import request_stop
 from mgtoolkit.train import (
     CycleConfig,
     DataConfig,
@@ -15,7 +16,6 @@ from mgtoolkit.train import (
     Trainer,
     load_config,
     read_events,
-    request_stop,
     to_toml,
     train,
 )
@@ -243,7 +243,7 @@ def test_multigrid_loss_gradient_points_at_the_fem_solution(store2d_fem):
     (u_fem from the FEM solver, an independent reference), zero at u_fem."""
     from mgtoolkit.data import LevelDataset
     from mgtoolkit.fem import energy
-    from mgtoolkit.train.trainer import _multigrid_loss
+    from mgtoolkit.train.losses import multigrid_loss as _multigrid_loss
 
     ds = LevelDataset(store2d_fem, 1, variables=("nu", "u_fem"))
     nu = torch.stack([ds[i]["nu"] for i in range(8)]).double()
@@ -267,7 +267,7 @@ def test_multigrid_loss_power_weights_each_samples_largest_errors(store2d_fem):
     """With p = 4 the gradient approaches that of mean |u − u_fem|⁴ (per sample), is still
     zero at u_fem, and a sample's gradient does not depend on the rest of its batch."""
     from mgtoolkit.data import LevelDataset
-    from mgtoolkit.train.trainer import _multigrid_loss
+    from mgtoolkit.train.losses import multigrid_loss as _multigrid_loss
 
     ds = LevelDataset(store2d_fem, 1, variables=("nu", "u_fem"))
     nu = torch.stack([ds[i]["nu"] for i in range(8)]).double()

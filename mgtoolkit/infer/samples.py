@@ -1,4 +1,4 @@
-"""Inference with a trained network: u_pred into the store, and errors vs FEM per sample."""
+"""Whole-sample prediction into a store, with each sample's errors against FEM."""
 
 from __future__ import annotations
 
@@ -12,39 +12,7 @@ import torch
 
 from mgtoolkit.nn import UNet, UNetConfig
 
-__all__ = ["PredictFn", "load_model", "predict", "sample_metrics"]
-
-
-def _checkpoint_path(source: str | Path) -> Path:
-    source = Path(source)
-    path = source / "checkpoints" / "latest.pt" if source.is_dir() else source
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; pass a run directory written by `mgtoolkit train` "
-            "or a checkpoint file"
-        )
-    return path
-
-
-def load_model(
-    source: str | Path, *, device: str | torch.device = "cpu", mirror_average: bool = False
-) -> UNet:
-    """The trained network of a run directory (its latest checkpoint) or a checkpoint file.
-
-    Returns the :class:`~mgtoolkit.nn.UNet` in eval mode on ``device``; with
-    ``mirror_average`` it predicts the mean over the field's mirror images (see
-    :class:`~mgtoolkit.nn.UNet`: exactly symmetric, 2^d times the cost).
-    """
-    path = _checkpoint_path(source)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path} is not an mgtoolkit training checkpoint")
-    model = UNet(UNetConfig(**ckpt["config"]["model"]))
-    for _ in range(ckpt["growth"]):
-        model.grow()
-    model.load_state_dict(ckpt["model"])
-    model.mirror_average = mirror_average
-    return model.to(device).eval()
+__all__ = ["PredictFn", "predict", "sample_metrics"]
 
 
 @dataclass
@@ -82,21 +50,14 @@ class PredictFn:
 
 
 def sample_metrics(nu: torch.Tensor, u: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-    """Errors of one prediction against the FEM solution (DESIGN.md §1, accuracy measures).
+    """Errors of one prediction against the FEM solution, in float64.
 
-    ``nu`` on cells ``(n,) * d``; ``u``, ``ref`` on nodes ``(n + 1,) * d``. Returns ``rel_l2`` =
-    ‖u − ref‖ / ‖ref‖ over nodes, ``max_abs`` = max |u − ref| and ``energy_gap`` =
-    (J(u) − J(ref)) / J(ref), computed in float64.
+    ``nu`` on cells ``(n,) * d``; ``u``, ``ref`` on nodes ``(n + 1,) * d``. Returns ``rel_l2``,
+    ``max_abs`` and ``energy_gap`` as floats (see :func:`mgtoolkit.fem.error_metrics`).
     """
-    from mgtoolkit.fem import energy
+    from mgtoolkit.fem import error_metrics
 
-    nu, u, ref = nu.double(), u.double(), ref.double()
-    j, j_ref = float(energy(nu, u)), float(energy(nu, ref))
-    return {
-        "rel_l2": float((u - ref).norm() / ref.norm()),
-        "max_abs": float((u - ref).abs().max()),
-        "energy_gap": (j - j_ref) / j_ref,
-    }
+    return {k: float(v) for k, v in error_metrics(nu, u, ref).items()}
 
 
 def predict(
@@ -138,6 +99,7 @@ def predict(
         ``rel_l2``, ``max_abs``, ``energy_gap`` (see :func:`sample_metrics`).
     """
     from mgtoolkit.data import LevelDataset, completed, map_samples
+    from mgtoolkit.rundir import load_model
 
     model = source if isinstance(source, UNet) else load_model(source)
     fn = PredictFn.from_model(model)
