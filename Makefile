@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch lies on local disk; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo demo-512 test lab lint clean
+.PHONY: demo demo-512 test docs lab lint clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(VENV)/.dev
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
+# The documentation site (docs/, mkdocs.yml) into site/; warnings are errors.
+docs: $(VENV)/.dev
+	$(PY) -m mkdocs build --strict --site-dir site
+
 lab: $(VENV)/.base
 	$(VENV)/bin/jupyter lab notebooks
 
@@ -37,4 +41,4 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

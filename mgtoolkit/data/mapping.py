@@ -60,6 +60,8 @@ def map_samples(
     dtype : str
         Storage type of the field when it is created.
 
+    Notes
+    -----
     Samples already marked complete are skipped, so a rerun after an interruption computes only
     the rest. Each task holds the samples of one shard (small fields) or one sample.
     """

@@ -332,6 +332,8 @@ def predict_store(
     progress : bool
         tqdm progress bar (in tiles for large samples, in samples for small ones).
 
+    Notes
+    -----
     Large samples: each task reads its box of ν from zarr and returns its block of u; the
     calling process writes u slab by slab (whole chunks) as soon as a slab is complete, so no
     two writers ever share a chunk. Small samples (one chunk per sample) run through

@@ -40,6 +40,8 @@ def needed_cells(config, growth: int, first: int, last: int) -> tuple[int, int]:
     first, last : int
         Node indices along one axis, ``first ≤ last``.
 
+    Notes
+    -----
     The range is that of an unbounded grid; the domain clips it. It follows the forward pass
     of :class:`~mgtoolkit.nn.UNet` backwards: the cells→nodes head (node j reads cells j−1, j),
     the grown output blocks, the decoder blocks (each 3-point convolution widens by one cell

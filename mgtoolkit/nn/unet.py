@@ -239,6 +239,8 @@ class UNet(nn.Module):
         times the cost. Like ``channels_last``, an attribute that may be changed at any time
         and is not saved with the weights.
 
+    Notes
+    -----
     Input ``nu``: float tensor ``(B,) + (n,) * dim`` on cells, ν > 0.
     Output ``u``: float tensor ``(B,) + (n + 1,) * dim`` on nodes, in [0, 1], with
     ``u[..., 0] == 1`` and ``u[..., n] == 0`` exactly. Any power-of-two ``n`` ≥ 2 works, with the
