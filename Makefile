@@ -31,7 +31,7 @@ test: $(VENV)/.dev
 
 # The documentation site (docs/, mkdocs.yml) into site/; warnings are errors.
 docs: $(VENV)/.dev
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 lab: $(VENV)/.base
 	$(VENV)/bin/jupyter lab notebooks

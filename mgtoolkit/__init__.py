@@ -13,4 +13,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+local"
 
-__all__ = ["Grid", "__version__", "hierarchy"]
+__all__ = ["Grid", "__version__", "hierarchy", "load_model"]
+
+
+def load_model(source, *, device="cpu", mirror_average=False):
+    """A trained network from a run directory or a checkpoint file, in eval mode.
+
+    See :func:`mgtoolkit.rundir.load_model` (imported here on first use, so that
+    ``import mgtoolkit`` stays light).
+    """
+    from mgtoolkit.rundir import load_model as _load_model
+
+    return _load_model(source, device=device, mirror_average=mirror_average)
