@@ -45,7 +45,7 @@ from mgtoolkit.train.config import TrainConfig, config_differences
 from mgtoolkit.train.events import EventLog, Listener
 from mgtoolkit.train.losses import batch_loss
 from mgtoolkit.train.optim import adam, epoch_lr, warmup_factor
-from mgtoolkit.train.report import RunResult, write_report
+from mgtoolkit.train.report import RunResult, write_metrics, write_report
 from mgtoolkit.train.toml import to_toml
 from mgtoolkit.train.validation import validation_metrics
 
@@ -105,27 +105,27 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig (got {type(config).__name__})")
         self.config = config
-        self.run = RunDir(run_dir)
-        self.run_dir = self.run.path
+        self.rundir = RunDir(run_dir)
+        self.run_dir = self.rundir.path
         self.rank, self.world_size = comm.world()
         self.progress = progress and self.rank == 0
         self.schedule: Schedule = config.cycle.build()
         self.device = self._device(config.device)
         self._check_store()
         checkpoint = None
-        if self.run.holds_run():
+        if self.rundir.holds_run():
             if not resume:
                 raise FileExistsError(
-                    f"{self.run_dir} already holds a run ({self.run.latest}); resume it or "
+                    f"{self.run_dir} already holds a run ({self.rundir.latest}); resume it or "
                     "choose a new run directory"
                 )
             checkpoint = self._read_checkpoint()
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run.config, to_toml(config))
+            atomic_write_text(self.rundir.config, to_toml(config))
         self.log = EventLog(
-            self.run.name,
-            self.run.events if self.rank == 0 else None,
+            self.rundir.name,
+            self.rundir.events if self.rank == 0 else None,
             listeners if self.rank == 0 else (),
         )
         self._build(checkpoint)
@@ -332,11 +332,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _read_checkpoint(self) -> Checkpoint:
-        ckpt = read_checkpoint(self.run.latest)
+        ckpt = read_checkpoint(self.rundir.latest)
         diffs = config_differences(ckpt.config, self.config.trajectory_dict())
         if diffs:
             raise CheckpointError(
-                f"checkpoint {self.run.latest} was written by another model/configuration — "
+                f"checkpoint {self.rundir.latest} was written by another model/configuration — "
                 + "; ".join(diffs)
                 + ". Resume with the checkpoint's configuration (its config.toml) or start a "
                 "new run directory"
@@ -345,7 +345,7 @@ class Trainer:
 
     def checkpoint(self, *, step_end: bool = False) -> Path:
         """Write ``checkpoints/latest.pt`` atomically (and ``step-NNN.pt`` at step ends)."""
-        path = self.run.latest
+        path = self.rundir.latest
         if self.rank == 0:
             body = Checkpoint(
                 config=self.config.trajectory_dict(),
@@ -356,7 +356,7 @@ class Trainer:
             )
             save_checkpoint(path, body)
             if step_end:
-                save_checkpoint(self.run.step_checkpoint(self.state.step), body)
+                save_checkpoint(self.rundir.step_checkpoint(self.state.step), body)
             s = self.state
             self.log.emit("checkpoint", path=str(path), step=s.step, epoch=s.epoch, batch=s.batch)
         self._last_checkpoint = time.monotonic()
@@ -393,7 +393,7 @@ class Trainer:
             except _Stopped:
                 stopped = True
                 if self.rank == 0:
-                    self.run.clear_stop()
+                    self.rundir.clear_stop()
             if self.state.reason is None and not stopped:
                 self.state.reason = "schedule complete"
             self.state.elapsed_s = elapsed0 + time.monotonic() - t_start
@@ -402,7 +402,7 @@ class Trainer:
             if stopped:
                 result.reason = "stopped"
             if self.rank == 0:
-                write_report(self.run, result, schedule=self.schedule, config=self.config)
+                write_report(self.rundir, result, schedule=self.schedule, config=self.config)
             self.log.emit(
                 "run_end",
                 reason=result.reason,
@@ -439,7 +439,7 @@ class Trainer:
             # output for good when a half-V moved from 32² to 64². L-BFGS's curvature pairs
             # belong to the previous level's loss as well.
             self.optimizer = self._make_optimizer()
-            s.update(started=True, epoch=0, batch=0, step_losses=[], step_wall_s=0.0)
+            s.started, s.epoch, s.batch, s.step_losses, s.step_wall_s = True, 0, 0, [], 0.0
             s.epoch_loss_sum, s.epoch_wall_s = 0.0, 0.0
         self.log.emit("step_start", step=k, level=level, n=n, rule=str(step.rule))
         get = self._level_data(level)
@@ -459,7 +459,7 @@ class Trainer:
                 self._run_epoch(k, level, get)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{s['step_losses'][-1]:.5g}")
+                    bar.set_postfix(loss=f"{s.step_losses[-1]:.5g}")
         finally:
             if bar is not None:
                 bar.close()
@@ -491,10 +491,10 @@ class Trainer:
             loss=row["loss"],
             wall_s=row["wall_s"],
         )
-        s.update(step=k + 1, started=False, epoch=0, batch=0, prev_level=level)
+        s.step, s.started, s.epoch, s.batch, s.prev_level = k + 1, False, 0, 0, level
         self.checkpoint(step_end=True)
         if self.rank == 0:
-            self._write_metrics()
+            write_metrics(self.rundir, self.state.steps)
 
     def _global_batch(self) -> int:
         return min(self.config.optim.batch_size, len(self.train_indices))
@@ -592,7 +592,7 @@ class Trainer:
         )
 
     def _stop_requested(self) -> bool:
-        flag = self.run.stop_requested()
+        flag = self.rundir.stop_requested()
         if self.world_size > 1:  # every rank must stop at the same batch
             flag = bool(comm.all_reduce_sum(torch.tensor([float(flag)])).item() > 0)
         return flag

@@ -4,6 +4,7 @@ import pytest
 
 from mgtoolkit.nn import UNetConfig
 from mgtoolkit.train import DataConfig, OptimConfig, TrainConfig, load_config
+from mgtoolkit.train.optim import epoch_lr, warmup_factor
 
 GOOD = """
 seed = 1
@@ -78,7 +79,7 @@ def test_missing_store_and_bad_file(tmp_path):
 
 def test_plateau_learning_rate_is_a_function_of_the_step_losses():
     o = OptimConfig(lr=1e-2, lr_schedule="plateau", lr_factor=0.5, lr_patience=2, min_lr=3e-3)
-    rate = lambda losses: o.step_lr(losses, min_rel_improvement=0.01)  # noqa: E731
+    rate = lambda losses: epoch_lr(o, losses, min_rel_improvement=0.01)  # noqa: E731
     assert rate([]) == 1e-2
     assert rate([4.0, 3.0, 2.0, 1.0]) == 1e-2  # improving by more than 1 % each epoch
     assert rate([4.0, 3.995, 3.99]) == 5e-3  # two epochs within 1 % of the best: halve
@@ -89,12 +90,12 @@ def test_plateau_learning_rate_is_a_function_of_the_step_losses():
     assert rate([4.0, 4.1, 4.2, 4.3, 4.4]) == 3e-3
     assert rate([4.0] * 20) == 3e-3
     constant = OptimConfig(lr=1e-2, lr_schedule="constant")
-    assert constant.step_lr([4.0] * 20, min_rel_improvement=0.01) == 1e-2
+    assert epoch_lr(constant, [4.0] * 20, min_rel_improvement=0.01) == 1e-2
 
 
 def test_coarse_rule_fields_round_trip_and_reach_the_schedule(tmp_path):
     from mgtoolkit.cycles import EarlyStopping
-    from mgtoolkit.train.config import CycleConfig, DataConfig, TrainConfig, to_toml
+    from mgtoolkit.train import CycleConfig, DataConfig, TrainConfig, to_toml
 
     cycle = CycleConfig(name="half-V", levels=3, patience=9, coarse={"max_epochs": 4})
     steps = cycle.build().steps
@@ -131,8 +132,8 @@ def test_a_checkpoint_from_before_a_setting_existed_compares_as_what_it_did():
 
 def test_warmup_raises_the_rate_of_later_steps_batch_by_batch():
     o = OptimConfig(warmup_epochs=2)
-    assert o.warmup(0, 0, 4) == 1.0  # the first step starts at the full rate
-    assert [o.warmup(1, b, 4) for b in range(9)] == [
+    assert warmup_factor(o, 0, 0, 4) == 1.0  # the first step starts at the full rate
+    assert [warmup_factor(o, 1, b, 4) for b in range(9)] == [
         1 / 8,
         2 / 8,
         3 / 8,
@@ -143,7 +144,7 @@ def test_warmup_raises_the_rate_of_later_steps_batch_by_batch():
         1.0,
         1.0,
     ]
-    assert OptimConfig().warmup(3, 0, 4) == 1.0  # off by default
+    assert warmup_factor(OptimConfig(), 3, 0, 4) == 1.0  # off by default
     with pytest.raises(ValueError, match="warmup_epochs must be a number ≥ 0"):
         OptimConfig(warmup_epochs=-1)
 
