@@ -61,8 +61,7 @@ def main() -> None:
 
     import torch
 
-    from mgtoolkit.cli.fem import FemSolveFn
-    from mgtoolkit.data import completed, generate, map_samples
+    from mgtoolkit.data import FemSolveFn, completed, generate, map_samples
     from mgtoolkit.nn import UNetConfig
     from mgtoolkit.train import CycleConfig, DataConfig, OptimConfig, TrainConfig, train
 

@@ -83,9 +83,8 @@ def main() -> None:
 
     import torch
 
-    from mgtoolkit.cli.fem import FemSolveFn
     from mgtoolkit.cluster import client_context
-    from mgtoolkit.data import completed, generate, map_samples
+    from mgtoolkit.data import FemSolveFn, completed, generate, map_samples
     from mgtoolkit.nn import UNetConfig
     from mgtoolkit.train import (
         CycleConfig,

@@ -140,8 +140,7 @@ def phase_generate(store: Path, n: int) -> dict:
 
 
 def phase_fem(store: Path, n: int) -> dict:
-    from mgtoolkit.cli.fem import FemSolveFn
-    from mgtoolkit.data import map_samples
+    from mgtoolkit.data import FemSolveFn, map_samples
 
     # One field: one worker process with both cores (torch threads), like `mgtoolkit fem solve
     # --threads 2` on a one-worker cluster.

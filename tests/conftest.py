@@ -49,8 +49,7 @@ def store2d(tmp_path_factory, dask_client):
 @pytest.fixture(scope="session")
 def store2d_fem(tmp_path_factory, store2d, dask_client):
     """The same samples with the FEM reference u_fem at level 1."""
-    from mgtoolkit.cli.fem import FemSolveFn
-    from mgtoolkit.data import map_samples
+    from mgtoolkit.data import FemSolveFn, map_samples
 
     path = tmp_path_factory.mktemp("stores") / "kl16fem.zarr"
     shutil.copytree(store2d, path)

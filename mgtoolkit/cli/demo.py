@@ -28,8 +28,7 @@ def register(subparsers) -> None:
 
 def run_demo(out: Path, *, workers: int = 2) -> int:
     """Run the demo into directory ``out``; returns a process exit code."""
-    from mgtoolkit.cli.fem import FemSolveFn
-    from mgtoolkit.data import generate, map_samples, store_summary
+    from mgtoolkit.data import FemSolveFn, generate, map_samples, store_summary
     from mgtoolkit.infer import predict
     from mgtoolkit.launch.run import train_on_cluster
 

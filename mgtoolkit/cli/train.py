@@ -53,8 +53,10 @@ def register(subparsers) -> None:
         description="Run a trained network on every sample of one level (in parallel on dask) "
         "and store it as a node field beside u_fem; print per-sample errors.",
     )
-    pr.add_argument("source", metavar="RUN", help="run directory (or checkpoint file)")
-    pr.add_argument("store", help="dataset store")
+    pr.add_argument("store", help="dataset store, e.g. data.zarr")
+    pr.add_argument(
+        "source", metavar="MODEL", help="run directory (latest checkpoint) or checkpoint file"
+    )
     pr.add_argument("--level", type=int, default=1, help="level (default 1, the finest)")
     pr.add_argument("--name", default="u_pred", help="node field name (default u_pred)")
     pr.add_argument("--metrics", default=None, help="CSV file for the per-sample metrics")
@@ -131,9 +133,27 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_store(path: str) -> bool:
+    return Path(path, "zarr.json").is_file()
+
+
 def _predict(args: argparse.Namespace) -> int:
+    import sys
+
     from mgtoolkit.infer import predict
 
+    if _is_store(args.source) and not _is_store(args.store):
+        print(
+            "mgtoolkit: warning: `predict RUN STORE` is deprecated and will stop working in the "
+            "next release; write `mgtoolkit predict STORE MODEL`",
+            file=sys.stderr,
+        )
+        args.store, args.source = args.source, args.store
+    if args.metrics is not None and not Path(args.metrics).resolve().parent.is_dir():
+        raise ValueError(
+            f"--metrics {args.metrics}: its folder does not exist; create it or choose another "
+            "path (nothing was predicted)"
+        )
     with client_context(args.scheduler) as client:
         rows = predict(
             args.store,

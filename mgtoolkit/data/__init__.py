@@ -1,4 +1,5 @@
-"""Datasets of diffusivity fields: multilevel zarr stores, generation on dask, torch access.
+"""Datasets of diffusivity fields: multilevel zarr stores, generation and FEM solution on dask,
+torch access.
 
 ``import mgtoolkit.data`` loads neither dask, xarray, zarr nor torch (dask workers that only
 write fields stay light); each is imported by the function or class that uses it.
@@ -6,6 +7,7 @@ write fields stay light); each is imported by the function or class that uses it
 
 from mgtoolkit.data.generate import generate, import_arrays
 from mgtoolkit.data.mapping import map_samples
+from mgtoolkit.data.solve import FemSolveFn, solve_store
 from mgtoolkit.data.store import (
     FORMAT_VERSION,
     Chunking,
@@ -21,6 +23,7 @@ from mgtoolkit.data.store import (
 __all__ = [
     "FORMAT_VERSION",
     "Chunking",
+    "FemSolveFn",
     "LevelDataset",
     "allocate_node_field",
     "check_store",
@@ -31,6 +34,7 @@ __all__ = [
     "node_dims",
     "open_level",
     "open_store",
+    "solve_store",
     "store_summary",
 ]
 

@@ -40,7 +40,7 @@ def _how_to_add(name: str, store: Path, level: int) -> str:
     if name == "u_fem":
         return (
             f"compute the FEM reference with `mgtoolkit fem solve {store} --level {level}` "
-            "(or mgtoolkit.data.map_samples with mgtoolkit.cli.fem.FemSolveFn)"
+            "(or mgtoolkit.data.solve_store)"
         )
     if name == "u_pred":
         return (

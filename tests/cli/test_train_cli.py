@@ -120,8 +120,8 @@ def test_compare_cycles_and_predict(store2d_fem, tmp_path, capsys, dask_client):
     code = main(
         [
             "predict",
-            str(out / "half-V"),
             str(store2d_fem),
+            str(out / "half-V"),
             "--metrics",
             str(metrics),
             "--no-progress",
@@ -137,10 +137,12 @@ def test_compare_cycles_and_predict(store2d_fem, tmp_path, capsys, dask_client):
     u = LevelDataset(store2d_fem, 1, variables=("u_pred",))[3]["u_pred"]
     assert u.shape == (17, 17) and (u[:, 0] == 1).all() and (u[:, -1] == 0).all()
 
-    # --mirror-average: the network averaged over the field's four mirror images
+    # --mirror-average: the network averaged over the field's four mirror images; the
+    # arguments in the old order (RUN STORE) still work, with a deprecation warning
     args = [str(out / "half-V"), str(store2d_fem), "--name", "u_sym", "--mirror-average"]
     scheduler = ["--no-progress", "--scheduler", dask_client.scheduler.address]
     assert main(["predict", *args, *scheduler]) == 0
+    assert "write `mgtoolkit predict STORE MODEL`" in capsys.readouterr().err
     item = LevelDataset(store2d_fem, 1, variables=("nu", "u_sym"))[3]
     with torch.no_grad():
         expected = load_model(out / "half-V", mirror_average=True)(item["nu"][None])[0]

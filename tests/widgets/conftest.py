@@ -16,8 +16,7 @@ def linear_guess(nu: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="session")
 def store2d(tmp_path_factory, dask_client):
     """2D store: 16² cells, 2 levels, 6 samples; u_fem and u_pred (= 1 - x) at level 1."""
-    from mgtoolkit.cli.fem import FemSolveFn
-    from mgtoolkit.data import generate, map_samples
+    from mgtoolkit.data import FemSolveFn, generate, map_samples
 
     path = tmp_path_factory.mktemp("widgets") / "s2.zarr"
     generate(
@@ -31,8 +30,7 @@ def store2d(tmp_path_factory, dask_client):
 @pytest.fixture(scope="session")
 def store3d(tmp_path_factory, dask_client):
     """3D store: 8³ cells, 2 levels, 2 samples; u_fem at level 1 only, no u_pred."""
-    from mgtoolkit.cli.fem import FemSolveFn
-    from mgtoolkit.data import generate, map_samples
+    from mgtoolkit.data import FemSolveFn, generate, map_samples
 
     path = tmp_path_factory.mktemp("widgets") / "s3.zarr"
     generate(
