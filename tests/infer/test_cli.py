@@ -12,6 +12,7 @@ from nets import make_net
 
 from mgtoolkit.cli.infer import register
 from mgtoolkit.data import generate
+from mgtoolkit.rundir import Checkpoint, save_checkpoint
 
 
 def _run(argv: list[str]) -> int:
@@ -29,7 +30,7 @@ def test_predict_tiled_writes_exact_u_pred(tmp_path, dask_client, capsys):
     net = make_net(dim=3, depth=2, convs_per_block=1, dtype=torch.float32)
     ckpt = tmp_path / "model.pt"
     config = {"model": net.config.to_dict()}
-    torch.save({"model": net.state_dict(), "config": config, "growth": 0}, ckpt)
+    save_checkpoint(ckpt, Checkpoint(config=config, growth=0, model=net.state_dict()))
     code = _run(
         [
             "predict-tiled",
