@@ -141,7 +141,7 @@ def hierarchy(dim: int, n: int, levels: int) -> list[Grid]:
     """Grids of levels ``1..levels``, finest first."""
     check_dim(dim)
     check_resolution(n, levels)
-    return [Grid(dim, int(n) >> (lv - 1)) for lv in range(1, levels + 1)]
+    return [Grid(dim, level_resolution(n, lv)) for lv in range(1, levels + 1)]
 
 
 def check_diffusivity(

@@ -90,7 +90,9 @@ def _predict(args) -> int:
     if args.workers < 1 or (args.threads is not None and args.threads < 1):
         raise ValueError("--workers and --threads must be positive integers")
     model = load_model(args.model)
-    n = attrs["resolution"] >> (args.level - 1)
+    from mgtoolkit.grids import level_resolution
+
+    n = level_resolution(attrs["resolution"], args.level)
     memory = None if args.memory is None else int(args.memory * GiB)
     tile = args.tile
     if tile is None:

@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from mgtoolkit.grids import AXES
+from mgtoolkit.grids import AXES, level_resolution
 
 __all__ = [
     "FORMAT",
@@ -202,7 +202,7 @@ def create_store(
     try:
         zarr.open_group(str(tmp), mode="w", zarr_format=3).attrs.update(attrs)
         for level in range(1, attrs["levels"] + 1):
-            n = attrs["resolution"] >> (level - 1)
+            n = level_resolution(attrs["resolution"], level)
             chunks, shards = chunking.layout(dim=dim, n=n, samples=samples)
             k = (shards or chunks)[0]
             centres = (np.arange(n) + 0.5) / n
@@ -276,7 +276,7 @@ def allocate_node_field(
     if name in group:
         return
     dim, samples = attrs["dim"], attrs["samples"]
-    n = attrs["resolution"] >> (level - 1)
+    n = level_resolution(attrs["resolution"], level)
     nu = group["nu"]
     k = (nu.shards or nu.chunks)[0]
     spatial = nu.chunks[1:]

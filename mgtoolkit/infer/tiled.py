@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mgtoolkit.grids import level_resolution
 from mgtoolkit.infer.tiles import Tile, downsampling, tiles
 
 __all__ = [
@@ -350,7 +351,7 @@ def predict_store(
     attrs = check_store(path)
     if not isinstance(level, int | np.integer) or not 1 <= level <= attrs["levels"]:
         raise ValueError(f"level must be 1 (finest) .. {attrs['levels']} (got {level!r})")
-    n, dim = attrs["resolution"] >> (level - 1), attrs["dim"]
+    n, dim = level_resolution(attrs["resolution"], level), attrs["dim"]
     if dim != model.config.dim:
         raise ValueError(f"the network is {model.config.dim}D but {path} holds {dim}D fields")
     _check_tileable(model)

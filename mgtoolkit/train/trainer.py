@@ -29,6 +29,7 @@ import torch
 
 from mgtoolkit import comm
 from mgtoolkit.cycles import EarlyStopping, Schedule
+from mgtoolkit.grids import level_resolution
 from mgtoolkit.nn import UNet
 from mgtoolkit.nn.memory import autocast
 from mgtoolkit.rundir import (
@@ -178,7 +179,7 @@ class Trainer:
                 f"with `mgtoolkit fem solve {store} --level 1` and rerun.",
                 stacklevel=4,
             )
-        self.level_n = {lv: n >> (lv - 1) for lv in range(1, int(attrs["levels"]) + 1)}
+        self.level_n = {lv: level_resolution(n, lv) for lv in range(1, int(attrs["levels"]) + 1)}
         val = self.config.data.val_samples
         n_train = n_samples - val
         if self.config.data.train_samples is not None:
