@@ -11,6 +11,10 @@ on free nodes it solves ``K_ff u_f = -K_fd u_d``. Arithmetic (``precision``):
   on GPUs. rtol must be ≥ 1e-6 (float32 cannot certify smaller residuals); at rtol 1e-6
   nodal errors measured 1e-6 to 2e-5 at the ω-box corners (tested: < 1e-4).
 
+Every returned u has passed a check (:func:`solve`): a nodal error estimate in the stopping
+test, the residual recomputed in float64 and the discrete maximum principle; otherwise
+:class:`ConvergenceError` is raised and no u is returned.
+
 Memory on n³ cells (3D, mixed): about 70 bytes per node — ν, the hierarchy (ν, 1/diag and the
 level-2 stencil, ~17 B), four float64 CG vectors and the float32 V-cycle work arrays.
 """
