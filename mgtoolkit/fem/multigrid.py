@@ -37,6 +37,7 @@ from mgtoolkit.fem.element import max_eig_ratio, segment_matrices
 from mgtoolkit.fem.operator import SLAB_ELEMENTS, apply_operator, operator_diagonal
 
 __all__ = [
+    "CoarseFactorError",
     "Hierarchy",
     "Level",
     "MultigridConfig",
@@ -73,6 +74,16 @@ class MultigridConfig:
             raise ValueError(f"degree must be ≥ 1 (got {self.degree})")
         if self.ratio <= 1:
             raise ValueError(f"ratio must be > 1 (got {self.ratio})")
+
+
+class CoarseFactorError(RuntimeError):
+    """The coarsest operator could not be Cholesky-factorized (not numerically positive
+    definite in the arithmetic its stencils were computed in).
+
+    At high contrast, float32 Galerkin stencils lose the small couplings of low-ν regions
+    next to the rounding errors of high-ν ones; :func:`~mgtoolkit.fem.solve` then rebuilds
+    the hierarchy in float64.
+    """
 
 
 def _zero_faces(x: torch.Tensor) -> torch.Tensor:
@@ -391,7 +402,13 @@ class Hierarchy:
         free = _zero_faces(torch.ones((coarsest.n + 1,) * dim)).flatten().nonzero().flatten()
         free = free.to(nu.device)
         dense = dense[:, free][:, :, free].to(torch.float64)
-        factor = torch.linalg.cholesky(dense)
+        factor, failed = torch.linalg.cholesky_ex(dense)
+        if bool(failed.any()) or not bool(torch.isfinite(factor).all()):
+            bad = failed.nonzero().flatten().tolist() or "non-finite factor"
+            raise CoarseFactorError(
+                f"the coarsest-level operator ({dense.shape[-1]} free nodes, {nu.dtype} "
+                f"stencils) is not numerically positive definite (samples {bad})"
+            )
         stats = {
             "levels": len(levels),
             "coarsest_nodes": nodes,
