@@ -28,12 +28,15 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
   Every layer here (batch norm, pooling, transposed conv, concatenation, replicate padding)
   keeps the layout, so nothing is converted between layers. The numbers are the same up to
   float rounding; the weights stay in their usual layout, so ``state_dict`` is unchanged.
-- **Mirror averaging** (optional, at inference): the problem is symmetric under reversing any
-  axis — reversing y (or z) reverses u, and reversing x, which swaps the Dirichlet faces, maps
-  u to 1 − u reversed. A network is only approximately so. With ``mirror_average`` the output
-  is the mean of the network over those 2^d mirror images, mapped back: exactly symmetric, at
-  2^d times the cost. Its errors partly cancel: 2D 128², the accuracy row of the README's
-  performance table, held-out max abs error 0.028 → 0.016, relative L2 0.0056 → 0.0040.
+- **Symmetry averaging** (optional, at inference; attribute ``mirror_average``): the problem
+  is invariant under its symmetry group (:mod:`mgtoolkit.nn.symmetry`): reversing y or z
+  reverses u, reversing x, which swaps the Dirichlet faces, maps u to 1 − u reversed, and in
+  3D swapping y and z swaps them in u: 4 maps in 2D, 16 in 3D. A network is only approximately
+  so. With ``mirror_average`` the output is the mean of the network over the images of ν under
+  the whole group, or a chosen subgroup, each mapped back: exactly invariant under that
+  subgroup, at (its size) times the cost. Its errors partly cancel: 2D 128², the accuracy row of
+  the README's performance table, held-out max abs error 0.028 → 0.016, relative L2 0.0056 →
+  0.0040 (measured over the 4 mirrors, which are the whole 2D group).
 - **Growth** (architectural adaptation, paper §4.1.2): :meth:`UNet.grow` adds a pair of fresh
   residual blocks at full resolution (after the first encoder block and before the head), their
   last conv zero-initialised, so the network's function is unchanged at the moment of growth and
@@ -42,11 +45,15 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mgtoolkit.nn import symmetry
 
 __all__ = ["ACTIVATIONS", "NORMS", "UNet", "UNetConfig", "mirror_back", "mirror_mean", "mirrors"]
 
@@ -128,36 +135,28 @@ def mirrors(dim: int) -> list[tuple[int, ...]]:
     """The 2^d mirror images of a field, each as the tuple of its reversed axes.
 
     Axes are the field's own (0 .. dim − 1, no batch axis); ``dim − 1`` is x, the axis whose
-    reversal swaps the Dirichlet faces. The first image, ``()``, is the field itself.
+    reversal swaps the Dirichlet faces. The first image, ``()``, is the field itself. These are
+    the maps of :func:`mgtoolkit.nn.symmetry.group` without ``swap_yz``, in its order.
     """
-    return [tuple(a for a in range(dim) if (k >> a) & 1) for k in range(2**dim)]
+    return [m.flips for m in symmetry.group(dim) if not m.swap]
 
 
 def mirror_mean(fn, nu: torch.Tensor, *, dim: int) -> torch.Tensor:
-    """Mean of a solver ``fn`` over the mirror images of ``nu``, each mapped back.
+    """Mean of a solver ``fn`` over the 2^d mirror images of ``nu``, each mapped back.
 
-    ``fn`` maps ν ``(B,) + (n,) * dim`` on cells to u ``(B,) + (n + 1,) * dim`` on nodes. For
-    reversed axes ``a``, the image's solution mapped back is ``reverse_a(fn(reverse_a ν))``,
-    and ``1 −`` that when x is among ``a``. The exact solution is its own image under every
-    one of these maps, so the mean is exactly symmetric and the Dirichlet values stay exact
-    (a mean of ones is one). One image at a time: memory as for a single call.
+    :func:`mgtoolkit.nn.symmetry.group_mean` over the reversals only (no ``swap_yz``); ``fn``
+    maps ν ``(B,) + (n,) * dim`` on cells to u ``(B,) + (n + 1,) * dim`` on nodes.
     """
-    total = None
-    for axes in mirrors(dim):
-        flip = [1 + a for a in axes]
-        u = mirror_back(fn(torch.flip(nu, flip)), axes, dim=dim) if axes else fn(nu)
-        total = u if total is None else total + u
-    return total / 2**dim
+    return symmetry.group_mean(fn, nu, [symmetry.SymmetryMap(dim, flips=a) for a in mirrors(dim)])
 
 
 def mirror_back(u: torch.Tensor, axes: tuple[int, ...], *, dim: int) -> torch.Tensor:
     """u ``(B,) + (n + 1,) * dim`` of the mirror image ``axes`` mapped back to the field itself.
 
-    Reverses ``axes`` (the field's own axes, see :func:`mirrors`) and, when x is among them,
-    takes ``1 − u`` (reversing x swaps the Dirichlet faces u = 1 and u = 0).
+    :func:`mgtoolkit.nn.symmetry.map_back` of the reversal of ``axes`` (the field's own axes,
+    see :func:`mirrors`): reverses them and, when x is among them, takes ``1 − u``.
     """
-    u = torch.flip(u, [1 + a for a in axes])
-    return 1.0 - u if dim - 1 in axes else u
+    return symmetry.map_back(symmetry.SymmetryMap(dim, flips=tuple(axes)), u)
 
 
 def _norm(kind: str, channels: int, dim: int) -> nn.Module:
@@ -234,10 +233,17 @@ class UNet(nn.Module):
         measured (module notes), the framework's default layout on other devices (GPUs: not
         measured yet). Not part of the architecture: the attribute of the same name may be
         changed at any time.
-    mirror_average : bool
-        Return the mean over the 2^d mirror images (module notes): exactly symmetric, 2^d
-        times the cost. Like ``channels_last``, an attribute that may be changed at any time
-        and is not saved with the weights.
+    mirror_average : bool, str or sequence of str
+        Average over symmetry images (module notes). ``True``: the whole group
+        (:func:`mgtoolkit.nn.symmetry.group`, 4 maps in 2D, 16 in 3D); ``False``: off (one
+        pass); a sequence of map names (or one comma-separated string), e.g.
+        ``("identity", "flip_x")``: that subgroup, validated by
+        :func:`mgtoolkit.nn.symmetry.subgroup` (ValueError otherwise). The output is exactly
+        invariant under the maps averaged over, at that many times the cost. Like
+        ``channels_last``, an attribute that may be changed at any time (and is validated when
+        set) and is not saved with the weights; it reads back as ``True`` (the whole group,
+        also when named map by map), ``False`` (also for ``("identity",)``) or the tuple of the
+        subgroup's normal-form names. :attr:`symmetry_maps` gives the maps.
 
     Notes
     -----
@@ -252,17 +258,17 @@ class UNet(nn.Module):
         config: UNetConfig | None = None,
         *,
         channels_last: bool | None = None,
-        mirror_average: bool = False,
+        mirror_average: bool | str | Sequence[str] = False,
         **kwargs,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
-        self.mirror_average = mirror_average
         if config is None:
             config = UNetConfig(**kwargs)
         elif kwargs:
             raise TypeError("pass either a UNetConfig or keyword arguments, not both")
         self.config = cfg = config
+        self.mirror_average = mirror_average
         d, f = cfg.dim, cfg.base_filters
         cap = cfg.max_filters or f * 2**cfg.depth
         widths = [min(f * 2**i, cap) for i in range(cfg.depth + 1)]
@@ -281,6 +287,35 @@ class UNet(nn.Module):
         self.grown_in = nn.ModuleList()
         self.grown_out = nn.ModuleList()
         self.head = _conv(d)(f, 1, 2)
+
+    @property
+    def mirror_average(self) -> bool | tuple[str, ...]:
+        """``False``, ``True`` (the whole group) or the names of the subgroup averaged over."""
+        return self._mirror_average
+
+    @mirror_average.setter
+    def mirror_average(self, value: bool | str | Sequence[str]) -> None:
+        dim = self.config.dim
+        if isinstance(value, (bool, np.bool_)):
+            value = bool(value)
+            maps = symmetry.group(dim) if value else (symmetry.SymmetryMap(dim),)
+        elif isinstance(value, str) or isinstance(value, Iterable):
+            names = value.split(",") if isinstance(value, str) else value
+            maps = symmetry.subgroup(dim, [n.strip() if isinstance(n, str) else n for n in names])
+            # the identity alone is no averaging; every map is the whole group
+            value = tuple(m.name for m in maps)
+            value = False if len(maps) == 1 else (len(maps) == len(symmetry.group(dim)) or value)
+        else:
+            raise TypeError(
+                "mirror_average must be True (the whole symmetry group), False, or a sequence "
+                f"of symmetry map names (got {value!r})"
+            )
+        self._mirror_average, self._symmetry_maps = value, maps
+
+    @property
+    def symmetry_maps(self) -> tuple[symmetry.SymmetryMap, ...]:
+        """The maps :meth:`forward` averages over; just the identity when averaging is off."""
+        return self._symmetry_maps
 
     @property
     def growth(self) -> int:
@@ -334,8 +369,8 @@ class UNet(nn.Module):
         return torch.stack(channels, dim=1)
 
     def forward(self, nu: torch.Tensor) -> torch.Tensor:
-        if self.mirror_average:
-            return mirror_mean(self._forward, nu, dim=self.config.dim)
+        if len(self._symmetry_maps) > 1:
+            return symmetry.group_mean(self._forward, nu, self._symmetry_maps)
         return self._forward(nu)
 
     def _forward(self, nu: torch.Tensor) -> torch.Tensor:
