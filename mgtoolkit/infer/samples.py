@@ -90,7 +90,7 @@ def predict(
         Also write the per-sample metrics there.
     mirror_average : bool, optional
         Predict the mean over each field's mirror images (:class:`~mgtoolkit.nn.UNet`;
-        2^d times the cost). Default: the network's own setting (off when loaded from a run).
+        one network pass per image). Default: the network's own setting (off when loaded from a run).
 
     Returns
     -------

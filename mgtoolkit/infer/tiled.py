@@ -10,8 +10,9 @@ norm in eval mode is pointwise. The one global quantity, the per-sample mean of 
 :meth:`~mgtoolkit.nn.UNet.inputs` subtracts, is computed once over the whole volume and passed
 to every tile, and the x-coordinate channel uses global cell positions. Instance and group
 normalization use statistics of the whole field and cannot be tiled exactly: they are refused.
-A network with ``mirror_average`` runs the tiles of every mirror image of a field (read through
-a reversed view, box by box) and averages the images mapped back, as untiled inference does.
+A network with ``mirror_average`` runs the tiles of every image of a field under its symmetry
+maps (read through a view, box by box) and averages the images mapped back, as untiled
+inference does.
 """
 
 from __future__ import annotations
@@ -54,22 +55,19 @@ def log_nu_mean(nu) -> float:
     return total / count
 
 
-class _Reversed:
-    """Read-only view of a field reversed along ``axes``: reads only the box asked for."""
+class _Image:
+    """Read-only view of a field's image under a symmetry map: reads only the box asked for."""
 
-    def __init__(self, array, axes: tuple[int, ...]) -> None:
-        self.array, self.axes, self.shape = array, axes, tuple(array.shape)
+    def __init__(self, array, m) -> None:
+        self.array, self.map, self.shape = array, m, tuple(array.shape)
 
     def __getitem__(self, key) -> np.ndarray:
+        from mgtoolkit.nn import symmetry
+
         key = key if isinstance(key, tuple) else (key,)
         key += (slice(None),) * (len(self.shape) - len(key))
-        box = []
-        for axis, (k, size) in enumerate(zip(key, self.shape, strict=True)):
-            start, stop, step = k.indices(size)
-            if step != 1:
-                raise IndexError("a reversed view is read in boxes of unit step only")
-            box.append(slice(size - stop, size - start) if axis in self.axes else k)
-        return np.ascontiguousarray(np.flip(np.asarray(self.array[tuple(box)]), self.axes))
+        box = np.asarray(self.array[self.map.source_box(key, self.shape)])
+        return np.ascontiguousarray(symmetry.apply(self.map, box))
 
 
 def _check_tileable(model) -> None:
@@ -183,20 +181,21 @@ class TiledPredictor:
             with torch.inference_mode():
                 x = torch.as_tensor(np.asarray(nu), dtype=self.model.log_nu_scale.dtype)
                 return self.model(x[None])[0].float().numpy()
-        from mgtoolkit.nn import mirror_back, mirrors
+        from mgtoolkit.nn import symmetry
 
-        mean = log_nu_mean(nu)  # the same for every mirror image
-        images = mirrors(dim) if self.model.mirror_average else [()]
+        mean = log_nu_mean(nu)  # the same for every image
+        maps = self.model.symmetry_maps
         total = None
-        for axes in images:
-            source = _Reversed(nu, axes) if axes else nu
+        for m in maps:
+            identity = m.name == "identity"
+            source = nu if identity else _Image(nu, m)
             u = np.empty((n + 1,) * dim, dtype=np.float32)
             for t in self.tile_list(n, dim):
                 u[t.node_slices] = self.predict_tile(source, t, n=n, mean=mean)
-            if axes:
-                u = mirror_back(torch.from_numpy(u)[None], axes, dim=dim)[0].numpy()
+            if not identity:
+                u = np.ascontiguousarray(symmetry.map_back(m, u))
             total = u if total is None else total + u
-        return total / len(images) if len(images) > 1 else total
+        return total / len(maps) if len(maps) > 1 else total
 
 
 def predict_tiled(model, nu, *, tile: int | tuple[int, ...] | None = None) -> np.ndarray:

@@ -30,7 +30,7 @@ import torch
 from mgtoolkit import comm
 from mgtoolkit.cycles import EarlyStopping, Schedule
 from mgtoolkit.grids import level_resolution
-from mgtoolkit.nn import UNet
+from mgtoolkit.nn import UNet, symmetry
 from mgtoolkit.nn.memory import autocast
 from mgtoolkit.rundir import (
     Checkpoint,
@@ -61,16 +61,6 @@ SCALE_SAMPLES = 64
 
 class _Stopped(Exception):
     """Internal: a stop was requested (see :func:`request_stop`)."""
-
-
-def _mirror(nu: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
-    """``nu`` (B,) + (n,) * d with sample i reversed along every axis j where ``flips[i, j]``."""
-    return torch.stack(
-        [
-            torch.flip(sample, [int(j) for j in np.flatnonzero(f)]) if f.any() else sample
-            for sample, f in zip(nu, flips, strict=True)
-        ]
-    )
 
 
 class Trainer:
@@ -512,9 +502,13 @@ class Trainer:
         order = comm.padded_order(rng.permutation(len(self.train_indices)), B)
         n_batches = len(order) // B
         mine = comm.local_slice(B)
-        # Mirrors per position of the epoch's order, drawn for the global order so that they
-        # do not depend on the number of ranks (and a resumed epoch draws the same ones).
-        flips = rng.random((len(order), self.dim)) < 0.5 if self.config.data.augment else None
+        # Symmetry maps per position of the epoch's order, drawn for the global order so that
+        # they do not depend on the number of ranks (and a resumed epoch draws the same ones).
+        maps = (
+            symmetry.random_map(self.dim, rng, size=len(order))
+            if self.config.data.augment
+            else None
+        )
         lr = self._epoch_lr(k)
         if s.batch == 0:
             # Batch-norm running statistics (a plain average, momentum=None) restart every
@@ -531,8 +525,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * warm
             nu = get(order[b * B : (b + 1) * B][mine]).to(self.device, non_blocking=True)
-            if flips is not None:
-                nu = _mirror(nu, flips[b * B : (b + 1) * B][mine])
+            if maps is not None:
+                nu = symmetry.apply_each(maps[b * B : (b + 1) * B][mine], nu)
             loss = self._train_batch(nu)
             dt = time.perf_counter() - t0
             s.batch = b + 1

@@ -365,6 +365,7 @@ def test_augment_trains_on_mirrored_samples_drawn_per_epoch(store2d, tmp_path):
     trainer.run()
     ds = LevelDataset(store2d, 1, variables=("nu",), indices=range(20))
     stored = torch.stack([ds[i]["nu"] for i in range(20)])
+    # In 2D the problem's symmetries are the four mirrors (along x, y, both or neither).
     mirrors = {(): stored, (1,): stored.flip(1), (2,): stored.flip(2), (1, 2): stored.flip(1, 2)}
     used = set()
     for nu in torch.cat(trainer.seen):  # 2 epochs × 3 batches × 8 (20 samples, padded)
@@ -373,7 +374,7 @@ def test_augment_trains_on_mirrored_samples_drawn_per_epoch(store2d, tmp_path):
         ]
         assert hits, "a training batch held a field that is no mirror of a training sample"
         used.add(hits[0][0])
-    assert used == set(mirrors)  # no mirror, each single mirror and both appear
+    assert used == set(mirrors)  # each of the four maps appears
     # without augment the samples reach the loss as stored
     plain = RecordingTrainer(
         small_config(store2d, cycle=cfg.cycle), tmp_path / "plain", progress=False
