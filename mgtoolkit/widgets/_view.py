@@ -6,7 +6,19 @@ and testable without them loaded.
 
 from __future__ import annotations
 
-__all__ = ["LEVEL_COLORS", "Slot", "extension", "holoviews", "level_color", "named"]
+import contextlib
+import html
+
+__all__ = [
+    "LEVEL_COLORS",
+    "LiveText",
+    "Slot",
+    "extension",
+    "holoviews",
+    "level_color",
+    "live_update",
+    "named",
+]
 
 #: One colour per multigrid level (level 1 first); colour-blind friendly (Okabe–Ito).
 LEVEL_COLORS = (
@@ -101,3 +113,54 @@ class Slot:
     def object(self):
         """What the current pane shows (a holoviews object or text), None when empty."""
         return self.layout.objects[0].object if self.layout.objects else None
+
+
+@contextlib.contextmanager
+def live_update(viewable, model):
+    """Edit bokeh models of a displayed panel object; the changes reach the browser at the end.
+
+    Live views change only the *data* of bokeh models built once (a source's rows, a Div's
+    text), never the layout: replacing panes re-sends panel's stylesheets (CDN links) and
+    references models the page may not know yet. In a notebook the changes are pushed over the
+    comm (``pn.io.push_notebook``); in a server session the document sends them itself.
+    """
+    doc = model.document
+    if doc is None:  # not displayed yet
+        yield
+        return
+    held = doc.callbacks.hold_value
+    doc.hold("combine")
+    try:
+        yield
+    finally:
+        import panel as pn
+
+        pn.io.push_notebook(viewable)
+        if held:
+            doc.hold(held)
+        else:
+            doc.unhold()
+
+
+class LiveText:
+    """A line of text (a bokeh Div) whose content changes in place while it is displayed."""
+
+    def __init__(self, text: str = "", **div_options):
+        import panel as pn
+        from bokeh.models import Div
+
+        self.div = Div(text=self._html(text), sizing_mode="stretch_width", **div_options)
+        self.pane = pn.pane.Bokeh(self.div, sizing_mode="stretch_width", margin=(0, 10))
+        self.text = text
+
+    @staticmethod
+    def _html(text: str) -> str:
+        return "<br>".join(html.escape(line) for line in str(text).split("\n"))
+
+    def set(self, text: str) -> None:
+        """Show ``text`` (lines separated by newlines); a no-op when it did not change."""
+        if text == self.text:
+            return
+        self.text = text
+        with live_update(self.pane, self.div):
+            self.div.text = self._html(text)
