@@ -29,7 +29,16 @@ test: $(VENV)/.dev
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-lab: $(VENV)/.base
+# JupyterLab with the dask dashboard reachable through it (jupyter-server-proxy at
+# <lab>/proxy/<port>/status, where the notebooks point every cluster's dashboard link) and the
+# Dask sidebar (dask-labextension).
+$(VENV)/.lab: $(VENV)/.base
+	$(PY) -m pip install --quiet -e '.[lab]'
+	$(VENV)/bin/jupyter server extension enable --sys-prefix jupyter_server_proxy
+	$(VENV)/bin/jupyter server extension enable --sys-prefix dask_labextension
+	touch $@
+
+lab: $(VENV)/.lab
 	$(VENV)/bin/jupyter lab notebooks
 
 lint: $(VENV)/.dev

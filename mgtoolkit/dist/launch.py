@@ -97,7 +97,7 @@ def local_cluster(ranks: int, *, memory_limit: str | None = None):
             n_workers=ranks,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # reachable through JupyterLab's proxy only
             memory_limit=memory_limit,
         )
 

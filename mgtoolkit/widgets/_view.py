@@ -13,6 +13,7 @@ __all__ = [
     "LEVEL_COLORS",
     "LiveText",
     "Slot",
+    "dashboard_link_through_jupyter",
     "extension",
     "holoviews",
     "level_color",
@@ -38,18 +39,44 @@ def level_color(level: int) -> str:
     return LEVEL_COLORS[(int(level) - 1) % len(LEVEL_COLORS)]
 
 
+def dashboard_link_through_jupyter(environ=None) -> str | None:
+    """Inside a Jupyter kernel, point every dask cluster's dashboard link at JupyterLab's
+    proxy (jupyter-server-proxy): ``{JUPYTERHUB_SERVICE_PREFIX or /}proxy/{port}/status``.
+
+    A dashboard on a compute node or bound to 127.0.0.1 is not reachable from the user's
+    browser; through the proxy it is, on a login node and under JupyterHub alike. Sets dask's
+    ``distributed.dashboard.link`` and returns it; does nothing (None) outside Jupyter or when
+    the user configured a link already (``DASK_DISTRIBUTED__DASHBOARD__LINK``).
+    """
+    import os
+
+    import dask
+
+    env = os.environ if environ is None else environ
+    if "JPY_PARENT_PID" not in env and "JPY_SESSION_NAME" not in env:
+        return None  # not a kernel started by a Jupyter server
+    if "DASK_DISTRIBUTED__DASHBOARD__LINK" in env:
+        return None
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+    link = prefix.rstrip("/") + "/proxy/{port}/status"
+    dask.config.set({"distributed.dashboard.link": link})
+    return link
+
+
 def extension() -> None:
-    """Load panel and the holoviews bokeh backend with resources inline.
+    """Load panel and the holoviews bokeh backend with resources inline; in Jupyter, open
+    dask dashboards through JupyterLab's proxy (:func:`dashboard_link_through_jupyter`).
 
     panel loads its JavaScript from a CDN by default, so plots stay blank offline (CI,
     air-gapped HPC portals); inline resources render everywhere. Call once per notebook,
-    before displaying any widget.
+    before displaying any widget or starting a cluster.
     """
     import holoviews as hv
     import panel as pn
 
     pn.extension(inline=True)
     hv.extension("bokeh", inline=True)
+    dashboard_link_through_jupyter()
 
 
 def holoviews():

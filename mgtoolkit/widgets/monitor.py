@@ -473,7 +473,7 @@ class RunMonitor(param.Parameterized):
                 f"done: {ev.get('epochs')} epochs in {_duration(ev.get('wall_s') or 0.0)}"
             )
         p = self._progress
-        if p.get("step") is not None and not self.finished:
+        if p.get("step") is not None:
             k, level = p["step"], p["level"]
             parts = [f"step {k + 1}{of} · level {level} ({self._size(level)})"]
             rule = self.schedule.steps[k].rule if total and k < total else None
@@ -487,7 +487,9 @@ class RunMonitor(param.Parameterized):
             if batch is not None and batches:
                 parts.append(f"batch {batch + 1}/{batches}")
             times = p.get("times", [])
-            if len(times) >= 2:
+            if self.finished:  # stopped or failed within the step
+                parts.append("stopped" if self.stopped else "ended")
+            elif len(times) >= 2:
                 per_batch = (times[-1] - times[0]) / (len(times) - 1)
                 parts.append(f"{per_batch:.2g} s/batch")
                 if cap and batches and epoch is not None and batch is not None:
@@ -501,7 +503,7 @@ class RunMonitor(param.Parameterized):
         n = self.level_n.get(level)
         return f"{n}{'²' if self.dim == 2 else '³'}" if n else "?"
 
-    def view(self, *, period_ms: int = 1000):
+    def view(self, *, period_ms: int = 500):
         """The monitor as a panel layout, refreshed every ``period_ms`` while the kernel idles.
 
         The refresh stops when the run ends and restarts when another run attaches
@@ -603,6 +605,7 @@ class _LiveFigures:
     """
 
     def __init__(self):
+        from bokeh.core.properties import value
         from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem
         from bokeh.plotting import figure
 
@@ -622,7 +625,8 @@ class _LiveFigures:
             src = ColumnDataSource({"iteration": [], "loss": []})
             r = self.loss.line("iteration", "loss", source=src, color=level_color(lv), width=1.5)
             self.level_sources[lv] = src
-            items.append(LegendItem(label=f"level {lv}", renderers=[r], visible=False))
+            label = value(f"level {lv}")
+            items.append(LegendItem(label=label, renderers=[r], visible=False))
         self.legend_items = dict(zip(range(1, MAX_LEVELS + 1), items, strict=True))
         self.loss.add_layout(Legend(items=items, location="top_right"), "right")
         self.bounds = ColumnDataSource({"x": []})
@@ -655,15 +659,19 @@ class _LiveFigures:
         self._sent: dict = {}
 
     def _append(self, key, source, columns: dict[str, list]) -> None:
+        """Replace the source's rows when there are more (or another run's).
+
+        Whole columns, not ``source.stream``: a few thousand points a second are cheap, and
+        the page then always holds exactly the monitor's lists.
+        """
         n = len(next(iter(columns.values())))
-        sent = self._sent.get(key, 0)
-        if sent == 0 or n < sent:
+        if self._sent.get(key) != n:
             source.data = {c: list(v) for c, v in columns.items()}
-        elif n > sent:
-            source.stream({c: list(v[sent:]) for c, v in columns.items()})
-        self._sent[key] = n
+            self._sent[key] = n
 
     def show(self, monitor: RunMonitor) -> None:
+        from bokeh.core.properties import value
+
         if self._sent.get("generation") != monitor.generation:
             self._sent = {"generation": monitor.generation}  # another run: start over
         for lv, src in self.level_sources.items():
@@ -675,7 +683,8 @@ class _LiveFigures:
             if item.visible != visible:
                 item.visible = visible
             if self._sent.get(("label", lv)) != label:
-                self._sent["label", lv] = item.label = label
+                self._sent["label", lv] = label
+                item.label = value(label)  # a plain string would name a data column
         self._append("bounds", self.bounds, {"x": [x for x, _, _ in monitor.boundaries]})
         for key, src in self.metric_sources.items():
             pts = [(v["iteration"], v[key]) for v in monitor.validations if v.get(key)]
