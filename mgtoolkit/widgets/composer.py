@@ -142,13 +142,22 @@ def cycle_diagram(
     )
     layers = [path]
     for kind, marker in (("fixed", "square"), ("early stopping", "circle")):
-        rows = [i for i, k in enumerate(data["kind"]) if k == kind]
-        cols = {c: [data[c][i] for i in rows] for c in ("step", "level", "rule", "color")}
-        layers.append(
-            hv.Scatter(cols, "step", ["level", "rule", "color"], label=kind).opts(
-                marker=marker, size=13, color="color", line_color="white", tools=["hover"]
+        # One layer per level with a literal colour: a colour *column* becomes a colour mapper
+        # whose range an hv.Layout of several diagrams cannot share (TypeError).
+        for lv in sorted(set(data["level"])):
+            rows = [i for i, k in enumerate(data["kind"]) if k == kind and data["level"][i] == lv]
+            if not rows:
+                continue
+            cols = {c: [data[c][i] for i in rows] for c in ("step", "level", "rule")}
+            layers.append(
+                hv.Scatter(cols, "step", ["level", "rule"], label=kind).opts(
+                    marker=marker,
+                    size=13,
+                    color=level_color(lv),
+                    line_color="white",
+                    tools=["hover"],
+                )
             )
-        )
     # Always drawn (empty when no step runs) so that live views keep one structure.
     running = [current] if current is not None and 0 <= current < len(data["step"]) else []
     layers.append(
@@ -172,6 +181,7 @@ def cycle_diagram(
         title=f"{schedule.name} cycle: {' '.join(map(str, schedule.levels))}",
         show_legend=False,
         show_grid=True,
+        shared_axes=False,  # each cycle has its own steps
         hooks=[named(DIAGRAM_NAME)],
     )
 
@@ -464,6 +474,8 @@ class CycleComposer(param.Parameterized):
                 cost.show(self.cost_text())
                 message.clear()
             except ValueError as exc:
+                diagram.clear()  # no stale diagram or cost under the alert
+                cost.clear()
                 message.alert(str(exc))
 
         self.param.watch(
@@ -485,7 +497,9 @@ class CycleComposer(param.Parameterized):
         right = [message.layout, diagram.layout, cost.layout, self._rule_editor()]
         if client is not None or store is not None:
             right.append(self._launch_row(client=client, store=store, run_dir=run_dir, **settings))
-        return pn.Row(controls, pn.Column(*right))
+        # The right column takes the notebook's width (the cost line wraps, never clipped).
+        right_column = pn.Column(*right, sizing_mode="stretch_width", min_width=420)
+        return pn.Row(controls, right_column, sizing_mode="stretch_width")
 
     def _rule_editor(self):
         import panel as pn

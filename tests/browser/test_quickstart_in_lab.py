@@ -226,7 +226,7 @@ def test_quickstart_is_live_in_jupyterlab(jupyter_lab, browser_page, tmp_path):
     # Launch again from the composer: a new run directory, and the monitor follows it.
     page.get_by_role("button", name="Launch on cluster").click()
     wait_until(lambda: texts(page, "launched new run half-v-2") >= 1, timeout=30, what="launch")
-    assert second.is_dir()
+    wait_until(second.is_dir, timeout=30, what="the second run's directory")
     batches = wait_until(
         lambda: sum(e["type"] == "batch_end" for e in events(second)) >= 2,
         timeout=90,

@@ -95,6 +95,14 @@ def test_diagram_data_and_rendered_figure():
     assert steps == list(enumerate(s.levels, start=1))
 
 
+def test_named_cycle_diagrams_in_one_layout():
+    """Notebook 02 shows the named cycles side by side: an hv.Layout of diagrams renders."""
+    diagrams = [cycle_diagram(schedule(n, 3), resolution=16, width=330) for n in CYCLE_NAMES]
+    fig = hv.render(hv.Layout(diagrams).cols(2), backend="bokeh")
+    names = [m.name for m in fig.select({"name": DIAGRAM_NAME})]
+    assert len(names) == len(CYCLE_NAMES)
+
+
 def test_cost_text_reports_the_schedule_cost():
     c = CycleComposer(levels=3, cycle="half-V", dim=3, **RULES)
     expected = schedule("half-V", 3, **RULES).cost(3)
@@ -114,6 +122,9 @@ def test_view_redraws_on_edit():
     # Bad input shows the message instead of failing.
     c.param.update(cycle="custom", sequence="1 9")
     assert "level 9" in message[0].object
+    assert len(diagram) == 0 and len(layout[1][2]) == 0  # no stale diagram or cost under it
+    c.sequence = "2 1"
+    assert len(message) == 0 and len(diagram) == 1
 
 
 def test_train_config_uses_the_store_and_checks_levels(store2d):
