@@ -15,6 +15,8 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base
 	$(PY) -m pip install --quiet -e '.[all,dev]'
+	$(VENV)/bin/jupyter server extension enable --sys-prefix jupyter_server_proxy
+	$(VENV)/bin/jupyter server extension enable --sys-prefix dask_labextension
 	touch $@
 
 demo: $(VENV)/.base
@@ -33,7 +35,16 @@ test: $(VENV)/.dev
 docs: $(VENV)/.dev
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-lab: $(VENV)/.base
+# JupyterLab with the dask dashboard reachable through it (jupyter-server-proxy at
+# <lab>/proxy/<port>/status, where the notebooks point every cluster's dashboard link) and the
+# Dask sidebar (dask-labextension).
+$(VENV)/.lab: $(VENV)/.base
+	$(PY) -m pip install --quiet -e '.[lab]'
+	$(VENV)/bin/jupyter server extension enable --sys-prefix jupyter_server_proxy
+	$(VENV)/bin/jupyter server extension enable --sys-prefix dask_labextension
+	touch $@
+
+lab: $(VENV)/.lab
 	$(VENV)/bin/jupyter lab notebooks
 
 lint: $(VENV)/.dev

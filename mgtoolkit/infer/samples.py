@@ -90,7 +90,8 @@ def predict(
         Also write the per-sample metrics there.
     mirror_average : bool, optional
         Predict the mean over each field's mirror images (:class:`~mgtoolkit.nn.UNet`;
-        one network pass per image). Default: the network's own setting (off when loaded from a run).
+        one network pass per image). Default: the network's own setting (off when loaded
+        from a run).
 
     Returns
     -------

@@ -201,6 +201,7 @@ class Run:
         self._stopped = False
         self._interrupted = False  # stop() had to interrupt the ranks asynchronously
         self._lost: str | None = None
+        self._failures: list[tuple[int, str]] = []  # (rank, message), in the order they failed
         self._done = threading.Event()
         self._watch = threading.Thread(target=self._watch_workers, daemon=True)
         self._watch.start()
@@ -210,6 +211,42 @@ class Run:
 
     def _finished(self) -> bool:
         return all(f.done() for f in self.futures)
+
+    def _track(self, future, rank: int) -> None:
+        """Record rank ``rank``'s failure as soon as its task errs (first failure first)."""
+
+        def done(f) -> None:  # on distributed's single callback thread, in completion order
+            if f.status != "error" or self._stopped:
+                return
+            try:
+                exc = f.exception(timeout=10)
+                message = f"{exc} ({type(exc).__name__})"
+            except Exception as why:
+                message = f"the task failed ({why!r})"
+            self._failures.append((rank, message))
+            if len(self._failures) == 1:
+                # Peers would wait in their next collective until the timeout, holding their
+                # workers (a relaunch would queue behind them): interrupt them now.
+                threading.Thread(target=self._end_failed_run, daemon=True).start()
+
+        future.add_done_callback(done)
+
+    @property
+    def failure(self) -> str | None:
+        """``"rank <r>: <message> (<type>)"`` of the first rank that raised; None if none has."""
+        if not self._failures:
+            return None
+        rank, message = self._failures[0]
+        return f"rank {rank}: {message}"
+
+    def _end_failed_run(self) -> None:
+        from distributed import Event
+
+        try:
+            Event(f"{self.run_id}-stop", client=self.client).set()
+            self._end_stopped_ranks(grace_s=10.0)
+        except Exception:
+            pass  # the client is closing
 
     def _watch_workers(self) -> None:
         while not self._done.wait(0.5):
@@ -232,6 +269,8 @@ class Run:
         """ "running", "finished", "failed", "stopped" or "lost" (a worker died)."""
         if self._lost:
             return "lost"
+        if self._failures:
+            return "failed"  # one rank raised: the others are being ended
         if not self._finished():
             return "running"
         if self._stopped:
@@ -482,6 +521,7 @@ def launch(
                     retries=0,
                 )
             )
+            run._track(futures[-1], r)
         return run
     except BaseException:
         for obj in reversed(owned):

@@ -12,8 +12,9 @@ and ``run`` (the run name). Types, in the order a run emits them:
     ``epochs``, ``loss`` (last epoch mean), ``wall_s`` (training seconds in the step).
 ``epoch_start`` / ``epoch_end``
     ``step``, ``level``, ``epoch`` (0-based within the step); epoch_start adds ``lr`` (the
-    learning rate of the epoch, see ``OptimConfig.lr_schedule``); epoch_end adds ``loss`` (mean
-    over the epoch's batches), ``wall_s`` (training seconds of the epoch), ``samples_per_s``.
+    learning rate of the epoch, see ``OptimConfig.lr_schedule``) and ``batches`` (batches per
+    epoch); epoch_end adds ``loss`` (mean over the epoch's batches), ``wall_s`` (training
+    seconds of the epoch), ``samples_per_s``.
 ``batch_end``
     ``step``, ``level``, ``epoch``, ``batch``, ``loss`` (global mean J of the batch),
     ``samples_per_s``.

@@ -518,7 +518,7 @@ class Trainer:
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
                     m.reset_running_stats()
             s.epoch_loss_sum, s.epoch_wall_s = 0.0, 0.0
-            self.log.emit("epoch_start", step=k, level=level, epoch=epoch, lr=lr)
+            self.log.emit("epoch_start", step=k, level=level, epoch=epoch, lr=lr, batches=n_batches)
         for b in range(s.batch, n_batches):
             t0 = time.perf_counter()
             warm = warmup_factor(self.config.optim, k, epoch * n_batches + b, n_batches)

@@ -6,7 +6,20 @@ and testable without them loaded.
 
 from __future__ import annotations
 
-__all__ = ["LEVEL_COLORS", "Slot", "extension", "holoviews", "level_color", "named"]
+import contextlib
+import html
+
+__all__ = [
+    "LEVEL_COLORS",
+    "LiveText",
+    "Slot",
+    "dashboard_link_through_jupyter",
+    "extension",
+    "holoviews",
+    "level_color",
+    "live_update",
+    "named",
+]
 
 #: One colour per multigrid level (level 1 first); colour-blind friendly (Okabe–Ito).
 LEVEL_COLORS = (
@@ -26,18 +39,44 @@ def level_color(level: int) -> str:
     return LEVEL_COLORS[(int(level) - 1) % len(LEVEL_COLORS)]
 
 
+def dashboard_link_through_jupyter(environ=None) -> str | None:
+    """Inside a Jupyter kernel, point every dask cluster's dashboard link at JupyterLab's
+    proxy (jupyter-server-proxy): ``{JUPYTERHUB_SERVICE_PREFIX or /}proxy/{port}/status``.
+
+    A dashboard on a compute node or bound to 127.0.0.1 is not reachable from the user's
+    browser; through the proxy it is, on a login node and under JupyterHub alike. Sets dask's
+    ``distributed.dashboard.link`` and returns it; does nothing (None) outside Jupyter or when
+    the user configured a link already (``DASK_DISTRIBUTED__DASHBOARD__LINK``).
+    """
+    import os
+
+    import dask
+
+    env = os.environ if environ is None else environ
+    if "JPY_PARENT_PID" not in env and "JPY_SESSION_NAME" not in env:
+        return None  # not a kernel started by a Jupyter server
+    if "DASK_DISTRIBUTED__DASHBOARD__LINK" in env:
+        return None
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+    link = prefix.rstrip("/") + "/proxy/{port}/status"
+    dask.config.set({"distributed.dashboard.link": link})
+    return link
+
+
 def extension() -> None:
-    """Load panel and the holoviews bokeh backend with resources inline.
+    """Load panel and the holoviews bokeh backend with resources inline; in Jupyter, open
+    dask dashboards through JupyterLab's proxy (:func:`dashboard_link_through_jupyter`).
 
     panel loads its JavaScript from a CDN by default, so plots stay blank offline (CI,
     air-gapped HPC portals); inline resources render everywhere. Call once per notebook,
-    before displaying any widget.
+    before displaying any widget or starting a cluster.
     """
     import holoviews as hv
     import panel as pn
 
     pn.extension(inline=True)
     hv.extension("bokeh", inline=True)
+    dashboard_link_through_jupyter()
 
 
 def holoviews():
@@ -101,3 +140,54 @@ class Slot:
     def object(self):
         """What the current pane shows (a holoviews object or text), None when empty."""
         return self.layout.objects[0].object if self.layout.objects else None
+
+
+@contextlib.contextmanager
+def live_update(viewable, model):
+    """Edit bokeh models of a displayed panel object; the changes reach the browser at the end.
+
+    Live views change only the *data* of bokeh models built once (a source's rows, a Div's
+    text), never the layout: replacing panes re-sends panel's stylesheets (CDN links) and
+    references models the page may not know yet. In a notebook the changes are pushed over the
+    comm (``pn.io.push_notebook``); in a server session the document sends them itself.
+    """
+    doc = model.document
+    if doc is None:  # not displayed yet
+        yield
+        return
+    held = doc.callbacks.hold_value
+    doc.hold("combine")
+    try:
+        yield
+    finally:
+        import panel as pn
+
+        pn.io.push_notebook(viewable)
+        if held:
+            doc.hold(held)
+        else:
+            doc.unhold()
+
+
+class LiveText:
+    """A line of text (a bokeh Div) whose content changes in place while it is displayed."""
+
+    def __init__(self, text: str = "", **div_options):
+        import panel as pn
+        from bokeh.models import Div
+
+        self.div = Div(text=self._html(text), sizing_mode="stretch_width", **div_options)
+        self.pane = pn.pane.Bokeh(self.div, sizing_mode="stretch_width", margin=(0, 10))
+        self.text = text
+
+    @staticmethod
+    def _html(text: str) -> str:
+        return "<br>".join(html.escape(line) for line in str(text).split("\n"))
+
+    def set(self, text: str) -> None:
+        """Show ``text`` (lines separated by newlines); a no-op when it did not change."""
+        if text == self.text:
+            return
+        self.text = text
+        with live_update(self.pane, self.div):
+            self.div.text = self._html(text)

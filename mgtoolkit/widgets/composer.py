@@ -17,13 +17,14 @@ from pathlib import Path
 import param
 
 from mgtoolkit.cycles import CYCLE_NAMES, EarlyStopping, FixedEpochs, Rule, Schedule
-from mgtoolkit.widgets._view import Slot, holoviews, level_color, named
+from mgtoolkit.widgets._view import LiveText, Slot, holoviews, level_color, named
 
 __all__ = [
     "CycleComposer",
     "check_cluster",
     "cycle_diagram",
     "diagram_data",
+    "fresh_run_dir",
     "parse_sequence",
 ]
 
@@ -141,13 +142,22 @@ def cycle_diagram(
     )
     layers = [path]
     for kind, marker in (("fixed", "square"), ("early stopping", "circle")):
-        rows = [i for i, k in enumerate(data["kind"]) if k == kind]
-        cols = {c: [data[c][i] for i in rows] for c in ("step", "level", "rule", "color")}
-        layers.append(
-            hv.Scatter(cols, "step", ["level", "rule", "color"], label=kind).opts(
-                marker=marker, size=13, color="color", line_color="white", tools=["hover"]
+        # One layer per level with a literal colour: a colour *column* becomes a colour mapper
+        # whose range an hv.Layout of several diagrams cannot share (TypeError).
+        for lv in sorted(set(data["level"])):
+            rows = [i for i, k in enumerate(data["kind"]) if k == kind and data["level"][i] == lv]
+            if not rows:
+                continue
+            cols = {c: [data[c][i] for i in rows] for c in ("step", "level", "rule")}
+            layers.append(
+                hv.Scatter(cols, "step", ["level", "rule"], label=kind).opts(
+                    marker=marker,
+                    size=13,
+                    color=level_color(lv),
+                    line_color="white",
+                    tools=["hover"],
+                )
             )
-        )
     # Always drawn (empty when no step runs) so that live views keep one structure.
     running = [current] if current is not None and 0 <= current < len(data["step"]) else []
     layers.append(
@@ -171,8 +181,25 @@ def cycle_diagram(
         title=f"{schedule.name} cycle: {' '.join(map(str, schedule.levels))}",
         show_legend=False,
         show_grid=True,
+        shared_axes=False,  # each cycle has its own steps
         hooks=[named(DIAGRAM_NAME)],
     )
+
+
+def _used(run_dir: Path) -> bool:
+    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+
+
+def fresh_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` if nothing was written there yet, else the first unused ``<name>-2``,
+    ``<name>-3``, ... beside it (a new launch never resumes an old run by accident)."""
+    run_dir = Path(run_dir)
+    if not _used(run_dir):
+        return run_dir
+    k = 2
+    while _used(run_dir.with_name(f"{run_dir.name}-{k}")):
+        k += 1
+    return run_dir.with_name(f"{run_dir.name}-{k}")
 
 
 def check_cluster(client, *, timeout: float = 10.0) -> None:
@@ -322,40 +349,84 @@ class CycleComposer(param.Parameterized):
             f"early-stopping steps counted at their cap) — {parts}"
         )
 
-    def launch(self, *, client, store: str | Path, run_dir: str | Path, ranks=None, **settings):
-        """Start the cycle on the cluster behind ``client``; return the run's handle.
+    def launch(
+        self,
+        *,
+        client,
+        store: str | Path,
+        run_dir: str | Path,
+        ranks=None,
+        resume: bool = False,
+        **settings,
+    ):
+        """Start the cycle on the cluster behind ``client``; return the run's handle at once.
 
         Parameters
         ----------
         client : distributed.Client
             The connected cluster (a LocalCluster's client by default in the notebooks).
         store, run_dir : path-like
-            Dataset store and run directory (on a file system every worker sees). Launching
-            the same ``run_dir`` again resumes its last checkpoint.
+            Dataset store and run directory (on a file system every worker sees). When
+            ``run_dir`` already holds a run, a new directory beside it is used
+            (:func:`fresh_run_dir`: ``half-v-2``, ...) unless ``resume``.
         ranks : int, optional
             Data-parallel ranks, one per worker (default: every worker).
+        resume : bool
+            Continue the run in ``run_dir`` from its last checkpoint instead (an explicit
+            choice: the status says so).
         **settings
             Passed to :meth:`train_config` (``seed``, ``model``, ``data``, ...).
 
         Returns
         -------
         mgtoolkit.launch.run.Run
-            Also kept in :attr:`handle` (a :class:`RunMonitor` can :meth:`~RunMonitor.watch`).
+            Also kept in :attr:`handle` (a :class:`RunMonitor` can :meth:`~RunMonitor.watch`);
+            the directory actually used is :attr:`run_dir`.
 
         Raises
         ------
         ValueError, ConnectionError
-            No client, an unreachable cluster, or an invalid cycle/config (messages name the fix).
+            No client, an unreachable cluster, an invalid cycle/config, or a run of this
+            composer still running (messages name the fix).
         """
+        running = self.handle is not None and self.handle.status == "running"
+        if running:
+            raise ValueError(
+                f"run {Path(self.run_dir).name} is still running: stop it (Stop run in the "
+                "monitor) or wait for it to end before launching another"
+            )
         check_cluster(client)
         config = self.train_config(store=store, **settings)
         from mgtoolkit.launch.run import train_on_cluster
 
-        self.run_dir = str(run_dir)
-        run = train_on_cluster(config, str(run_dir), ranks=ranks, cluster=client)
-        self.status = f"launched {Path(run_dir).name} on {len(run.workers)} rank(s)"
+        asked = Path(run_dir)
+        target = asked if resume else fresh_run_dir(asked)
+        if resume and not (asked / "checkpoints").is_dir():
+            raise ValueError(
+                f"nothing to resume in {asked}: it holds no checkpoint; launch a new run instead"
+            )
+        run = train_on_cluster(config, str(target), ranks=ranks, cluster=client)
+        self.run_dir = str(target)
+        where = f"on {len(run.workers)} rank(s)"
+        if resume:
+            self.status = f"resuming {target.name} from its last checkpoint {where}"
+        elif target != asked:
+            self.status = f"launched new run {target.name} {where} ({asked.name} exists)"
+        else:
+            self.status = f"launched {target.name} {where}"
         self.handle = run
         return run
+
+    def run_status(self) -> str:
+        """The launch message and the state of the last launched run, e.g.
+        ``"half-v-2: failed — rank 1: ... (RuntimeError)"``."""
+        if self.handle is None:
+            return self.status
+        name = Path(self.run_dir).name if self.run_dir else "run"
+        state = self.handle.status
+        failure = getattr(self.handle, "failure", None)
+        line = f"{name}: {state}" + (f" — {failure}" if failure else "")
+        return f"{self.status}\n{line}"
 
     # ------------------------------------------------------------------ view
     def diagram(self, *, current: int | None = None):
@@ -403,6 +474,8 @@ class CycleComposer(param.Parameterized):
                 cost.show(self.cost_text())
                 message.clear()
             except ValueError as exc:
+                diagram.clear()  # no stale diagram or cost under the alert
+                cost.clear()
                 message.alert(str(exc))
 
         self.param.watch(
@@ -424,7 +497,9 @@ class CycleComposer(param.Parameterized):
         right = [message.layout, diagram.layout, cost.layout, self._rule_editor()]
         if client is not None or store is not None:
             right.append(self._launch_row(client=client, store=store, run_dir=run_dir, **settings))
-        return pn.Row(controls, pn.Column(*right))
+        # The right column takes the notebook's width (the cost line wraps, never clipped).
+        right_column = pn.Column(*right, sizing_mode="stretch_width", min_width=420)
+        return pn.Row(controls, right_column, sizing_mode="stretch_width")
 
     def _rule_editor(self):
         import panel as pn
@@ -467,16 +542,42 @@ class CycleComposer(param.Parameterized):
     def _launch_row(self, *, client, store, run_dir, **settings):
         import panel as pn
 
-        button = pn.widgets.Button(label="Launch on cluster", color="success", width=180)
-        status = Slot(self.status or None)
+        button = pn.widgets.Button(label="Launch on cluster", button_type="success", width=180)
+        resume = pn.widgets.Checkbox(
+            name="resume the last run from its checkpoint (instead of a new run directory)",
+            value=False,
+        )
+        status = LiveText(self.run_status())
+        error = Slot()  # an alert only for a refused launch (cleared by the next one)
+
+        def tick():
+            status.set(self.run_status())
+            if self.handle is None or self.handle.status != "running":
+                callback.stop()  # the run has ended: its final state is shown
+
+        callback = pn.state.add_periodic_callback(tick, period=1000, start=False)
+
+        def on_handle(_):  # a launch from this button or from the API (composer.launch)
+            status.set(self.run_status())
+            if not callback.running:
+                callback.start()
+
+        self.param.watch(on_handle, "handle")
 
         def on_click(_):
             try:
-                self.launch(client=client, store=store, run_dir=run_dir, **settings)
-                status.show(self.status)
+                last = self.run_dir if resume.value and self.run_dir else run_dir
+                self.launch(
+                    client=client, store=store, run_dir=last, resume=resume.value, **settings
+                )
+                error.clear()
+                resume.value = False  # resuming is chosen per launch
             except (ValueError, ConnectionError, OSError, RuntimeError) as exc:
-                self.status = str(exc)
-                status.alert(f"**Launch failed:** {exc}")
+                self.status = f"launch failed: {exc}"
+                error.alert(f"**Launch failed:** {exc}")
+            status.set(self.run_status())
 
         button.on_click(on_click)
-        return pn.Row(button, status.layout)
+        return pn.Column(
+            pn.Row(button, resume), status.pane, error.layout, sizing_mode="stretch_width"
+        )

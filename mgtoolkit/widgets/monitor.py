@@ -5,7 +5,12 @@ number of sources — as a listener (``monitor(event)``, safe from any thread: i
 from a launched run's handle (:meth:`RunMonitor.attach`), or by following a batch run's
 ``<run_dir>/events.jsonl`` (:meth:`RunMonitor.follow`). :meth:`RunMonitor.update` drains
 everything on the calling (notebook) thread into plain lists; the panel view redraws from them on
-a periodic callback, and :meth:`RunMonitor.wait` does the same while a cell blocks on a run.
+a periodic callback of the idle kernel. Nothing in a notebook needs to wait for a run: while a
+cell runs, the kernel handles no button click and runs no periodic callback, so a cell that
+waits freezes the plots and the Stop button (:meth:`RunMonitor.wait` is for scripts).
+
+The live view is built once from bokeh models; each redraw appends the new points to their
+data sources and replaces text in place (no pane is replaced while a run trains).
 
 The x axis of the curves is the *iteration*: the running count of training batches over the
 whole run, so steps on different levels follow one another left to right.
@@ -15,19 +20,22 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import time
 from pathlib import Path
 
 import param
 
 from mgtoolkit.rundir import STOP_FILE, RunDir, request_stop
-from mgtoolkit.widgets._view import Slot, holoviews, level_color, named
+from mgtoolkit.widgets._view import LiveText, Slot, holoviews, level_color, live_update, named
 
 __all__ = ["STOP_FILE", "EventFollower", "RunMonitor", "request_stop"]
 
 #: Bokeh figure names (the browser test looks them up).
 LOSS_NAME = "mgtoolkit-loss-curves"
 VALIDATION_NAME = "mgtoolkit-validation"
+#: Levels the live loss plot has a curve for (the composer allows 1..12).
+MAX_LEVELS = 12
 
 
 class EventFollower:
@@ -89,6 +97,8 @@ class RunMonitor(param.Parameterized):
         self._clear(schedule=schedule, run_dir=run_dir)
 
     def _clear(self, *, schedule, run_dir) -> None:
+        self._finish_called = False
+        self.generation = getattr(self, "generation", -1) + 1  # one per followed run
         self.schedule = schedule
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._queue: collections.deque[dict] = collections.deque()
@@ -104,6 +114,11 @@ class RunMonitor(param.Parameterized):
         self._handle_seen = 0
         self.iteration = 0
         self.error: str | None = None
+        self.steps_done: list[dict] = []  # step_end events
+        self._progress: dict = {}  # the running step: epoch, batches, batch times
+
+    def _finish_callbacks(self):
+        return self.__dict__.setdefault("_on_finish", [])
 
     # ------------------------------------------------------------------ sources
     def __call__(self, event: dict) -> None:
@@ -114,6 +129,14 @@ class RunMonitor(param.Parameterized):
         """Follow the run writing ``<run_dir>/events.jsonl`` (e.g. a batch job); returns self."""
         self.run_dir = Path(run_dir)
         self._followers.append(EventFollower(RunDir(self.run_dir).events))
+        self._restart_refresh()
+        return self
+
+    def on_finish(self, callback) -> RunMonitor:
+        """Call ``callback(monitor)`` on the notebook thread once each run has ended (finished,
+        stopped or failed) — e.g. to predict and compare without a cell that waits; returns
+        self. Called from :meth:`update` (the view's periodic refresh)."""
+        self._finish_callbacks().append(callback)
         return self
 
     def attach(self, handle, *, run_dir: str | Path | None = None) -> RunMonitor:
@@ -129,6 +152,7 @@ class RunMonitor(param.Parameterized):
         self._handle_seen = 0
         run_dir = run_dir if run_dir is not None else getattr(handle, "run_dir", None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._restart_refresh()
         return self
 
     def watch(self, composer) -> RunMonitor:
@@ -168,7 +192,14 @@ class RunMonitor(param.Parameterized):
             self._ingest(self._queue.popleft())
             count += 1
         status = getattr(self.handle, "status", None)
-        if not self.finished and not self._queue and status in ("failed", "lost", "stopped"):
+        failure = getattr(self.handle, "failure", None)
+        if failure is not None and self.error != failure:
+            # The first rank that raised (any rank, not only rank 0 that emits events); a
+            # peer's later error event (a broken collective) is a consequence, not the cause.
+            self.finished, self.error = True, failure
+            self.status = f"failed: {failure}"
+            count += 1
+        elif not self.finished and not self._queue and status in ("failed", "lost", "stopped"):
             # A dead worker or a crash can end a run without a final event.
             self.finished = True
             self.stopped = status == "stopped"
@@ -178,6 +209,16 @@ class RunMonitor(param.Parameterized):
             count += 1
         if count:
             self.version += 1
+        if self.finished and not getattr(self, "_finish_called", False):
+            self._finish_called = True
+            for callback in self._finish_callbacks():
+                try:
+                    callback(self)
+                except Exception as exc:  # shown, not raised into the periodic refresh
+                    import warnings
+
+                    self.status += f" (on_finish {callback!r} failed: {exc!r})"
+                    warnings.warn(f"on_finish callback {callback!r} failed: {exc!r}", stacklevel=2)
         return count
 
     def _ingest(self, ev: dict) -> None:
@@ -193,12 +234,20 @@ class RunMonitor(param.Parameterized):
             if "n" in ev:
                 self.level_n[level] = int(ev["n"])
             self.boundaries.append((self.iteration, step, level))
+            self._progress = {"step": step, "level": level, "times": []}
             if level in self.losses and self.losses[level][0]:
                 xs, ys = self.losses[level]  # a gap: the level's earlier step is not joined
                 xs.append(self.iteration + 0.5)
                 ys.append(float("nan"))
             self.status = f"step {step + 1}: level {level} ({ev.get('rule', '')})"
+        elif kind == "epoch_start":
+            self._progress.update(epoch=int(ev["epoch"]), batches=ev.get("batches"))
+        elif kind == "step_end":
+            self.steps_done.append(ev)
+            self._progress = {}
         elif kind == "batch_end":
+            self._progress.update(epoch=int(ev["epoch"]), batch=int(ev["batch"]))
+            self._progress.setdefault("times", []).append(float(ev.get("time", 0.0)))
             self.iteration += 1
             xs, ys = self.losses.setdefault(int(ev["level"]), ([], []))
             xs.append(self.iteration)
@@ -222,9 +271,10 @@ class RunMonitor(param.Parameterized):
             self.finished = self.stopped = True
             self.status = "stopped on request (the last checkpoint can be resumed)"
         elif kind == "error":
+            # Only rank 0 emits events; an attached handle names the rank that failed first.
             self.finished = True
-            self.error = str(ev.get("message"))
-            self.status = f"failed: {ev.get('error_type')}: {ev.get('message')}"
+            self.error = f"rank 0: {ev.get('message')} ({ev.get('error_type')})"
+            self.status = f"failed: {self.error}"
 
     def _schedule_from(self, ev: dict) -> None:
         if self.schedule is not None:
@@ -395,40 +445,99 @@ class RunMonitor(param.Parameterized):
                 parts.append(f"energy gap {v['val_energy_gap']:.3g}")
         return " · ".join(parts)
 
-    def view(self, *, period_ms: int = 1000):
-        """The monitor as a panel layout, refreshed every ``period_ms`` while the kernel idles."""
+    def progress_text(self) -> str:
+        """One line per step: the finished steps (epochs, time) and the running one (epoch,
+        batch, seconds per batch, time left in the step — "≤" for early-stopping steps, whose
+        epoch count is a cap)."""
+        lines = []
+        total = len(self.schedule.steps) if self.schedule is not None else None
+        of = f"/{total}" if total else ""
+        for ev in self.steps_done:
+            lines.append(
+                f"step {ev['step'] + 1}{of} · level {ev['level']} ({self._size(ev['level'])}) · "
+                f"done: {ev.get('epochs')} epochs in {_duration(ev.get('wall_s') or 0.0)}"
+            )
+        p = self._progress
+        if p.get("step") is not None:
+            k, level = p["step"], p["level"]
+            parts = [f"step {k + 1}{of} · level {level} ({self._size(level)})"]
+            rule = self.schedule.steps[k].rule if total and k < total else None
+            early = rule is not None and not hasattr(rule, "epochs")
+            cap = rule.max_epochs if rule is not None else None
+            epoch, batches, batch = p.get("epoch"), p.get("batches"), p.get("batch")
+            if epoch is not None:
+                parts.append(
+                    f"epoch {epoch + 1}" + (f"/{'≤' if early else ''}{cap}" if cap else "")
+                )
+            if batch is not None and batches:
+                parts.append(f"batch {batch + 1}/{batches}")
+            times = p.get("times", [])
+            if self.finished:  # stopped or failed within the step
+                parts.append("stopped" if self.stopped else "ended")
+            elif len(times) >= 2:
+                per_batch = (times[-1] - times[0]) / (len(times) - 1)
+                parts.append(f"{per_batch:.2g} s/batch")
+                if cap and batches and epoch is not None and batch is not None:
+                    left = (cap - epoch - 1) * batches + (batches - batch - 1)
+                    eta = _duration(max(left, 0) * per_batch)
+                    parts.append(f"step ETA {'≤ ' if early else ''}{eta}")
+            lines.append(" · ".join(parts))
+        return "\n".join(lines) if lines else "no step has started yet"
+
+    def _size(self, level: int) -> str:
+        n = self.level_n.get(level)
+        return f"{n}{'²' if self.dim == 2 else '³'}" if n else "?"
+
+    def view(self, *, period_ms: int = 500):
+        """The monitor as a panel layout, refreshed every ``period_ms`` while the kernel idles.
+
+        The refresh stops when the run ends and restarts when another run attaches
+        (:meth:`attach`, :meth:`watch`, :meth:`follow`).
+        """
         import panel as pn
 
-        self._panes = {
-            "loss": Slot(self.loss_plot()),
-            "validation": Slot(self.validation_plot()),
-            "diagram": Slot(self._diagram()),
-            "summary": Slot(self.summary()),
-        }
-        self._drawn = self.version
-        stop = pn.widgets.Button(label="Stop run", color="danger", width=120)
+        self._live = _LiveFigures()
+        self._summary_text = LiveText(self.summary())
+        self._progress_text = LiveText(self.progress_text(), styles={"color": "#555555"})
+        self._diagram_slot = Slot(self._diagram())
+        self._diagram_key = None
+        self._drawn = None
+        stop = pn.widgets.Button(label="Stop run", button_type="danger", width=120)
 
         def on_stop(_):
             try:
                 self.stop()
             except (ValueError, FileNotFoundError) as exc:
                 self.status = str(exc)
-            self._panes["summary"].show(self.summary())
+            self._summary_text.set(self.summary())
 
         stop.on_click(on_stop)
-        layout = pn.Column(
-            pn.Row(stop, self._panes["summary"].layout),
-            pn.Row(self._panes["loss"].layout, self._panes["diagram"].layout),
-            self._panes["validation"].layout,
+        self._layout = pn.Column(
+            pn.Row(stop, self._summary_text.pane, sizing_mode="stretch_width"),
+            self._progress_text.pane,
+            pn.Row(
+                pn.pane.Bokeh(self._live.loss, sizing_mode="stretch_width", min_width=360),
+                self._diagram_slot.layout,
+                sizing_mode="stretch_width",
+            ),
+            pn.pane.Bokeh(self._live.validation, sizing_mode="stretch_width", min_width=360),
+            sizing_mode="stretch_width",
         )
+        self._redraw()
 
         def tick():
             self.update()
             self._redraw()
+            if self.finished and self._callback is not None:
+                self._callback.stop()
 
-        callback = pn.state.add_periodic_callback(tick, period=period_ms, start=True)
-        self.param.watch(lambda e: callback.stop() if e.new else None, "finished")
-        return layout
+        self._callback = pn.state.add_periodic_callback(tick, period=period_ms, start=True)
+        return self._layout
+
+    def _restart_refresh(self) -> None:
+        callback = getattr(self, "_callback", None)
+        if callback is not None and not callback.running:
+            callback.start()
 
     def _diagram(self):
         hv = holoviews()
@@ -447,11 +556,122 @@ class RunMonitor(param.Parameterized):
         )
 
     def _redraw(self) -> None:
-        panes = getattr(self, "_panes", None)
-        if panes is None or self._drawn == self.version:
+        live = getattr(self, "_live", None)
+        if live is None or self._drawn == self.version:
             return
         self._drawn = self.version
-        panes["loss"].show(self.loss_plot())
-        panes["validation"].show(self.validation_plot())
-        panes["diagram"].show(self._diagram())
-        panes["summary"].show(self.summary())
+        with live_update(self._layout, live.loss):
+            live.show(self)
+        key = (id(self.schedule), self.current_step, self.level_n.get(1), self.dim)
+        if key != self._diagram_key:  # a new step or a new run: a few times per run
+            self._diagram_key = key
+            self._diagram_slot.show(self._diagram())
+        self._summary_text.set(self.summary())
+        self._progress_text.set(self.progress_text())
+
+
+def _duration(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class _LiveFigures:
+    """The monitor's loss and validation figures, built once; redraws only append data.
+
+    One line per possible level (hidden from the legend until the level has points) and one
+    vertical span per step start, so that the structure never changes while a run trains.
+    """
+
+    def __init__(self):
+        from bokeh.core.properties import value
+        from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem
+        from bokeh.plotting import figure
+
+        tools = "pan,wheel_zoom,box_zoom,reset,save"
+        self.loss = figure(
+            name=LOSS_NAME,
+            title="training loss J per batch (dashed: step starts)",
+            y_axis_type="log",
+            x_axis_label="iteration",
+            y_axis_label="loss",
+            height=320,
+            sizing_mode="stretch_width",
+            tools=tools,
+        )
+        self.level_sources, items = {}, []
+        for lv in range(1, MAX_LEVELS + 1):
+            src = ColumnDataSource({"iteration": [], "loss": []})
+            r = self.loss.line("iteration", "loss", source=src, color=level_color(lv), width=1.5)
+            self.level_sources[lv] = src
+            label = value(f"level {lv}")
+            items.append(LegendItem(label=label, renderers=[r], visible=False))
+        self.legend_items = dict(zip(range(1, MAX_LEVELS + 1), items, strict=True))
+        self.loss.add_layout(Legend(items=items, location="top_right"), "right")
+        self.bounds = ColumnDataSource({"x": []})
+        self.loss.vspan(x="x", source=self.bounds, line_color="#777777", line_dash="dashed")
+        self.loss.add_tools(HoverTool(tooltips=[("iteration", "@iteration"), ("J", "@loss")]))
+
+        self.validation = figure(
+            name=VALIDATION_NAME,
+            title="validation on the finest level vs FEM",
+            y_axis_type="log",
+            x_axis_label="iteration",
+            y_axis_label="error",
+            height=240,
+            sizing_mode="stretch_width",
+            tools=tools,
+        )
+        self.metric_sources = {}
+        for key, label, color in (
+            ("val_rel_l2", "rel. L2 error", "#000000"),
+            ("val_energy_gap", "energy gap", "#882255"),
+        ):
+            src = ColumnDataSource({"iteration": [], "error": []})
+            self.validation.line("iteration", "error", source=src, color=color, legend_label=label)
+            self.validation.scatter(
+                "iteration", "error", source=src, color=color, size=5, legend_label=label
+            )
+            self.metric_sources[key] = src
+        self.validation.legend.location = "top_right"
+        self.validation.add_tools(HoverTool(tooltips=[("iteration", "@iteration"), ("", "@error")]))
+        self._sent: dict = {}
+
+    def _append(self, key, source, columns: dict[str, list]) -> None:
+        """Replace the source's rows when there are more (or another run's).
+
+        Whole columns, not ``source.stream``: a few thousand points a second are cheap, and
+        the page then always holds exactly the monitor's lists.
+        """
+        n = len(next(iter(columns.values())))
+        if self._sent.get(key) != n:
+            source.data = {c: list(v) for c, v in columns.items()}
+            self._sent[key] = n
+
+    def show(self, monitor: RunMonitor) -> None:
+        from bokeh.core.properties import value
+
+        if self._sent.get("generation") != monitor.generation:
+            self._sent = {"generation": monitor.generation}  # another run: start over
+        for lv, src in self.level_sources.items():
+            xs, ys = monitor.losses.get(lv, ([], []))
+            self._append(("level", lv), src, {"iteration": xs, "loss": ys})
+            item = self.legend_items[lv]
+            visible = bool(xs)
+            label = monitor._label(lv)
+            if item.visible != visible:
+                item.visible = visible
+            if self._sent.get(("label", lv)) != label:
+                self._sent["label", lv] = label
+                item.label = value(label)  # a plain string would name a data column
+        self._append("bounds", self.bounds, {"x": [x for x, _, _ in monitor.boundaries]})
+        for key, src in self.metric_sources.items():
+            pts = [(v["iteration"], v[key]) for v in monitor.validations if v.get(key)]
+            pts = [(x, y) for x, y in pts if y > 0]  # log scale
+            self._append(key, src, {"iteration": [x for x, _ in pts], "error": [y for _, y in pts]})

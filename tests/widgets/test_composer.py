@@ -95,6 +95,14 @@ def test_diagram_data_and_rendered_figure():
     assert steps == list(enumerate(s.levels, start=1))
 
 
+def test_named_cycle_diagrams_in_one_layout():
+    """Notebook 02 shows the named cycles side by side: an hv.Layout of diagrams renders."""
+    diagrams = [cycle_diagram(schedule(n, 3), resolution=16, width=330) for n in CYCLE_NAMES]
+    fig = hv.render(hv.Layout(diagrams).cols(2), backend="bokeh")
+    names = [m.name for m in fig.select({"name": DIAGRAM_NAME})]
+    assert len(names) == len(CYCLE_NAMES)
+
+
 def test_cost_text_reports_the_schedule_cost():
     c = CycleComposer(levels=3, cycle="half-V", dim=3, **RULES)
     expected = schedule("half-V", 3, **RULES).cost(3)
@@ -114,6 +122,9 @@ def test_view_redraws_on_edit():
     # Bad input shows the message instead of failing.
     c.param.update(cycle="custom", sequence="1 9")
     assert "level 9" in message[0].object
+    assert len(diagram) == 0 and len(layout[1][2]) == 0  # no stale diagram or cost under it
+    c.sequence = "2 1"
+    assert len(message) == 0 and len(diagram) == 1
 
 
 def test_train_config_uses_the_store_and_checks_levels(store2d):
@@ -186,3 +197,77 @@ def test_launch_streams_to_the_monitor_and_stops(store2d, tmp_path, dask_client)
     events = read_events(run_dir / "events.jsonl")
     assert 3 <= sum(e["type"] == "batch_end" for e in events) < 10**6
     assert not any(e.get("reason") == "schedule complete" for e in events)
+    assert (run_dir / "checkpoints" / "latest.pt").exists()
+
+
+def test_a_failing_rank_is_named_and_a_relaunch_is_a_new_run(store2d, tmp_path, dask_client):
+    """Rank 1 of 2 raises after its first batch: composer and monitor say `rank 1: ...` and
+    failed within 10 s, the other rank is ended, and the next launch gets a new directory."""
+    import time
+
+    import faults  # tests/faults.py
+
+    from mgtoolkit.nn import UNetConfig
+    from mgtoolkit.train import DataConfig
+    from mgtoolkit.widgets import RunMonitor
+
+    c = CycleComposer(levels=2, cycle="V", epochs=1, batch_size=2)
+    c.set_rule(0, FixedEpochs(10**6))
+    monitor = RunMonitor().watch(c)
+    settings = dict(
+        client=dask_client,
+        store=store2d,
+        run_dir=tmp_path / "run",
+        model=UNetConfig(dim=2, depth=1, base_filters=2, convs_per_block=1),
+        data=DataConfig(store=str(store2d), val_samples=2),
+        device="cpu",
+    )
+    marker = tmp_path / "raised"
+    faults.fail_rank_after_first_batch(dask_client, rank=1, marker=str(marker))
+    run = c.launch(**settings)
+    assert len(run.workers) == 2 and c.run_dir == str(tmp_path / "run")
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert time.monotonic() < deadline, monitor.status
+        monitor.update()
+        time.sleep(0.1)
+    raised = float(marker.read_text())
+    while monitor.error is None:
+        assert time.time() - raised < 10, monitor.status
+        monitor.update()
+        time.sleep(0.1)
+    expected = f"rank 1: {faults.MESSAGE} (RuntimeError)"
+    assert monitor.status == f"failed: {expected}" and monitor.finished
+    assert run.status == "failed" and c.run_status().endswith(f"run: failed — {expected}")
+    deadline = time.monotonic() + 60
+    while not all(f.done() for f in run.futures):  # rank 0 is interrupted, not left waiting
+        assert time.monotonic() < deadline, run.futures
+        time.sleep(0.2)
+
+    # Relaunch: a new run directory; resuming the failed one is the explicit choice.
+    run2 = c.launch(**settings)
+    assert c.run_dir == str(tmp_path / "run-2") and "new run run-2" in c.status
+    assert monitor.handle is run2 and monitor.error is None  # the monitor follows the new run
+    while monitor.iteration < 1:
+        assert time.monotonic() < deadline + 60, monitor.status
+        monitor.update()
+        time.sleep(0.1)
+    with pytest.raises(ValueError, match="still running"):
+        c.launch(**settings)
+    monitor.stop()
+    monitor.wait(timeout=60, poll_s=0.1)
+    assert monitor.stopped and (tmp_path / "run-2" / "checkpoints" / "latest.pt").exists()
+    with pytest.raises(ValueError, match="nothing to resume"):
+        c.launch(**settings, resume=True)  # the failed run wrote no checkpoint
+    settings["run_dir"] = tmp_path / "run-2"
+    c.launch(**settings, resume=True)  # the stopped run, from its checkpoint
+    assert c.run_dir == str(tmp_path / "run-2") and c.status.startswith("resuming run-2")
+    deadline = time.monotonic() + 120
+    while not any(e["type"] == "batch_end" for e in monitor.events):
+        assert time.monotonic() < deadline, monitor.status
+        monitor.update()
+        time.sleep(0.1)
+    assert any(e["type"] == "run_start" and e["resumed"] for e in monitor.events)
+    monitor.stop()
+    monitor.wait(timeout=60, poll_s=0.1)
+    assert monitor.stopped

@@ -151,3 +151,22 @@ def test_a_dead_batch_job_is_reported(tmp_path):
     with pytest.raises(RuntimeError, match="ended without a run_end event"):
         m.wait(timeout=30, poll_s=0.05, gone=lambda: job.poll() is not None)
     assert m.finished and job.returncode == 3
+
+
+def test_dashboard_link_through_jupyter(monkeypatch):
+    """In a Jupyter kernel every cluster's dashboard link goes through JupyterLab's proxy."""
+    import dask
+    from distributed import LocalCluster
+
+    from mgtoolkit.widgets._view import dashboard_link_through_jupyter
+
+    assert dashboard_link_through_jupyter({}) is None  # not in Jupyter: left alone
+    env = {"JPY_PARENT_PID": "1", "JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}
+    with dask.config.set(
+        {"distributed.dashboard.link": dask.config.get("distributed.dashboard.link")}
+    ):
+        assert dashboard_link_through_jupyter(env) == "/user/ada/proxy/{port}/status"
+        with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster:
+            port = cluster.scheduler.http_server.port
+            assert cluster.dashboard_link == f"/user/ada/proxy/{port}/status"
+        assert dashboard_link_through_jupyter({"JPY_PARENT_PID": "1"}) == "/proxy/{port}/status"
