@@ -1,4 +1,4 @@
-"""Multigrid training cycles as plain data (DESIGN.md §2).
+"""Multigrid training cycles as plain data (docs/math.md, 'Training cycles').
 
 A *cycle* is a :class:`Schedule`: a tuple of :class:`Step` ``(level, rule)``. Level 1 is the
 finest grid; level ℓ has ``n / 2**(ℓ - 1)`` cells per side. The named cycles for ``L`` levels
@@ -354,7 +354,7 @@ def schedule(
     coarse: EarlyStopping | None = None,
     overrides: Mapping[int, Rule] | None = None,
 ) -> Schedule:
-    """The named cycle over ``levels`` levels (DESIGN.md §2).
+    """The named cycle over ``levels`` levels (docs/math.md, 'Training cycles').
 
     Parameters
     ----------

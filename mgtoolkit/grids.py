@@ -1,6 +1,6 @@
 """Uniform grids on the unit square/cube and the multigrid level hierarchy.
 
-Conventions (DESIGN.md §1), shared by every module:
+Conventions (docs/math.md, 'Grids'), shared by every module:
 
 - A resolution ``n = 2**k`` is the number of *cells* per side; ``h = 1/n``.
 - The diffusivity ν lives on cells: shape ``(n,) * dim``.

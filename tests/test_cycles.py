@@ -1,4 +1,7 @@
-"""Cycles as data: exact step sequences (DESIGN.md §2), rules, overrides, cost, validation."""
+"""Cycles as data: exact step sequences, rules, overrides, cost, validation.
+
+See docs/math.md, 'Training cycles'.
+"""
 
 import pytest
 
@@ -11,7 +14,8 @@ from mgtoolkit.cycles import (
     schedule,
 )
 
-# Hand-expanded from the recursions of DESIGN.md §2 with consecutive repeats merged;
+# Hand-expanded from the recursions of docs/math.md, 'Training cycles', with consecutive
+# repeats merged;
 # the L = 4 rows are the design's own examples.
 EXPECTED = {
     ("V", 2): "121",

@@ -1,4 +1,4 @@
-"""Data-parallel primitives over ``torch.distributed`` (DESIGN.md §3, loss integrity).
+"""Data-parallel primitives over ``torch.distributed`` (docs/math.md, 'Loss integrity').
 
 Every function is a no-op (or the identity) when ``torch.distributed`` is not initialized, so
 the trainer calls them unconditionally and a single process runs exactly the serial code.

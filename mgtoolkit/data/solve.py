@@ -69,6 +69,13 @@ def solve_store(
     progress : bool
         Progress bars (one per level, in samples).
 
+    Returns
+    -------
+    Path
+        The store.
+
+    Notes
+    -----
     Samples already solved are kept: rerunning after an interruption solves only the rest.
     """
     attrs = check_store(store)

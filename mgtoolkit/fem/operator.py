@@ -125,7 +125,7 @@ def _as_tensor(x):
 
 
 def energy(nu, u, *, dim: int | None = None) -> torch.Tensor:
-    """Discrete Q1 energy ``J(u) = ½ Σ_e ν_e h^(d-2) u_eᵀ K̂ u_e`` (DESIGN.md §1).
+    """Discrete Q1 energy ``J(u) = ½ Σ_e ν_e h^(d-2) u_eᵀ K̂ u_e`` (docs/math.md, 'Discrete energy').
 
     Parameters
     ----------

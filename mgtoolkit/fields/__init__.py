@@ -1,7 +1,7 @@
 """Coefficient families: diffusivity fields ν on the cells of any level.
 
-- ``"kl"`` — :class:`KLFamily`, the KL log-permeability family of DESIGN.md §1, evaluated
-  analytically at each level's own cell centres.
+- ``"kl"`` — :class:`KLFamily`, the KL log-permeability family (docs/math.md, 'Coefficient
+  family'), evaluated analytically at each level's own cell centres.
 - ``"array"`` — :class:`ArrayFamily`, user voxel arrays; coarse levels by geometric mean.
 
 Further families implement the :class:`Family` protocol and are added with

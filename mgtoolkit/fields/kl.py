@@ -1,4 +1,6 @@
-"""The KL log-permeability family (DESIGN.md §1, the paper's Eq. 10 in d dimensions).
+"""The KL log-permeability family (the paper's Eq. 10 in d dimensions).
+
+See docs/math.md, 'Coefficient family'.
 
 For a cell centre s = (x, y[, z]) of the unit square or cube,
 

@@ -17,7 +17,7 @@ local batch (they start together, then never communicate: plain batch norm, no g
 all-reduce): ``efficiency_bound`` is the efficiency those reach — what the cores and memory of
 the machine allow before any communication.
 
-E ≥ 0.8 is the admissible efficiency (DESIGN.md §3).
+E ≥ 0.8 is the admissible efficiency (docs/math.md, 'Scaling metrics').
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The fully convolutional U-Net that maps ν on cells to u on nodes (DESIGN.md §2).
+"""The fully convolutional U-Net that maps ν on cells to u on nodes.
+
+See docs/math.md, 'Training cycles'.
 
 Architecture (paper defaults: depth 3, 16 base filters doubling per depth, conv + batch norm +
 LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid output):

@@ -30,7 +30,8 @@ and ``run`` (the run name). Types, in the order a run emits them:
 ``error``
     ``message``, ``error_type``.
 
-Losses are energies J (DESIGN.md §1) unless the config's ``optim.loss`` scales them.
+Losses are energies J (docs/math.md, 'Discrete energy') unless the config's ``optim.loss``
+scales them.
 """
 
 from __future__ import annotations

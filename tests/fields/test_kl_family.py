@@ -1,4 +1,4 @@
-"""The KL family against the formula of DESIGN.md §1, evaluated independently here."""
+"""The KL family against its formula (docs/math.md, 'Coefficient family'), evaluated here."""
 
 import math
 
@@ -67,7 +67,7 @@ def test_any_block_equals_the_slice_of_the_whole_field():
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_contrast_over_the_box_corners_is_about_1e6(dim):
-    # DESIGN.md: with λ^(d/2) the largest max/min contrast over the corners is ~1e6 in 2D and
+    # docs/math.md: with λ^(d/2) the largest max/min contrast over the corners is ~1e6 in 2D and
     # 3D (λ alone would give ~1e21 in 3D).
     corners = np.array(np.meshgrid(*[[-3.0, 3.0]] * 4)).reshape(4, -1).T
     fam = KLFamily()

@@ -1,4 +1,6 @@
-"""Loss integrity (DESIGN.md §3): parameters after 20 steps do not depend on the world size.
+"""Loss integrity: parameters after 20 steps do not depend on the world size.
+
+See docs/math.md, 'Loss integrity'.
 
 p = 1 runs in this process without any process group (plain BatchNorm, no communication);
 p = 2 and 4 run on real local processes with the synchronized batch norm. The pool (14
