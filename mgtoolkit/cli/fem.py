@@ -26,6 +26,11 @@ def register(subparsers) -> None:
     sol.add_argument(
         "--threads", type=int, default=1, help="torch threads per dask task (default 1)"
     )
+    sol.add_argument(
+        "--repair",
+        action="store_true",
+        help="read every stored u_fem first and re-solve the damaged samples (see `data verify`)",
+    )
     add_scheduler_option(sol)
     sol.add_argument("--no-progress", action="store_true", help="no progress bar")
     sol.set_defaults(run=_solve)
@@ -47,6 +52,7 @@ def _solve(args) -> int:
         threads=args.threads,
         client=args.scheduler,
         progress=not args.no_progress,
+        repair=args.repair,
     )
     print(store_summary(args.store))
     return 0

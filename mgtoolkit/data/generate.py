@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ def generate(
     overwrite: bool = False,
     progress: bool = True,
     chunking: Chunking | None = None,
+    repair: bool = False,
 ) -> Path:
     """Write ``samples`` diffusivity fields at ``levels`` resolutions into a zarr store.
 
@@ -82,6 +86,10 @@ def generate(
         Show a tqdm progress bar (in samples).
     chunking : Chunking, optional
         Chunk/shard sizes (defaults justified in :mod:`mgtoolkit.data.store`).
+    repair : bool
+        Read every stored ν first (:func:`mgtoolkit.data.verify.verify_store`) and rewrite the
+        damaged samples (and those sharing a file with them). Without it, samples whose files
+        are missing or truncated (:func:`~mgtoolkit.data.verify.quick_check`) are rewritten.
 
     Returns
     -------
@@ -142,11 +150,13 @@ def generate(
         "samples": int(samples),
     }
     path = Path(path)
+    sweep_stale_creations(path)
     if _must_create(path, attrs, omega, overwrite=overwrite):
+        _check_size(path, attrs, chunking or Chunking())
         create_store(
             path, attrs=attrs, omega=omega, chunking=chunking or Chunking(), replace=overwrite
         )
-    _fill(path, fam, client=client, progress=progress)
+    _fill(path, fam, client=client, progress=progress, repair=repair)
     return path
 
 
@@ -223,10 +233,91 @@ def _must_create(path: Path, attrs: dict, omega: np.ndarray, *, overwrite: bool)
     )
 
 
-def _fill(path: Path, fam: Family, *, client, progress: bool) -> None:
+#: Most chunk or shard files a store may have: beyond, even its task graph exhausts a machine.
+MAX_OBJECTS = 2**20
+
+
+def _check_size(path: Path, attrs: dict, chunking: Chunking) -> None:
+    """Refuse a store that would not fit on its disk or has too many files, before allocating."""
+    dim, samples = attrs["dim"], attrs["samples"]
+    total_bytes = objects = 0
+    for level in range(1, attrs["levels"] + 1):
+        n = attrs["resolution"] >> (level - 1)
+        total_bytes += 4 * samples * n**dim
+        chunks, shards = chunking.layout(dim=dim, n=n, samples=samples)
+        block = shards or chunks
+        objects += math.ceil(samples / block[0]) * math.ceil(n / block[1]) ** dim
+    if objects > MAX_OBJECTS:
+        raise ValueError(
+            f"a {dim}D store of {samples} samples at resolution {attrs['resolution']} would "
+            f"hold {objects:.3g} chunk files (at most {MAX_OBJECTS} are allowed); use a smaller "
+            "--resolution or fewer --samples"
+        )
+    parent = path.parent if path.parent.exists() else Path.cwd()
+    free = shutil.disk_usage(parent).free
+    # Compression saves ~1/3 on smooth fields (module doc of store): ask for half the raw size.
+    if total_bytes / 2 > free:
+        raise ValueError(
+            f"a {dim}D store of {samples} samples at resolution {attrs['resolution']} needs "
+            f"~{total_bytes / 2**30:.3g} GiB (uncompressed) but {parent} has "
+            f"{free / 2**30:.3g} GiB free; use a smaller --resolution or fewer --samples, or "
+            "another --out"
+        )
+
+
+def sweep_stale_creations(path: Path) -> list[Path]:
+    """Remove the hidden ``.<name>.creating-*`` siblings that killed runs left beside ``path``.
+
+    A directory is stale when the process named in it (host and pid) is gone, or, for names
+    without them, when it is older than a day. Returns the directories removed.
+    """
+    import socket
+
+    removed = []
+    parent = path.parent
+    if not parent.is_dir():
+        return removed
+    host = socket.gethostname().replace("-", "_")
+    for tmp in parent.glob(f".{path.name}.creating-*"):
+        parts = tmp.name.rsplit(".creating-", 1)[1].split("-")
+        if len(parts) == 3:  # <host>-<pid>-<uuid> (create_store writes '-' in hosts as '_')
+            owner_host, pid = parts[0], parts[1]
+            if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+        else:
+            try:
+                if time.time() - tmp.stat().st_mtime < 86400:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fill(path: Path, fam: Family, *, client, progress: bool, repair: bool = False) -> None:
     import zarr
 
+    from mgtoolkit.data.verify import mark_for_repair, quick_check, verify_store
+
     attrs = check_store(path)
+    damaged = []
+    for level in range(1, attrs["levels"] + 1):
+        damaged += list(quick_check(path, level, "nu").values())
+    if repair:
+        damaged = verify_store(path, variables=["nu"], record=False).damaged
+    if damaged:
+        mark_for_repair(path, damaged)
     root = zarr.open_group(str(path), mode="r")
     units: list[Unit] = []
     for level in range(1, attrs["levels"] + 1):

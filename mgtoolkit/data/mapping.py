@@ -37,6 +37,7 @@ def map_samples(
     client=None,
     progress: bool = True,
     dtype: str = "float32",
+    repair: bool = False,
 ) -> Path:
     """Compute ``fn(ν)`` for every sample of ``level`` lacking node field ``name``, and store it.
 
@@ -59,6 +60,10 @@ def map_samples(
         tqdm progress bar in samples.
     dtype : str
         Storage type of the field when it is created.
+    repair : bool
+        Read every stored value of ``name`` first and recompute the damaged samples
+        (:func:`mgtoolkit.data.verify.verify_store`); samples whose files are missing or
+        truncated are recomputed in any case.
 
     Notes
     -----
@@ -82,7 +87,22 @@ def map_samples(
             "dataset first (rerun `mgtoolkit data generate` with the same arguments)"
         )
     path = Path(path)
+    from mgtoolkit.data.verify import mark_for_repair, quick_check, verify_store
+
+    broken = quick_check(path, level, "nu")
+    if broken:
+        first = next(iter(broken.values()))
+        raise ValueError(
+            f"ν of {len(broken)} samples at level {level} of {path} is damaged (first: sample "
+            f"{first.sample}, {first.reason}: {first.file}); repair it with `mgtoolkit data "
+            "generate --repair` (same arguments) or `mgtoolkit data verify` for the full list"
+        )
     allocate_node_field(path, level, name, dtype=dtype)
+    damaged = list(quick_check(path, level, name).values())
+    if repair:
+        damaged = verify_store(path, levels=[level], variables=[name], record=False).damaged
+    if damaged:
+        mark_for_repair(path, damaged)
     import zarr
 
     field = zarr.open_group(str(path), mode="r")[level_group(level)][name]
@@ -114,7 +134,25 @@ def _apply(path: str, payload: tuple[Callable, str], unit: Unit) -> None:
     for start, stop in write_blocks(field, unit):
         out = np.empty((stop - start, *expected), dtype=field.dtype)
         for s in range(start, stop):
-            u = fn(np.asarray(nu[s]))
+            where = f"sample {s} of level {unit.level} of {path}"
+            try:
+                values = np.asarray(nu[s])
+            except Exception as exc:  # codec and checksum errors of several types
+                raise ValueError(
+                    f"cannot read ν of {where} ({type(exc).__name__}: {str(exc)[:120]}); run "
+                    f"`mgtoolkit data verify {path}` and repair with `mgtoolkit data generate "
+                    "--repair`"
+                ) from None
+            if not np.all(np.isfinite(values)):
+                raise ValueError(
+                    f"ν of {where} holds NaN or inf (a missing or damaged chunk); run "
+                    f"`mgtoolkit data verify {path}` and repair with `mgtoolkit data generate "
+                    "--repair`"
+                )
+            try:
+                u = fn(values)
+            except Exception as exc:  # name the sample: the task's error reaches the user
+                raise RuntimeError(f"{where}: {type(exc).__name__}: {exc}") from exc
             u = u.detach().cpu().numpy() if hasattr(u, "detach") else np.asarray(u)
             if u.shape != expected:
                 raise ValueError(

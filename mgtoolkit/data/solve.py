@@ -53,6 +53,7 @@ def solve_store(
     threads: int = 1,
     client=None,
     progress: bool = True,
+    repair: bool = False,
 ) -> Path:
     """Add the FEM solution ``u_fem`` (nodes) to every sample of the given levels of ``store``.
 
@@ -68,6 +69,9 @@ def solve_store(
         See :func:`mgtoolkit.cluster.client_context` (default: a local cluster for the call).
     progress : bool
         Progress bars (one per level, in samples).
+    repair : bool
+        Read every stored u_fem first and re-solve the damaged samples (NaN, outside [0, 1],
+        unreadable); samples whose files are missing or truncated are re-solved in any case.
 
     Returns
     -------
@@ -98,5 +102,7 @@ def solve_store(
     fn = FemSolveFn(rtol=float(rtol), maxiter=maxiter, threads=threads)
     with client_context(client) as c:
         for level in levels:
-            map_samples(store, fn, level=level, name="u_fem", client=c, progress=progress)
+            map_samples(
+                store, fn, level=level, name="u_fem", client=c, progress=progress, repair=repair
+            )
     return Path(store)

@@ -59,6 +59,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,7 @@ def check_store(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is not a zarr store (no zarr.json); pass the dataset directory written by "
             "`mgtoolkit data generate`"
         )
+    _check_metadata(path)
     attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     if attrs.get("format") != FORMAT:
         raise ValueError(
@@ -177,6 +179,26 @@ def check_store(path: str | os.PathLike) -> dict[str, Any]:
             f"mgtoolkit release that wrote it ({attrs.get('mgtoolkit_version')})"
         )
     return attrs
+
+
+def _check_metadata(path: Path) -> None:
+    """Raise a ValueError naming the file when a metadata file of the store is not valid JSON."""
+    import json
+
+    files = [path / "zarr.json", *path.glob("level*/zarr.json"), *path.glob("level*/*/zarr.json")]
+    for file in files:
+        try:
+            meta = json.loads(file.read_bytes())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{file} is corrupt ({str(exc)[:80]}); the store's metadata is damaged — "
+                "regenerate the store (same command with --overwrite) or restore that file"
+            ) from None
+        if not isinstance(meta, dict) or "zarr_format" not in meta:
+            raise ValueError(
+                f"{file} is not zarr metadata; the store's metadata is damaged — regenerate "
+                "the store (same command with --overwrite) or restore that file"
+            )
 
 
 def create_store(
@@ -197,7 +219,8 @@ def create_store(
     import zarr
 
     path = Path(path)
-    tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
+    host = socket.gethostname().replace("-", "_")
+    tmp = path.parent / f".{path.name}.creating-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     dim, samples = attrs["dim"], attrs["samples"]
     try:
         zarr.open_group(str(tmp), mode="w", zarr_format=3).attrs.update(attrs)
@@ -370,6 +393,8 @@ def store_summary(path: str | os.PathLike) -> str:
     """A human-readable summary (for ``mgtoolkit data info``)."""
     import zarr
 
+    from mgtoolkit.data.verify import quick_check, verification_status
+
     path = Path(path)
     attrs = check_store(path)
     root = zarr.open_group(str(path), mode="r")
@@ -393,4 +418,12 @@ def store_summary(path: str | os.PathLike) -> str:
                     f"    {name:<8} {arr.dtype} {tuple(arr.shape)}  chunks {arr.chunks}"
                     f"  shards {arr.shards}  complete {done}/{arr.shape[0]}"
                 )
+                damaged = quick_check(path, level, name)
+                if damaged:
+                    first = next(iter(damaged.values()))
+                    lines.append(
+                        f"      DAMAGED: {len(damaged)} of them (e.g. sample {first.sample}: "
+                        f"{first.reason}, {first.file}); run `mgtoolkit data verify {path}`"
+                    )
+    lines.append(f"  integrity   {verification_status(path, attrs)}")
     return "\n".join(lines)
