@@ -109,7 +109,21 @@ def _import(args) -> int:
     if source.suffix == ".npy":
         import numpy as np
 
-        data = np.load(source, mmap_mode="r")
+        try:
+            data = np.load(source, mmap_mode="r")
+        except ValueError as exc:
+            if "Python objects" in str(exc):
+                raise ValueError(
+                    f"{source} holds Python objects (dtype object), not numbers; save ν as a "
+                    "float array (np.save(path, nu.astype('float64')))"
+                ) from None
+            raise ValueError(
+                f"{source} is not a valid .npy array file; write it with numpy.save"
+            ) from None
+        except (OSError, EOFError) as exc:
+            raise ValueError(
+                f"cannot read {source} as a .npy array ({str(exc)[:80]}); write it with numpy.save"
+            ) from None
     else:
         import zarr
 

@@ -80,6 +80,18 @@ class ArrayFamily:
     modes: ClassVar[int] = 0
 
     def __init__(self, data: Any, *, dim: int | None = None, source: str | None = None) -> None:
+        if data is None:
+            raise ValueError("no user array given (got None); pass a numpy, zarr or dask array")
+        dtype = getattr(data, "dtype", None)
+        dtype = np.dtype(dtype) if dtype is not None else np.asarray(data).dtype
+        if dtype.kind not in "fiu":
+            what = {"c": "complex", "O": "Python objects", "b": "booleans"}.get(
+                dtype.kind, f"dtype {dtype}"
+            )
+            raise ValueError(
+                f"user arrays must hold real numbers (got {what}); ν is a real positive field — "
+                "pass e.g. the real part or the modulus as a float array"
+            )
         shape = tuple(int(s) for s in np.shape(data))
         if dim is None:
             if len(shape) not in (2, 3, 4):
@@ -161,6 +173,20 @@ class ArrayFamily:
                     raise ValueError(
                         f"user array sample {s} has values ≤ 0 (min {piece.min():.3g}); ν must be "
                         "strictly positive — pass exp(log ν) if the data is log-permeability"
+                    )
+                with np.errstate(over="ignore", under="ignore"):
+                    stored = piece.astype(np.float32)  # what the store holds at the finest level
+                if not np.all(np.isfinite(stored)):
+                    raise ValueError(
+                        f"user array sample {s} has values beyond the float32 range (max "
+                        f"{piece.max():.3g} overflows to inf when stored); rescale ν (only "
+                        "contrasts matter) into about 1e-30 .. 1e30"
+                    )
+                if np.any(stored <= 0):
+                    raise ValueError(
+                        f"user array sample {s} has values that round to 0 in float32 (min "
+                        f"{piece.min():.3g}); rescale ν (only contrasts matter) into about "
+                        "1e-30 .. 1e30"
                     )
                 digest.update(piece.tobytes())
         return digest.hexdigest()

@@ -66,12 +66,18 @@ LR_SCHEDULES = ("constant", "plateau", "cosine")
 
 def _positive_int(section: str, name: str, value, *, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{section}.{name} must be an integer ≥ {minimum} (got {value!r})")
+        raise ValueError(f"{section}.{name} must be an integer ≥ {minimum} (got {_short(value)})")
 
 
 def _positive_float(section: str, name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{section}.{name} must be a number > 0 (got {value!r})")
+        raise ValueError(f"{section}.{name} must be a number > 0 (got {_short(value)})")
+    if not math.isfinite(value) or value > 1e6:
+        raise ValueError(f"{section}.{name} must be a finite number ≤ 1e6 (got {_short(value)})")
+
+
+def _short(value) -> str:
+    return shorten(value if not isinstance(value, str) else repr(value))
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,16 @@ class DataConfig:
             )
         object.__setattr__(self, "store", str(self.store))
         _positive_int("data", "val_samples", self.val_samples, minimum=0)
+        if self.val_samples == 0:
+            import warnings
+
+            warnings.warn(
+                "data.val_samples = 0: nothing is validated, so no validation metrics are "
+                "reported and a target-based stopping rule can never fire; set val_samples ≥ 1 "
+                "(default 8) unless that is what you want",
+                UserWarning,
+                stacklevel=3,
+            )
         if self.train_samples is not None:
             _positive_int("data", "train_samples", self.train_samples)
 
@@ -476,7 +492,23 @@ def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"training config {path} does not exist")
-    text = path.read_text()
+    if path.is_dir():
+        raise ValueError(f"training config {path} is a directory; pass the config file")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"training config {path} is {size} bytes (at most {MAX_CONFIG_BYTES}); a config is "
+            "a short text file — is this the right file?"
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"training config {path} is not a UTF-8 text file (a binary file?); pass a .toml, "
+            ".yaml or .json config"
+        ) from None
+    if "\x00" in text:
+        raise ValueError(f"training config {path} holds NUL bytes: it is not a text file")
     suffix = path.suffix.lower()
     if suffix == ".toml":
         import tomllib
@@ -484,15 +516,21 @@ def load_config(path: str | Path) -> TrainConfig:
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+            raise ValueError(f"{path} is not valid TOML: {shorten(exc)}") from None
     elif suffix in (".yaml", ".yml"):
-        import yaml
-
-        raw = yaml.safe_load(text) or {}
+        raw = _load_yaml(path, text)
     elif suffix == ".json":
-        raw = json.loads(text)
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{path} is not valid JSON: {shorten(exc)}") from None
     else:
         raise ValueError(f"config {path} must end in .toml, .yaml, .yml or .json")
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"{path} holds a {type(raw).__name__} at the top level; a training config is a "
+            "mapping of sections ([data], [model], [optim], [cycle]) — see examples/"
+        )
     store = raw.get("data", {}).get("store") if isinstance(raw.get("data"), dict) else None
     if store and not Path(store).is_absolute():
         raw["data"]["store"] = str((path.parent / store).resolve())
@@ -500,6 +538,37 @@ def load_config(path: str | Path) -> TrainConfig:
         return TrainConfig.from_dict(raw)
     except TypeError as exc:  # e.g. a section given a non-keyword structure
         raise ValueError(f"{path}: {exc}") from None
+
+
+#: Largest config file read (bytes): real configs are a few hundred bytes.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """``repr``-like text of a user value, cut to ``limit`` characters (never echoed whole)."""
+    text = value if isinstance(value, str) and not isinstance(value, Path) else repr(value)
+    if isinstance(value, BaseException):
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _load_yaml(path: Path, text: str) -> Any:
+    """``yaml.safe_load`` that refuses anchors and aliases (an alias bomb expands to gigabytes)
+    before constructing anything; tags such as ``!!python/object`` are refused by safe_load."""
+    import yaml
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                line = getattr(event.start_mark, "line", -1) + 1
+                raise ValueError(
+                    f"{path}, line {line}: YAML anchors and aliases (& and *) are not allowed in "
+                    "a training config; write the values out"
+                )
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not a valid YAML config: {shorten(exc, 200)}") from None
 
 
 #: Trajectory settings added after the first release, each with the value that reproduces what
