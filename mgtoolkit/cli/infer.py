@@ -89,7 +89,11 @@ def _predict(args) -> int:
     attrs = check_store(args.store)
     if args.workers < 1 or (args.threads is not None and args.threads < 1):
         raise ValueError("--workers and --threads must be positive integers")
+    _check_memory(args.memory)
+    if not 1 <= args.level <= attrs["levels"]:
+        raise ValueError(f"--level must be 1 .. {attrs['levels']} for {args.store}")
     model = load_model(args.model)
+    check_model_fits(model.config.dim, attrs["dim"], args.model, args.store)
     from mgtoolkit.grids import level_resolution
 
     n = level_resolution(attrs["resolution"], args.level)
@@ -133,9 +137,27 @@ def _predict(args) -> int:
     return 0
 
 
+def _check_memory(memory: float | None) -> None:
+    import math
+
+    if memory is not None and not (math.isfinite(memory) and memory > 0):
+        raise ValueError(f"--memory must be a positive number of GiB (got {memory:g})")
+
+
+def check_model_fits(model_dim: int, store_dim: int, model: str, store: str) -> None:
+    """Refuse a model trained in one dimension on a store of the other (before any work)."""
+    if model_dim != store_dim:
+        raise ValueError(
+            f"the network in {model} is {model_dim}D but {store} holds {store_dim}D fields; "
+            f"pass a {store_dim}D model (nothing was started or written)"
+        )
+
+
 def _plan(args) -> int:
     from mgtoolkit.nn import UNetConfig
     from mgtoolkit.plan import plan
+
+    _check_memory(args.memory)
 
     growth = 0
     if args.model is not None:

@@ -82,15 +82,61 @@ def _target(text: str) -> float | str:
         ) from None
 
 
+def _load_config_warning(path: str):
+    """``load_config``, its warnings printed as one ``mgtoolkit: warning:`` line each."""
+    import sys
+    import warnings
+
+    from mgtoolkit.train import load_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_config(path)
+    for w in caught:
+        print(f"mgtoolkit: warning: {path}: {w.message}", file=sys.stderr)
+    return config
+
+
+def _check_data(config) -> None:
+    """Refuse a config whose store is missing or damaged, and warn of a U-Net too deep for it."""
+    import sys
+
+    from mgtoolkit.data import check_store
+    from mgtoolkit.data.verify import quick_check
+
+    attrs = check_store(config.data.store)
+    levels = attrs["levels"]
+    for level in range(1, levels + 1):
+        for variable in ("nu", "u_fem"):
+            damaged = quick_check(config.data.store, level, variable)
+            if damaged:
+                first = next(iter(damaged.values()))
+                raise ValueError(
+                    f"the training store {config.data.store} is damaged: {len(damaged)} samples "
+                    f"of {variable} at level {level} (first: sample {first.sample}, "
+                    f"{first.reason}: {first.file}); see `mgtoolkit data verify` and repair "
+                    "with --repair"
+                )
+    finest = attrs["resolution"]
+    if 2**config.model.depth > finest:
+        print(
+            f"mgtoolkit: warning: model.depth = {config.model.depth} pads the {finest}² fields "
+            f"of the store to {2**config.model.depth} cells per side: slow and no more accurate; "
+            f"depth ≤ {finest.bit_length() - 1} fits",
+            file=sys.stderr,
+        )
+
+
 def _train(args: argparse.Namespace) -> int:
     from mgtoolkit.comm.ranks import init_from_environment
     from mgtoolkit.rundir import RunDir
-    from mgtoolkit.train import Trainer, load_config
+    from mgtoolkit.train import Trainer
 
     # Under mpirun / srun / torchrun every rank runs this command: join the world first
     # (a no-op for a plain single process).
     info = init_from_environment()
-    config = load_config(args.config)
+    config = _load_config_warning(args.config)
+    _check_data(config)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     trainer = Trainer(config, run_dir, progress=not args.no_progress, resume=not args.fresh)
     finished = trainer.resumed and trainer.state.reason is not None
@@ -112,10 +158,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from mgtoolkit.train import load_config
     from mgtoolkit.train.compare import compare_cycles
 
-    config = load_config(args.config)
+    config = _load_config_warning(args.config)
+    _check_data(config)
     out = Path(args.out or Path("runs") / f"compare-{Path(args.config).stem}")
     comp = compare_cycles(
         config,
@@ -154,6 +200,15 @@ def _predict(args: argparse.Namespace) -> int:
             f"--metrics {args.metrics}: its folder does not exist; create it or choose another "
             "path (nothing was predicted)"
         )
+    from mgtoolkit.cli.infer import check_model_fits
+    from mgtoolkit.data import check_store
+    from mgtoolkit.rundir import load_model
+
+    attrs = check_store(args.store)
+    if not 1 <= args.level <= attrs["levels"]:
+        raise ValueError(f"--level must be 1 .. {attrs['levels']} for {args.store}")
+    model_dim = load_model(args.source).config.dim
+    check_model_fits(model_dim, attrs["dim"], args.source, args.store)
     with client_context(args.scheduler) as client:
         rows = predict(
             args.store,

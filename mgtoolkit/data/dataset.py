@@ -93,9 +93,23 @@ class LevelDataset(torch.utils.data.Dataset):
             self._arrays = {v: group[v] for v in self.variables}
             self._pid = os.getpid()
         s = int(self.indices[i])
-        return {
-            v: torch.from_numpy(np.asarray(a[s], dtype=np.float32)) for v, a in self._arrays.items()
-        }
+        out = {}
+        for v, a in self._arrays.items():
+            where = f"sample {s} of {v!r} at level {self.level} of {self.path}"
+            try:
+                values = np.asarray(a[s], dtype=np.float32)
+            except Exception as exc:  # codec and checksum errors of several types
+                raise ValueError(
+                    f"cannot read {where} ({type(exc).__name__}: {str(exc)[:120]}); run "
+                    f"`mgtoolkit data verify {self.path}` and repair with --repair"
+                ) from None
+            if not np.all(np.isfinite(values)):
+                raise ValueError(
+                    f"{where} holds NaN or inf (a missing or damaged chunk); run "
+                    f"`mgtoolkit data verify {self.path}` and repair with --repair"
+                )
+            out[v] = torch.from_numpy(values)
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         # Open zarr handles stay behind; the receiving process opens its own.

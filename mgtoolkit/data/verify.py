@@ -165,6 +165,8 @@ def quick_check(path: str | os.PathLike, level: int, variable: str) -> dict[int,
 
     path = Path(path)
     group = zarr.open_group(str(path), mode="r")[level_group(level)]
+    if variable not in group or marker_name(variable) not in group:
+        return {}
     arr = group[variable]
     done = np.asarray(group[marker_name(variable)][:], dtype=bool)
     found: dict[int, Damage] = {}

@@ -67,6 +67,12 @@ ACTIVATIONS = ("leaky_relu", "relu", "gelu", "silu")
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
+#: Deepest U-Net accepted: 2^12 = 4096 cells of padding per side is already beyond any use.
+MAX_DEPTH = 12
+#: Most filters of the deepest block (base_filters · 2^depth, or max_filters).
+MAX_FILTERS = 16384
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Architecture of a :class:`UNet`.
@@ -112,6 +118,12 @@ class UNetConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"model.{name} must be an integer ≥ {lo} (got {value!r})")
+        for name, hi in (("depth", MAX_DEPTH), ("base_filters", 4096), ("convs_per_block", 16)):
+            if getattr(self, name) > hi:
+                raise ValueError(
+                    f"model.{name} must be at most {hi} (got {getattr(self, name)}); a U-Net of "
+                    "depth d pads every field to a multiple of 2^d cells per side"
+                )
         m = self.max_filters
         if m is not None and (
             isinstance(m, bool) or not isinstance(m, int) or m < self.base_filters
@@ -119,6 +131,12 @@ class UNetConfig:
             raise ValueError(
                 f"model.max_filters must be an integer ≥ base_filters = {self.base_filters}, or "
                 f"unset for no cap (got {m!r})"
+            )
+        widest = min(self.base_filters * 2**self.depth, m or self.base_filters * 2**self.depth)
+        if widest > MAX_FILTERS:
+            raise ValueError(
+                f"the deepest block would have {widest} filters (base_filters × 2^depth), more "
+                f"than {MAX_FILTERS}; lower model.depth or base_filters, or set max_filters"
             )
         if self.norm not in NORMS:
             raise ValueError(f"model.norm must be one of {', '.join(NORMS)} (got {self.norm!r})")

@@ -75,6 +75,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+#: Largest resolution (cells per side) the planner estimates: its probes run real networks
+#: on slabs of the field, and beyond this even a slab exhausts a large node.
+MAX_RESOLUTION = {2: 2**17, 3: 2**13}
+
+
 def plan(
     config,
     *,
@@ -119,6 +124,20 @@ def plan(
     from mgtoolkit.nn.memory import PRECISIONS
 
     check_resolution(resolution)
+    most = MAX_RESOLUTION.get(config.dim, 0)
+    if resolution > most:
+        raise ValueError(
+            f"resolution {resolution} is beyond what the planner estimates in {config.dim}D "
+            f"(at most {most} cells per side); plan a coarser level"
+        )
+    if 2**config.depth > 4 * resolution:
+        raise ValueError(
+            f"a depth-{config.depth} U-Net pads every field to {2**config.depth} cells per side, "
+            f"far beyond the {resolution} cells asked; use depth ≤ "
+            f"{int(resolution).bit_length() + 1}"
+        )
+    if memory is not None and not (isinstance(memory, int | float) and 0 < memory < float("inf")):
+        raise ValueError(f"memory must be a positive number of bytes (got {memory!r})")
     unknown = set(phases) - {"train", "infer", "fem"}
     if unknown:
         raise ValueError(f"phases must be among train, infer, fem (got {sorted(unknown)})")
