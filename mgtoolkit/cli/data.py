@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from mgtoolkit.cli._options import add_scheduler_option
-from mgtoolkit.cluster import client_context
 
 __all__ = ["register"]
 
@@ -80,20 +79,20 @@ def _generate(args) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer (got {args.seed})")
 
-    with client_context(args.scheduler) as client:
-        path = generate(
-            args.out,
-            dim=args.dim,
-            resolution=args.resolution,
-            levels=args.levels,
-            samples=args.samples,
-            seed=args.seed,
-            family=args.family,
-            client=client,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            repair=args.repair,
-        )
+    # No cluster here: generate starts one (or connects) only when there is work.
+    path = generate(
+        args.out,
+        dim=args.dim,
+        resolution=args.resolution,
+        levels=args.levels,
+        samples=args.samples,
+        seed=args.seed,
+        family=args.family,
+        client=args.scheduler,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        repair=args.repair,
+    )
     print(store_summary(path))
     return 0
 
@@ -139,17 +138,17 @@ def _import(args) -> int:
                 )
             node = node[args.variable]
         data = node
-    with client_context(args.scheduler) as client:
-        path = import_arrays(
-            args.out,
-            data,
-            levels=args.levels,
-            dim=args.dim,
-            source=str(source.resolve()),
-            client=client,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
+    # No cluster here: generate starts one (or connects) only when there is work.
+    path = import_arrays(
+        args.out,
+        data,
+        levels=args.levels,
+        dim=args.dim,
+        source=str(source.resolve()),
+        client=args.scheduler,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print(store_summary(path))
     return 0
 

@@ -54,6 +54,15 @@ def _scaling(args: argparse.Namespace) -> int:
             batch = config.optim.batch_size
     if args.dim is not None:
         model["dim"] = args.dim
+    for option, lo in (("steps", 1), ("warmup", 0), ("threads", 1), ("repeat", 1), ("n", 4)):
+        if getattr(args, option) < lo:
+            raise ValueError(f"--{option} must be an integer ≥ {lo} (got {getattr(args, option)})")
+    if args.n & (args.n - 1):
+        raise ValueError(f"--n must be a power of two, e.g. 64 (got {args.n})")
+    if model.get("dim", 2) not in (2, 3):
+        raise ValueError(f"--dim must be 2 or 3 (got {model['dim']})")
+    if batch < 1:
+        raise ValueError(f"--batch must be a positive integer (got {batch})")
     if any(p < 1 for p in args.ranks):
         raise ValueError(f"--ranks must be positive integers (got {args.ranks})")
     modes = ("strong", "weak") if args.mode == "both" else (args.mode,)

@@ -106,6 +106,14 @@ def _check_data(config) -> None:
 
     attrs = check_store(config.data.store)
     levels = attrs["levels"]
+    finest = attrs["resolution"]
+    if 2**config.model.depth > finest:
+        print(
+            f"mgtoolkit: warning: model.depth = {config.model.depth} pads the {finest}² fields "
+            f"of the store to {2**config.model.depth} cells per side: slow and no more accurate; "
+            f"depth ≤ {finest.bit_length() - 1} fits",
+            file=sys.stderr,
+        )
     for level in range(1, levels + 1):
         for variable in ("nu", "u_fem"):
             damaged = quick_check(config.data.store, level, variable)
@@ -117,14 +125,6 @@ def _check_data(config) -> None:
                     f"{first.reason}: {first.file}); see `mgtoolkit data verify` and repair "
                     "with --repair"
                 )
-    finest = attrs["resolution"]
-    if 2**config.model.depth > finest:
-        print(
-            f"mgtoolkit: warning: model.depth = {config.model.depth} pads the {finest}² fields "
-            f"of the store to {2**config.model.depth} cells per side: slow and no more accurate; "
-            f"depth ≤ {finest.bit_length() - 1} fits",
-            file=sys.stderr,
-        )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -158,8 +158,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from mgtoolkit.cycles import canonical_name
     from mgtoolkit.train.compare import compare_cycles
 
+    for name in args.cycles:
+        canonical_name(name)  # an unknown cycle is named before anything else is checked
     config = _load_config_warning(args.config)
     _check_data(config)
     out = Path(args.out or Path("runs") / f"compare-{Path(args.config).stem}")
