@@ -123,6 +123,8 @@ def generate(
             f"samples={samples}, dim={dim}, resolution={resolution} were asked; leave them to "
             "the data (mgtoolkit.data.import_arrays)"
         )
+    shape = {"dim": dim, "resolution": int(resolution), "levels": int(levels)}
+    _check_size(path, {**shape, "samples": int(samples)}, chunking or Chunking(), disk=False)
     if omega is None:
         omega = fam.draw(int(samples), seed)
         source = "sobol" if fam.modes else "none"
@@ -237,7 +239,7 @@ def _must_create(path: Path, attrs: dict, omega: np.ndarray, *, overwrite: bool)
 MAX_OBJECTS = 2**20
 
 
-def _check_size(path: Path, attrs: dict, chunking: Chunking) -> None:
+def _check_size(path: Path, attrs: dict, chunking: Chunking, *, disk: bool = True) -> None:
     """Refuse a store that would not fit on its disk or has too many files, before allocating."""
     dim, samples = attrs["dim"], attrs["samples"]
     total_bytes = objects = 0
@@ -253,7 +255,9 @@ def _check_size(path: Path, attrs: dict, chunking: Chunking) -> None:
             f"hold {objects:.3g} chunk files (at most {MAX_OBJECTS} are allowed); use a smaller "
             "--resolution or fewer --samples"
         )
-    parent = path.parent if path.parent.exists() else Path.cwd()
+    if not disk:
+        return
+    parent = next((p for p in Path(path).absolute().parents if p.exists()), Path.cwd())
     free = shutil.disk_usage(parent).free
     # Compression saves ~1/3 on smooth fields (module doc of store): ask for half the raw size.
     if total_bytes / 2 > free:
