@@ -162,7 +162,9 @@ def test_config_store_missing_or_wrong(capsys, tmp_path, store, match):
 
 
 def test_val_samples_zero_warns(capsys, tmp_path):  # [S]
-    text = GOOD.format(store=tmp_path / "missing.zarr").replace("val_samples = 4", "val_samples = 0")
+    text = GOOD.format(store=tmp_path / "missing.zarr").replace(
+        "val_samples = 4", "val_samples = 0"
+    )
     (tmp_path / "cfg.toml").write_text(text)
     with pytest.warns(UserWarning, match="val_samples = 0"):
         load_config(tmp_path / "cfg.toml")
