@@ -303,7 +303,7 @@ def read_checkpoint(source: str | os.PathLike) -> Checkpoint:
             f"{path} is not an mgtoolkit checkpoint: it holds objects other than tensors and "
             f"plain data, which are never unpickled ({first})"
         ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # torch's unpickler raises many types on a non-checkpoint
         raise CheckpointError(
             f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]} — is it a "
             "checkpoint file written by `mgtoolkit train`, and complete?"

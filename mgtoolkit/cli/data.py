@@ -119,9 +119,10 @@ def _import(args) -> int:
             raise ValueError(
                 f"{source} is not a valid .npy array file; write it with numpy.save"
             ) from None
-        except (OSError, EOFError) as exc:
+        except Exception as exc:  # a zip (npz), a pickle, a truncated header ...
             raise ValueError(
-                f"cannot read {source} as a .npy array ({str(exc)[:80]}); write it with numpy.save"
+                f"cannot read {source} as a .npy array ({type(exc).__name__}: "
+                f"{str(exc)[:80]}); write it with numpy.save"
             ) from None
     else:
         import zarr

@@ -34,7 +34,7 @@ GEN = ["data", "generate", "--dim", "2", "--resolution", "16", "--samples", "2"]
 )
 def test_generate_options(capsys, tmp_path, change, match):
     out = tmp_path / "d.zarr"
-    argv = GEN + ["--out", out, "--no-progress"] + change
+    argv = [*GEN, "--out", out, "--no-progress", *change]
     t0 = time.perf_counter()
     line = expect_error(capsys, argv, match, seconds=30)
     assert time.perf_counter() - t0 < 20
