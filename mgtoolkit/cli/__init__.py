@@ -67,6 +67,11 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     """``(exit code, one-line message)`` for an error that ended a command."""
     import errno
 
+    cause, depth = exc, 0
+    while cause is not None and not isinstance(cause, OSError) and depth < 20:
+        cause, depth = cause.__cause__ or cause.__context__, depth + 1
+    if cause is not exc and isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+        exc = cause  # e.g. a dask task that filled the disk: say so, not "task failed"
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | FileExistsError):
         where = exc.filename or ""
         where = f" {where}" if where else ""

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
-__all__ = ["add_scheduler_option"]
+import argparse
+import re
+
+__all__ = ["add_scheduler_option", "scheduler_address"]
+
+_ADDRESS = re.compile(
+    r"^(?:(?P<proto>[a-z]+)://)?(?P<host>[^/\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+)$"
+)
+
+
+def scheduler_address(text: str) -> str:
+    """An address such as ``tcp://10.0.0.5:8786`` (or ``host:8786``), checked before use."""
+    m = _ADDRESS.match(text.strip())
+    if not m or not 0 < int(m["port"]) < 65536 or (m["proto"] or "tcp") not in ("tcp", "tls"):
+        shown = text if len(text) <= 60 else text[:59] + "…"
+        raise argparse.ArgumentTypeError(
+            f"not a dask scheduler address: {shown!r}; write tcp://HOST:PORT (or tls://), e.g. "
+            "tcp://10.0.0.5:8786 as printed by `dask scheduler`"
+        )
+    return text.strip()
 
 
 def add_scheduler_option(parser) -> None:
@@ -10,5 +29,6 @@ def add_scheduler_option(parser) -> None:
     parser.add_argument(
         "--scheduler",
         default=None,
+        type=scheduler_address,
         help="address of a running dask scheduler (default: an embedded LocalCluster)",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mgtoolkit.cli._options import add_scheduler_option
+
 __all__ = ["register"]
 
 GiB = 2**30
@@ -41,7 +43,7 @@ def register(subparsers) -> None:
     pred.add_argument(
         "--memory", type=float, default=None, help="GiB the workers may use (default: 85%% of RAM)"
     )
-    pred.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
+    add_scheduler_option(pred)
     pred.add_argument("--no-progress", action="store_true", help="no progress bar")
     pred.set_defaults(run=_predict)
 

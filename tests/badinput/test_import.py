@@ -67,7 +67,9 @@ def test_import_garbage_npy(capsys, tmp_path, content):  # [C~] 'contains pickle
 
 
 def test_import_missing_and_wrong_inputs(capsys, tmp_path, files, store2d):
-    expect_error(capsys, ["data", "import", tmp_path / "x.npy", "--out", tmp_path / "o"], "no input")
+    expect_error(
+        capsys, ["data", "import", tmp_path / "x.npy", "--out", tmp_path / "o"], "no input"
+    )
     expect_error(capsys, ["data", "import", files["text"], "--out", tmp_path / "o"], "neither")
     expect_error(
         capsys,
