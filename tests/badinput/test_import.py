@@ -1,4 +1,4 @@
-"""`mgtoolkit data import` and `import_arrays`: validated after the float32 cast, real numbers only."""
+"""`mgtoolkit data import`, `import_arrays`: checked after the float32 cast, real numbers only."""
 
 from __future__ import annotations
 
