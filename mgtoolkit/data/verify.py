@@ -196,6 +196,20 @@ def _value_problem(variable: str, values: np.ndarray) -> str | None:
     return None
 
 
+def _read_problem(arr, sample: int, variable: str) -> str | None:
+    """Decode one sample — chunk by chunk when it is split into spatial chunks, so memory stays
+    at one chunk whatever the resolution — and check its values."""
+    from mgtoolkit.data._tasks import chunk_regions
+
+    if arr.chunks[1] >= arr.shape[1]:
+        return _value_problem(variable, np.asarray(arr[sample]))
+    for region in chunk_regions(arr.shape[1:], arr.chunks[1:], ()):
+        problem = _value_problem(variable, np.asarray(arr[(sample, *region)]))
+        if problem:
+            return problem
+    return None
+
+
 def verify_store(
     path: str | os.PathLike,
     *,
@@ -238,11 +252,9 @@ def verify_store(
                         report.damaged.append(quick[s])
                         continue
                     try:
-                        values = np.asarray(arr[s])
+                        problem = _read_problem(arr, s, variable)
                     except Exception as exc:  # codec or checksum errors of several types
                         problem = f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
-                    else:
-                        problem = _value_problem(variable, values)
                     if problem:
                         file = files[0] if len(files) == 1 else str(Path(files[0]).parent)
                         report.damaged.append(Damage(level, variable, s, problem, file))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import zarr
-from badcases import expect_api_error, expect_error, run_cli, shard_file, truncate
+from badcases import check_error, expect_api_error, expect_error, run_cli, shard_file, truncate
 
 from mgtoolkit.data import LevelDataset, generate
 from mgtoolkit.data.verify import quick_check, verify_store
@@ -251,3 +251,71 @@ def test_stale_creating_dirs_swept(tmp_path, dask_client):
 
 def test_verify_api_on_missing_store(tmp_path):
     expect_api_error(lambda: verify_store(tmp_path / "x.zarr"), "no dataset", types=(OSError,))
+
+
+@pytest.mark.parametrize(("value", "match"), [(0.0, "strictly positive"), (np.inf, "NaN or inf")])
+def test_fem_solve_names_sample_with_bad_nu_value(
+    capsys, copy_store, store2d, scheduler, value, match
+):
+    """[T] ν stored as 0 or inf (what float32 made of 1e-300 / 1e300 before import refused it)."""
+    store = copy_store(store2d)
+    _set_sample(store, 2, "nu", 5, value)
+    argv = ["fem", "solve", store, "--level", "2", "--scheduler", scheduler, "--no-progress"]
+    expect_error(capsys, argv, rf"sample 5 of level 2 of .*({match})")
+    done = zarr.open_group(str(store))["level2"]["u_fem_complete"][:]
+    assert not done[5]
+
+
+def _contrast_field(kind: str, n: int = 16) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    if kind == "random1e10":
+        return 10.0 ** rng.choice([-5.0, 5.0], size=(1, n, n))
+    nu = np.full((1, n, n), 1e-4)  # islands of 1e4 in 1e-4
+    nu[0, 2:6, 3:7] = nu[0, 9:13, 8:12] = 1e4
+    return nu
+
+
+@pytest.mark.parametrize("kind", ["random1e10", "islands1e8"])
+def test_fem_solve_high_contrast_never_stores_a_wrong_answer(
+    capsys, tmp_path, scheduler, dask_client, kind
+):
+    """[S] contrast 1e10 stored u_fem with min -0.43; [T] islands: raw Cholesky error."""
+    from mgtoolkit.data import import_arrays
+
+    field = _contrast_field(kind)
+    store = import_arrays(tmp_path / "c.zarr", field, levels=1, client=dask_client, progress=False)
+    capsys.readouterr()
+    rc = run_cli(["fem", "solve", store, "--scheduler", scheduler, "--no-progress"])
+    err = capsys.readouterr().err
+    group = zarr.open_group(str(store))["level1"]
+    if rc == 0:
+        u = np.asarray(group["u_fem"][0])
+        assert u.min() >= -1e-6 and u.max() <= 1 + 1e-6
+        assert verify_store(store).ok
+    else:
+        check_error(rc, err, r"sample 0 of level 1 of .*", "fem solve " + kind)
+        assert not group["u_fem_complete"][0]
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "nan"])
+def test_spatially_chunked_store_damage(capsys, tmp_path, dask_client, scheduler, damage):
+    """Large samples are split into spatial chunks (here 32² chunks of a 64² field)."""
+    from mgtoolkit.data import Chunking
+
+    store = tmp_path / "big.zarr"
+    kw = dict(dim=2, resolution=64, levels=1, samples=2, seed=0, progress=False)
+    generate(store, chunking=Chunking(chunk_mib=0.004), client=dask_client, **kw)
+    good = np.asarray(zarr.open_group(str(store))["level1"]["nu"][:])
+    chunk = store / "level1" / "nu" / "c" / "1" / "1" / "0"
+    if damage == "delete":
+        chunk.unlink()
+    elif damage == "truncate":
+        truncate(chunk, 40)
+    else:
+        zarr.open_group(str(store), mode="r+")["level1"]["nu"][1, 40, 3] = np.nan
+    report = verify_store(store)
+    assert [(d.variable, d.sample) for d in report.damaged] == [("nu", 1)]
+    argv = ["data", "generate", "--dim", "2", "--resolution", "64", "--samples", "2",
+            "--out", store, "--scheduler", scheduler, "--no-progress", "--repair"]  # fmt: skip
+    assert run_cli(argv) == 0
+    np.testing.assert_array_equal(zarr.open_group(str(store))["level1"]["nu"][:], good)
