@@ -26,7 +26,9 @@ p = 2. When every rank runs on the same machine (LocalCluster, :func:`mgtoolkit.
 ``mpirun`` on one node), CPU tensors are therefore summed through a shared-memory segment
 instead (two orders of magnitude faster; checked to be truly shared when the group starts;
 ``MGTOOLKIT_SHARED_MEMORY=0`` turns it off). Both transports give every rank the bit-identical
-result. GPU tensors and multi-node groups use the process group.
+result. GPU tensors and multi-node groups use the process group. Ranks started by an MPI
+launcher sum CPU tensors through MPI instead (:mod:`mgtoolkit.comm.mpi`, which also says how to
+choose the transport with ``MGTOOLKIT_TRANSPORT``); :func:`transport` says which one runs.
 """
 
 from mgtoolkit.comm.batchnorm import SyncBatchNorm, convert_sync_batchnorm
@@ -43,6 +45,7 @@ from mgtoolkit.comm.reduce import (
     broadcast_module,
     local_slice,
     padded_order,
+    transport,
     world,
 )
 
@@ -59,5 +62,6 @@ __all__ = [
     "init_from_environment",
     "local_slice",
     "padded_order",
+    "transport",
     "world",
 ]
