@@ -15,7 +15,8 @@ Thin wrappers over dask-jobqueue's ``SLURMCluster`` and ``PBSCluster`` (≥ 0.9 
   (``Security.temporary()``); the workers' copies are written 0600 into ``security_dir``
   (default ``~/.mgtoolkit/dask-tls``, mode 0700), which the compute nodes must see. A client
   without them (another user on the login node) is refused; ``Client(cluster)`` has them.
-  The scheduler's dashboard listens on 127.0.0.1 (reach it through an SSH tunnel).
+  The scheduler's dashboard listens on 127.0.0.1, on a free port (reach it through an SSH
+  tunnel to the login node; ``scheduler_options={"dashboard_address": ...}`` overrides).
 
 Pass the cluster to :func:`~mgtoolkit.launch.run.launch` or
 :func:`~mgtoolkit.launch.run.train_on_cluster` with ``ranks=N``: it scales the cluster to N jobs
@@ -107,7 +108,7 @@ def _common(
     if gpus:
         worker_args += ["--resources", f"GPU={gpus}"]
     scheduler_options = {
-        "dashboard_address": "127.0.0.1:8787",
+        "dashboard_address": "127.0.0.1:0",
         **kwargs.pop("scheduler_options", {}),
     }
     return {

@@ -127,6 +127,15 @@ def snapshot(model: nn.Module, *, buffers: bool = False) -> list[torch.Tensor]:
     return [t.detach().clone() for t in (*model.parameters(), *extra)]
 
 
+def listening_addresses() -> list[str]:
+    """The IP addresses this process listens on (a rendezvous store must not use ``*``)."""
+    import psutil
+
+    return sorted(
+        {c.laddr.ip for c in psutil.Process().net_connections("inet") if c.status == "LISTEN"}
+    )
+
+
 def main() -> None:
     from mgtoolkit.comm.ranks import init_from_environment
 
@@ -136,9 +145,10 @@ def main() -> None:
     parser.add_argument("--launcher", default="auto")
     args = parser.parse_args()
     info = init_from_environment(launcher=args.launcher)
+    listening = listening_addresses()  # rank 0 hosts the store (except under torchrun)
     params = train(optimizer=args.optimizer)
     if info.rank == 0:
-        torch.save({"params": params, "world": info}, args.out)
+        torch.save({"params": params, "world": info, "listening": listening}, args.out)
 
 
 if __name__ == "__main__":
