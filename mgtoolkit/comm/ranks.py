@@ -263,6 +263,21 @@ def host_store(
     raise RuntimeError(f"cannot start the rendezvous store on {host}:{port}: {last}") from last
 
 
+def _network_address(name: str) -> str:
+    """``name``'s IP address, which ranks on other nodes must reach; refuses loopback."""
+    import ipaddress
+
+    address = socket.gethostbyname(name)
+    if ipaddress.ip_address(address).is_loopback:
+        raise RuntimeError(
+            f"the ranks span several nodes but {name!r} resolves to {address} (loopback) on "
+            "rank 0's node, where the rendezvous store listens: the other nodes could not "
+            "reach it. Set MASTER_ADDR to rank 0's address on the cluster network (e.g. "
+            "`hostname -I` or the address of ib0) and launch again"
+        )
+    return address
+
+
 def _slurm_first_node() -> str:
     import subprocess
 
@@ -391,16 +406,23 @@ def init_from_environment(
         MPI = _mpi_comm()
         comm = MPI.COMM_WORLD
         one_node = len(set(comm.allgather(socket.gethostname()))) == 1
-        addr, port = None, None
+        addr, port, error = None, None, None
         if info.rank == 0:
-            addr = os.environ.get("MASTER_ADDR") or (
-                _LOOPBACK if one_node else socket.gethostbyname(socket.gethostname())
-            )
-            port = _int_env("MASTER_PORT") or free_port(addr)
-        addr, port = comm.bcast((addr, port), root=0)
+            try:
+                addr = os.environ.get("MASTER_ADDR") or (
+                    _LOOPBACK if one_node else _network_address(socket.gethostname())
+                )
+                port = _int_env("MASTER_PORT") or free_port(addr)
+            except (OSError, RuntimeError) as exc:  # every rank raises, none waits
+                error = str(exc)
+        addr, port, error = comm.bcast((addr, port, error), root=0)
+        if error:
+            raise RuntimeError(error)
     else:  # slurm: all ranks compute the same address without talking to each other
         nodes = _int_env("SLURM_STEP_NUM_NODES") or _int_env("SLURM_JOB_NUM_NODES")
         addr = os.environ.get("MASTER_ADDR") or (_LOOPBACK if nodes == 1 else _slurm_first_node())
+        if info.rank == 0 and "MASTER_ADDR" not in os.environ and nodes != 1:
+            _network_address(addr)  # refuse a name that resolves to loopback here
         job = _int_env("SLURM_JOB_ID") or 0
         step = _int_env("SLURM_STEP_ID") or 0
         port = _int_env("MASTER_PORT") or 20000 + (job * 7 + step) % 20000

@@ -73,3 +73,26 @@ def test_local_launcher_store_listens_on_loopback():
     # Rank 0's worker process: worker, its store and gloo, all on 127.0.0.1.
     assert rank == 0 and len(sockets) >= 2, sockets
     assert {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
+
+
+def test_a_multi_node_rendezvous_on_a_loopback_name_is_refused_with_the_fix(monkeypatch):
+    import shutil
+
+    import pytest
+
+    from mgtoolkit.comm.ranks import _network_address, init_from_environment
+
+    assert _network_address("10.1.2.3") == "10.1.2.3"
+    with pytest.raises(RuntimeError, match=r"resolves to 127\.0\.0\.1 .*Set MASTER_ADDR"):
+        _network_address("localhost")
+    if shutil.which("scontrol") is None:
+        pytest.fail("no Slurm here: run `bash .ci/setup.d/slurm.sh` (as root) first")
+    # Rank 0 of a two-node srun step whose first node's name resolves to loopback.
+    for name in ("MASTER_ADDR", "TORCHELASTIC_RUN_ID", "RANK", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("SLURM_STEP_NUM_NODES", "2")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "localhost")
+    with pytest.raises(RuntimeError, match=r"span several nodes.*MASTER_ADDR"):
+        init_from_environment(launcher="slurm", timeout_s=5)
