@@ -1,16 +1,20 @@
-"""Held-out accuracy of a trained network against the FEM reference, in 2D.
+"""Held-out accuracy of a trained network against the FEM reference, in 2D or 3D.
 
-Generates a KL store (``--samples`` fields, the last ``--val`` held out) with ``--levels``
-levels, FEM-solves level 1, trains one cycle with the library's trainer and prints, on the
-held-out fields at the finest level, the mean relative L2 error ‖u_net − u_fem‖ / ‖u_fem‖ over
-nodes, the max absolute error and the energy gap next to the issue's targets (mean rel. L2
-≤ 0.01, max abs ≤ 0.02 at 128²), for the network and for the network averaged over each
-field's 2^d mirror images (``UNet.mirror_average``). Stores are reused between runs (same
+Generates a KL store (``--samples`` fields, the last ``--val`` held out for the trainer's own
+validation) with ``--levels`` levels, FEM-solves level 1, trains one cycle with the library's
+trainer and prints, on the held-out fields at the finest level, the mean relative L2 error
+‖u_net − u_fem‖ / ‖u_fem‖ over nodes, the max absolute error and the energy gap, for the
+network and for the network averaged over each field's images under the problem's symmetry
+group (``UNet.mirror_average``: 4 maps in 2D, 16 in 3D). With ``--test-fields N`` two more
+groups are scored: N fields drawn with a seed the training store does not use, and the fields
+at the 2^4 corners of the ω box (the hardest, contrast ≈ 10⁶), each with the mean relative L2
+and the mean and worst per-field max abs error. Stores are reused between runs (same
 parameters).
 
-CPU-heavy; run under the shared lock, e.g.::
+CPU-heavy; run alone on the machine, e.g.::
 
-    /tmp/mgt/busy .venv/bin/python benchmarks/accuracy.py --resolution 128 --levels 3
+    .venv/bin/python benchmarks/accuracy.py --resolution 128 --levels 3
+    .venv/bin/python benchmarks/accuracy.py --dim 3 --resolution 32 --levels 3 --test-fields 32
 """
 
 from __future__ import annotations
@@ -26,12 +30,18 @@ MAX_ABS_TARGET = 0.02
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dim", type=int, default=2, choices=(2, 3))
     parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument(
+        "--test-fields", type=int, default=0, help="fields of an unseen seed (+ the ω corners)"
+    )
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--samples", type=int, default=288, help="store samples (incl. held out)")
     parser.add_argument("--val", type=int, default=32, help="held-out samples (the last ones)")
     parser.add_argument("--train-samples", type=int, default=None)
-    parser.add_argument("--augment", action="store_true", help="mirror training samples")
+    parser.add_argument(
+        "--augment", action="store_true", help="map training samples by the symmetry group"
+    )
     parser.add_argument("--cycle", default="half-V")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of restriction steps")
     parser.add_argument("--patience", type=int, default=None)
@@ -68,11 +78,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     n = args.resolution
-    store = out / f"kl2d-{n}-L{args.levels}-s{args.samples}.zarr"
+    dim = args.dim
+    store = out / f"kl{dim}d-{n}-L{args.levels}-s{args.samples}.zarr"
     t0 = time.perf_counter()
     generate(
-        store, dim=2, resolution=n, levels=args.levels, samples=args.samples, seed=0, progress=False
-    )
+        store, dim=dim, resolution=n, levels=args.levels, samples=args.samples, seed=0,
+        progress=False,
+    )  # fmt: skip
     if not completed(store, 1, "u_fem").all():
         map_samples(store, FemSolveFn(), level=1, name="u_fem", progress=False)
     t_data = time.perf_counter() - t0
@@ -88,7 +100,7 @@ def main() -> None:
             augment=args.augment,
         ),
         model=UNetConfig(
-            dim=2,
+            dim=dim,
             **given(
                 depth=args.depth,
                 base_filters=args.base_filters,
@@ -120,41 +132,77 @@ def main() -> None:
         channels_last=True,
         precision=args.precision,
     )
+    n_train = config.data.train_samples or args.samples - args.val
     print(
-        f"2D {n}², {args.levels} levels, {config.data.train_samples or args.samples - args.val} "
+        f"{dim}D n = {n}, {args.levels} levels, {n_train} "
         f"training / {args.val} held-out samples (store + FEM {t_data:.0f} s); torch threads "
         f"{args.threads}; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"model {dataclasses.asdict(config.model)}; mirrored samples {config.data.augment}")
+    print(f"model {dataclasses.asdict(config.model)}; augmented samples {config.data.augment}")
     print(f"optim {dataclasses.asdict(config.optim)}; precision {config.precision}")
     print(config.cycle.build())
     result = train(config, out / args.tag, progress=False, resume=False)
     for row in result.steps:
         print(
-            f"  step {row['step'] + 1}: level {row['level']} ({row['n']}²) {row['epochs']:>3} "
+            f"  step {row['step'] + 1}: level {row['level']} (n = {row['n']}) {row['epochs']:>3} "
             f"epochs {row['wall_s']:7.1f} s  loss {row['loss']:.6g}  held-out rel L2 "
             f"{row['val_rel_l2']:.4f}  gap {row['val_energy_gap']:.3g}"
         )
     v = result.validation
-    m = mirror_averaged(out / args.tag, store, range(args.samples - args.val, args.samples))
+    m = group_averaged(out / args.tag, store, range(args.samples - args.val, args.samples))
+    maps = 4 if dim == 2 else 16
     print(f"training {result.wall_s:.0f} s (run {result.elapsed_s:.0f} s)")
-    print(f"held-out ({args.val} fields, {n}²)   network   mirror-averaged   target")
+    print(f"held-out ({args.val} fields, n = {n})   network   symmetry-averaged   target")
     print(
         f"  mean relative L2         {v['val_rel_l2']:.4f}    {m['val_rel_l2']:.4f}"
-        f"            ≤ {REL_L2_TARGET}"
+        f"              ≤ {REL_L2_TARGET}"
     )
     print(
         f"  max abs error            {v['val_max_abs']:.4f}    {m['val_max_abs']:.4f}"
-        f"            ≤ {MAX_ABS_TARGET}"
+        f"              ≤ {MAX_ABS_TARGET}"
     )
     print(f"  energy gap               {v['val_energy_gap']:.2e}  {m['val_energy_gap']:.2e}")
-    for name, r in (("network", v), ("mirror-averaged (4 network evaluations)", m)):
+    for name, r in (("network", v), (f"symmetry-averaged ({maps} network evaluations)", m)):
         ok = r["val_rel_l2"] <= REL_L2_TARGET and r["val_max_abs"] <= MAX_ABS_TARGET
         print(f"targets, {name}: {'met' if ok else 'NOT met'}")
+    if args.test_fields:
+        test_groups(out / args.tag, dim=dim, n=n, count=args.test_fields, seed=args.seed)
 
 
-def mirror_averaged(run: Path, store: Path, indices) -> dict[str, float]:
-    """Held-out metrics of the run's network averaged over each field's mirror images."""
+def test_groups(run: Path, *, dim: int, n: int, count: int, seed: int) -> None:
+    """Score the run's network on unseen fields and on the ω-box corners, plain and averaged."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    from mgtoolkit.fem import error_metrics, solve
+    from mgtoolkit.fields import OMEGA_BOUND, KLFamily
+    from mgtoolkit.rundir import load_model
+
+    family = KLFamily()
+    rng = np.random.default_rng(10_000 + seed)  # not the training store's draws
+    unseen = [family.field(rng.uniform(-OMEGA_BOUND, OMEGA_BOUND, 4), dim=dim, n=n)
+              for _ in range(count)]  # fmt: skip
+    corners = [family.field(np.array(c) * OMEGA_BOUND, dim=dim, n=n)
+               for c in itertools.product((-1.0, 1.0), repeat=4)]  # fmt: skip
+    nets = {"network": load_model(run), "symmetry-averaged": load_model(run, mirror_average=True)}
+    print(f"\n{'group':<22} {'model':<18} {'mean rel L2':>11} {'mean max abs':>12} {'worst':>8}")
+    for group, fields in ((f"unseen seed ({count})", unseen), ("ω-box corners (16)", corners)):
+        refs = [torch.as_tensor(solve(nu)) for nu in fields]
+        for name, net in nets.items():
+            rows = []
+            with torch.no_grad():
+                for nu, ref in zip(fields, refs, strict=True):
+                    x = torch.as_tensor(nu, dtype=torch.float32)[None]
+                    e = error_metrics(x[0], net(x)[0], ref)
+                    rows.append((float(e["rel_l2"]), float(e["max_abs"])))
+            rel, mx = np.array(rows).T
+            print(f"{group:<22} {name:<18} {rel.mean():>11.4f} {mx.mean():>12.4f} {mx.max():>8.4f}")
+
+
+def group_averaged(run: Path, store: Path, indices) -> dict[str, float]:
+    """Held-out metrics of the run's network averaged over the problem's symmetry group."""
     import torch
 
     from mgtoolkit.data import LevelDataset

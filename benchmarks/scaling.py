@@ -7,7 +7,9 @@ group (the serial trainer); "E bound" is the efficiency of p independent copies 
 step started together (no communication at all): what the machine's cores allow.
 (2) The all-reduce transports on the same float32 buffers under ``mpirun -n 2``: gloo
 (torch.distributed), mpi4py's Allreduce, and our shared-memory path
-(``mgtoolkit.comm``, used between ranks of one machine).
+(``mgtoolkit.comm``, used between ranks of one machine). (3) A whole 2-rank training step
+under ``mpirun -n 2`` with each transport of ``mgtoolkit.comm`` (``MGTOOLKIT_TRANSPORT``:
+mpi, shm, gloo), and the ratio gloo / mpi.
 
 Run on a quiet machine (it saturates the cores):
 
@@ -74,6 +76,55 @@ def allreduce_worker(sizes: list[int], repeats: int) -> None:
             )
 
 
+def step_worker(model: dict, n: int, batch: int, steps: int) -> None:
+    """Under mpirun: median training step with the transport MGTOOLKIT_TRANSPORT selects."""
+    import torch
+
+    from mgtoolkit import comm
+    from mgtoolkit.comm.ranks import init_from_environment
+    from mgtoolkit.launch.scaling import _steps
+
+    torch.set_num_threads(1)
+    info = init_from_environment()
+    times = _steps(model, n, batch // info.size, steps, warmup=2)
+    if info.rank == 0:
+        how = comm.transport(torch.zeros(1))
+        print(f"TRANSPORT {how} {times['step']:.6f} {times['allreduce']:.6f}", flush=True)
+
+
+def transport_steps(args, model: dict) -> None:
+    """Time the same 2-rank training step under mpirun with each transport."""
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeat):
+        for choice in ("mpi", "shm", "gloo"):
+            cmd = [mpirun, "-n", "2", "--oversubscribe", sys.executable, __file__,
+                   "--step-worker", str(args.dim), str(args.n), str(args.batch), args.norm,
+                   str(args.steps)]  # fmt: skip
+            out = subprocess.run(
+                cmd, env={**env, "MGTOOLKIT_TRANSPORT": choice}, check=True, timeout=600,
+                capture_output=True, text=True,
+            )  # fmt: skip
+            line = next(x for x in out.stdout.splitlines() if x.startswith("TRANSPORT"))
+            _, how, step, allreduce = line.split()
+            if how != {"gloo": "process-group"}.get(choice, choice):
+                raise RuntimeError(f"MGTOOLKIT_TRANSPORT={choice} ran over {how}")
+            if choice not in best or float(step) < best[choice][0]:
+                best[choice] = (float(step), float(allreduce))
+    print(
+        f"\n2-rank training step under mpirun ({args.dim}D n = {args.n}, global batch "
+        f"{args.batch}, norm {args.norm}), fastest of {args.repeat} runs, median of "
+        f"{args.steps} steps"
+    )
+    print("| transport | step ms | gradient all-reduce ms |")
+    print("|---|---|---|")
+    for choice, (step, allreduce) in best.items():
+        print(f"| {choice} | {step * 1e3:.1f} | {allreduce * 1e3:.2f} |")
+    ratio = best["gloo"][0] / best["mpi"][0]
+    print(f"gloo / mpi step time: {ratio:.2f}× ({'MPI faster' if ratio > 1 else 'MPI not faster'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=2)
@@ -87,10 +138,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="runs per point, fastest kept")
     parser.add_argument("--no-mpi", action="store_true", help="skip the gloo/mpi4py comparison")
+    parser.add_argument(
+        "--transports-only", action="store_true", help="only (3): the transports under mpirun"
+    )
     parser.add_argument("--allreduce-worker", type=int, nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--step-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.allreduce_worker is not None:
         allreduce_worker(args.allreduce_worker, repeats=20)
+        return
+    if args.step_worker is not None:
+        dim, n, batch, norm, steps = args.step_worker
+        step_worker({"dim": int(dim), "norm": norm}, int(n), int(batch), int(steps))
+        return
+    if args.transports_only:
+        transport_steps(args, {"dim": args.dim, "norm": args.norm})
         return
 
     from mgtoolkit.launch.scaling import format_table, measure
@@ -132,6 +194,7 @@ def main() -> None:
         cmd = [mpirun, "-n", "2", "--oversubscribe", sys.executable, __file__,
                "--allreduce-worker", *map(str, sizes)]  # fmt: skip
         subprocess.run(cmd, env=env, check=True, timeout=600)
+        transport_steps(args, model)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
 
 def run_demo(out: Path, *, workers: int = 2) -> int:
     """Run the demo into directory ``out``; returns a process exit code."""
-    from mgtoolkit.data import FemSolveFn, generate, map_samples, store_summary
+    from mgtoolkit.cluster import client_context
+    from mgtoolkit.data import generate, solve_store, store_summary
     from mgtoolkit.infer import predict
     from mgtoolkit.launch.run import train_on_cluster
 
@@ -37,8 +38,6 @@ def run_demo(out: Path, *, workers: int = 2) -> int:
         "data2d.zarr": dict(dim=2, resolution=64, levels=3, samples=32, seed=0),
         "data3d.zarr": dict(dim=3, resolution=16, levels=2, samples=8, seed=0),
     }
-    from mgtoolkit.cluster import client_context
-
     with client_context(workers=workers) as client:
         print(f"dask LocalCluster: {workers} single-threaded workers")
         for name, spec in datasets.items():
@@ -46,8 +45,7 @@ def run_demo(out: Path, *, workers: int = 2) -> int:
             t0 = time.perf_counter()
             generate(path, client=client, **spec)
             t1 = time.perf_counter()
-            for level in range(1, spec["levels"] + 1):
-                map_samples(path, FemSolveFn(), level=level, name="u_fem", client=client)
+            solve_store(path, client=client)
             t2 = time.perf_counter()
             print(f"\n{name}: generated in {t1 - t0:.1f} s, FEM-solved in {t2 - t1:.1f} s")
             print(store_summary(path))

@@ -20,13 +20,15 @@ For L-BFGS the closure does steps 3–5 so that it returns the global loss and l
 gradient in ``.grad``; every rank then runs the identical L-BFGS update.
 
 **Transport.** Synchronized batch norm needs two small all-reduces per layer and step (about 30
-for the paper's U-Net), strictly one after the other. Over gloo each costs 0.5–1.5 ms even
-between processes of one machine (measured: median 0.5 ms, 10 % of calls above 3.5 ms), which
-alone cost half the parallel efficiency at p = 2. When every rank runs on the same machine
-(LocalCluster, :func:`mgtoolkit.launch.spawn`, ``mpirun`` on one node), CPU tensors are therefore
-summed through a shared-memory segment instead (about 12 µs per call, checked to be truly shared
-when the group starts; ``MGTOOLKIT_SHARED_MEMORY=0`` turns it off). Both transports give every
-rank the bit-identical result. GPU tensors and multi-node groups use the process group.
+for the paper's U-Net), strictly one after the other. Over gloo each costs about a millisecond
+even between processes of one machine, which alone costs much of the parallel efficiency at
+p = 2. When every rank runs on the same machine (LocalCluster, :func:`mgtoolkit.launch.spawn`,
+``mpirun`` on one node), CPU tensors are therefore summed through a shared-memory segment
+instead (two orders of magnitude faster; checked to be truly shared when the group starts;
+``MGTOOLKIT_SHARED_MEMORY=0`` turns it off). Both transports give every rank the bit-identical
+result. GPU tensors and multi-node groups use the process group. Ranks started by an MPI
+launcher sum CPU tensors through MPI instead (:mod:`mgtoolkit.comm.mpi`, which also says how to
+choose the transport with ``MGTOOLKIT_TRANSPORT``); :func:`transport` says which one runs.
 """
 
 from mgtoolkit.comm.batchnorm import SyncBatchNorm, convert_sync_batchnorm
@@ -43,6 +45,7 @@ from mgtoolkit.comm.reduce import (
     broadcast_module,
     local_slice,
     padded_order,
+    transport,
     world,
 )
 
@@ -59,5 +62,6 @@ __all__ = [
     "init_from_environment",
     "local_slice",
     "padded_order",
+    "transport",
     "world",
 ]

@@ -10,7 +10,9 @@ Batch launches (``mpirun -n 4 mgtoolkit train cfg.toml``, ``srun -n 4 ...``,
    otherwise a single process;
 2. agrees on rank 0's address — MPI broadcasts it (rank 0 binds a free port first); under
    torchrun it is given; under bare Slurm it is the step's first node and a port derived
-   from the job and step ids (``MASTER_PORT`` overrides);
+   from the job and step ids (``MASTER_PORT`` overrides). When every rank runs on one node
+   the address is 127.0.0.1; rank 0's store (:func:`host_store`) listens on that address
+   only, never on all interfaces;
 3. starts ``torch.distributed`` with gloo on CPU or NCCL on GPU (one GPU per local rank).
 
 Stock torch has no MPI backend, so MPI only finds the peers; tensors travel over gloo/NCCL
@@ -33,6 +35,7 @@ __all__ = [
     "default_backend",
     "discover",
     "free_port",
+    "host_store",
     "init_from_environment",
     "init_process_group",
     "join",
@@ -50,6 +53,10 @@ _DECLARED_SIZE = (
     "SLURM_STEP_NUM_TASKS",  # any srun step
 )
 _MPI_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+
+
+#: Rendezvous address of runs whose ranks all share one node.
+_LOOPBACK = "127.0.0.1"
 
 
 class WorldMismatchError(RuntimeError):
@@ -188,6 +195,89 @@ def free_port(host: str = "") -> int:
         return s.getsockname()[1]
 
 
+def host_store(
+    host: str,
+    port: int = 0,
+    *,
+    world_size: int | None = None,
+    timeout_s: float = 300.0,
+):
+    """Rank 0's rendezvous ``TCPStore``, listening on ``host``'s address only.
+
+    ``torch.distributed.TCPStore(..., is_master=True)`` listens on every interface whatever
+    host it is given; here the listening socket is bound first and handed to the store.
+
+    Parameters
+    ----------
+    host : str
+        Address (or name) the other ranks connect to: "127.0.0.1" for a single-node run,
+        the ranks' network interface otherwise.
+    port : int
+        0: a free port the operating system picks (``store.port`` tells which).
+    world_size : int, optional
+        Number of ranks, as for ``TCPStore``.
+    timeout_s : float
+        Limit for operations on the store, in seconds.
+
+    Returns
+    -------
+    torch.distributed.TCPStore
+        The master store. It has no authentication: anyone who can reach ``host:port``
+        while the ranks rendezvous can read and write its keys.
+    """
+    import torch.distributed as dist
+
+    family, kind, proto, _, address = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[
+        0
+    ]
+    timeout = timedelta(seconds=timeout_s)
+    last: Exception | None = None
+    for libuv in (True, False):  # an older torch may take a listening fd only without libuv
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(max(128, 2 * (world_size or 1)))
+            bound = sock.getsockname()
+        except OSError:
+            sock.close()
+            raise
+        fd = sock.detach()  # the store owns the descriptor from here on
+        try:
+            return dist.TCPStore(
+                bound[0],
+                bound[1],
+                world_size,
+                is_master=True,
+                timeout=timeout,
+                wait_for_workers=False,
+                master_listen_fd=fd,
+                use_libuv=libuv,
+            )
+        except (RuntimeError, TypeError, ValueError) as exc:
+            last = exc
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    raise RuntimeError(f"cannot start the rendezvous store on {host}:{port}: {last}") from last
+
+
+def _network_address(name: str) -> str:
+    """``name``'s IP address, which ranks on other nodes must reach; refuses loopback."""
+    import ipaddress
+
+    address = socket.gethostbyname(name)
+    if ipaddress.ip_address(address).is_loopback:
+        raise RuntimeError(
+            f"the ranks span several nodes but {name!r} resolves to {address} (loopback) on "
+            "rank 0's node, where the rendezvous store listens: the other nodes could not "
+            "reach it. Set MASTER_ADDR to rank 0's address on the cluster network (e.g. "
+            "`hostname -I` or the address of ib0) and launch again"
+        )
+    return address
+
+
 def _slurm_first_node() -> str:
     import subprocess
 
@@ -217,7 +307,8 @@ def init_process_group(
     rank, size : int
         This rank and the world size.
     master_addr, master_port : str, int
-        Where rank 0 listens (rank 0 binds it; the others connect).
+        Where rank 0 listens (rank 0 binds that address only, see :func:`host_store`; the
+        others connect).
     backend : {"gloo", "nccl"}, optional
         Default: :func:`default_backend`. With NCCL, rank uses GPU ``local_rank``.
     timeout_s : float
@@ -225,15 +316,16 @@ def init_process_group(
     """
     import torch.distributed as dist
 
-    timeout = timedelta(seconds=timeout_s)
-    store = dist.TCPStore(
-        master_addr,
-        int(master_port),
-        size,
-        is_master=rank == 0,
-        timeout=timeout,
-        wait_for_workers=False,
-    )
+    if rank == 0:
+        store = host_store(master_addr, master_port, world_size=size, timeout_s=timeout_s)
+    else:
+        store = dist.TCPStore(
+            master_addr,
+            int(master_port),
+            size,
+            is_master=False,
+            timeout=timedelta(seconds=timeout_s),
+        )
     join(store, rank, size, backend=backend, local_rank=local_rank, timeout_s=timeout_s)
 
 
@@ -312,13 +404,25 @@ def init_from_environment(
         return info
     if info.source == "mpi":
         MPI = _mpi_comm()
-        addr, port = None, None
+        comm = MPI.COMM_WORLD
+        one_node = len(set(comm.allgather(socket.gethostname()))) == 1
+        addr, port, error = None, None, None
         if info.rank == 0:
-            addr = os.environ.get("MASTER_ADDR") or socket.gethostbyname(socket.gethostname())
-            port = _int_env("MASTER_PORT") or free_port()
-        addr, port = MPI.COMM_WORLD.bcast((addr, port), root=0)
+            try:
+                addr = os.environ.get("MASTER_ADDR") or (
+                    _LOOPBACK if one_node else _network_address(socket.gethostname())
+                )
+                port = _int_env("MASTER_PORT") or free_port(addr)
+            except (OSError, RuntimeError) as exc:  # every rank raises, none waits
+                error = str(exc)
+        addr, port, error = comm.bcast((addr, port, error), root=0)
+        if error:
+            raise RuntimeError(error)
     else:  # slurm: all ranks compute the same address without talking to each other
-        addr = os.environ.get("MASTER_ADDR") or _slurm_first_node()
+        nodes = _int_env("SLURM_STEP_NUM_NODES") or _int_env("SLURM_JOB_NUM_NODES")
+        addr = os.environ.get("MASTER_ADDR") or (_LOOPBACK if nodes == 1 else _slurm_first_node())
+        if info.rank == 0 and "MASTER_ADDR" not in os.environ and nodes != 1:
+            _network_address(addr)  # refuse a name that resolves to loopback here
         job = _int_env("SLURM_JOB_ID") or 0
         step = _int_env("SLURM_STEP_ID") or 0
         port = _int_env("MASTER_PORT") or 20000 + (job * 7 + step) % 20000

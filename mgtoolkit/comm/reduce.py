@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mgtoolkit.comm.mpi import MPI_DTYPES, mpi_communicator, mpi_sum, requested_transport
 from mgtoolkit.comm.shm import _shared_memory_channel
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "broadcast_module",
     "local_slice",
     "padded_order",
+    "transport",
     "world",
 ]
 
@@ -99,13 +101,29 @@ def padded_order(indices: Sequence[int] | np.ndarray, size: int) -> np.ndarray:
     return np.resize(order, total)  # np.resize cycles the input to fill
 
 
+def transport(t: torch.Tensor) -> str:
+    """How a sum of ``t`` over the ranks travels: "mpi", "shm" or "process-group".
+
+    An active process group is required; see :mod:`mgtoolkit.comm.mpi` for the choice.
+    """
+    if t.device.type != "cpu":
+        return "process-group"
+    if t.dtype in MPI_DTYPES and mpi_communicator() is not None:
+        return "mpi"
+    if requested_transport() != "gloo" and _shared_memory_channel() is not None:
+        return "shm"
+    return "process-group"
+
+
 def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
     """Sum of ``t`` over all ranks as a new tensor (an active process group is required)."""
     import torch.distributed as dist
 
-    channel = _shared_memory_channel() if t.device.type == "cpu" else None
-    if channel is not None:
-        return channel.sum(t)
+    how = transport(t)
+    if how == "mpi":
+        return mpi_sum(mpi_communicator(), t)
+    if how == "shm":
+        return _shared_memory_channel().sum(t)
     out = t.detach().clone(memory_format=torch.contiguous_format)
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out

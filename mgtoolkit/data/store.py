@@ -37,21 +37,18 @@ Chunking (see :class:`Chunking`) — uncompressed bytes per sample decide:
   grouped into shards of ≤ ``shard_mib`` consecutive samples, so that 10⁴ small fields are a few
   hundred files per level rather than 10⁴, yet spread over at least ``min_shards`` shards so
   they still spread over the workers. A shard is written whole, by one task, so concurrent
-  writers never share one (zarr rewrites a whole shard on any write). Measured (one thread,
-  generation and then reading sample by sample, MB/s, sharded vs one object per sample):
-  16³ 38 vs 7 write, 14 vs 27 read; 32³ 127 vs 55 write, 101 vs 251 read; 128³ 151 vs 160
-  write, 938 vs 1353 read. Shards pay off in writes and in file counts only for tiny samples,
-  and a sharded read costs an extra index read, so larger samples are not sharded.
+  writers never share one (zarr rewrites a whole shard on any write). Shards pay off in writes
+  and in file counts only for tiny samples, and a sharded read costs an extra index read, so
+  larger samples are not sharded (docs/performance.md, "Design measurements").
 - *Large samples*: cubic spatial chunks of the largest power-of-two side within ``chunk_mib``
   (8 MiB = 128³ float32), no sharding. A 512³ sample is 64 chunk objects; one task writes one
   slab of chunks along the first axis, one chunk at a time, which bounds a worker's memory by a
   few chunks whatever the resolution or the number of samples. Node fields use chunks one node
   longer per side so that their chunks cover the same cells.
 
-Chunks are compressed with blosc (lz4, byte shuffle). Measured on 128³ float32 KL chunks on one
-core: ratio 1.48 at 16 ms per 8 MiB chunk to encode and 4 ms to decode, against zstd-3 without
-shuffle 1.38 at 128 ms / 22 ms and blosc-zstd-3 with shuffle 1.58 at 40 ms / 13 ms. Training
-reads every sample many times, so fast decoding wins over the last few percent of size.
+Chunks are compressed with blosc (lz4, byte shuffle): training reads every sample many times,
+so fast decoding wins over the last few percent of size that slower codecs save
+(docs/performance.md, "Design measurements").
 """
 
 from __future__ import annotations

@@ -10,7 +10,13 @@ Thin wrappers over dask-jobqueue's ``SLURMCluster`` and ``PBSCluster`` (≥ 0.9 
   :func:`mgtoolkit.launch.run.launch` uses to refuse mixed CPU/GPU clusters;
 - optionally the worker started through ``srun``/``mpirun`` (``worker_launcher``) so that it
   runs inside an MPI/Slurm task with the site's CPU/GPU binding. Ranks are still assigned by
-  the dask scheduler, not by MPI.
+  the dask scheduler, not by MPI;
+- TLS by default: the scheduler and its workers use credentials made for this cluster alone
+  (``Security.temporary()``); the workers' copies are written 0600 into ``security_dir``
+  (default ``~/.mgtoolkit/dask-tls``, mode 0700), which the compute nodes must see. A client
+  without them (another user on the login node) is refused; ``Client(cluster)`` has them.
+  The scheduler's dashboard listens on 127.0.0.1, on a free port (reach it through an SSH
+  tunnel to the login node; ``scheduler_options={"dashboard_address": ...}`` overrides).
 
 Pass the cluster to :func:`~mgtoolkit.launch.run.launch` or
 :func:`~mgtoolkit.launch.run.train_on_cluster` with ``ranks=N``: it scales the cluster to N jobs
@@ -19,9 +25,16 @@ and waits for them (``wait_s``) with a clear error if they do not start.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["WORKER_LAUNCHERS", "pbs_cluster", "slurm_cluster"]
+__all__ = ["DEFAULT_SECURITY_DIR", "WORKER_LAUNCHERS", "pbs_cluster", "slurm_cluster"]
+
+#: Where the workers' TLS credentials are written unless ``security_dir`` says otherwise
+#: (the home directory is usually shared with the compute nodes).
+DEFAULT_SECURITY_DIR = "~/.mgtoolkit/dask-tls"
 
 #: Prefixes that start the worker inside a task of the job (None: run it directly).
 WORKER_LAUNCHERS = {
@@ -29,6 +42,38 @@ WORKER_LAUNCHERS = {
     "srun-pmix": "srun --ntasks=1 --cpus-per-task={cores} --mpi=pmix",
     "mpirun": "mpirun -n 1",
 }
+
+
+def _private_dir(path: str | os.PathLike) -> str:
+    """Create ``path`` (mode 0700) or check that an existing one is this user's alone."""
+    directory = Path(os.path.expandvars(os.fspath(path))).expanduser().absolute()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    if info.st_uid != os.getuid():
+        raise PermissionError(
+            f"security_dir {directory} belongs to another user (uid {info.st_uid}): the "
+            "cluster's credentials would be readable by them; choose a directory of your own"
+        )
+    if info.st_mode & 0o077:
+        directory.chmod(0o700)
+    return str(directory)
+
+
+def _security_options(security: Any, security_dir: str | os.PathLike | None) -> dict:
+    """dask-jobqueue options for ``security`` (True: fresh credentials; False: plain TCP)."""
+    if security is False or security is None:
+        return {}
+    if security is True:
+        from mgtoolkit.cluster import _temporary_security
+
+        security = _temporary_security()
+    # dask-jobqueue writes in-memory credentials with tempfile (mode 0600) into this directory
+    # and names those files in the job script; they live as long as the cluster object.
+    return {
+        "security": security,
+        "protocol": "tls://",
+        "shared_temp_directory": _private_dir(security_dir or DEFAULT_SECURITY_DIR),
+    }
 
 
 def _common(
@@ -42,6 +87,8 @@ def _common(
     job_script_prologue: Sequence[str],
     worker_launcher: str | None,
     python: str | None,
+    security: Any,
+    security_dir: str | os.PathLike | None,
     kwargs: dict,
 ) -> dict:
     import sys
@@ -60,7 +107,13 @@ def _common(
     worker_args = list(kwargs.pop("worker_extra_args", []))
     if gpus:
         worker_args += ["--resources", f"GPU={gpus}"]
+    scheduler_options = {
+        "dashboard_address": "127.0.0.1:0",
+        **kwargs.pop("scheduler_options", {}),
+    }
     return {
+        **_security_options(security, security_dir),
+        "scheduler_options": scheduler_options,
         "cores": cores,
         "processes": 1,
         "memory": memory,
@@ -89,6 +142,8 @@ def slurm_cluster(
     job_script_prologue: Sequence[str] = (),
     worker_launcher: str | None = None,
     python: str | None = None,
+    security: Any = True,
+    security_dir: str | os.PathLike | None = None,
     **kwargs,
 ):
     """A dask-jobqueue ``SLURMCluster`` whose jobs each hold one rank.
@@ -111,6 +166,13 @@ def slurm_cluster(
         Start the worker through this command prefix (``{cores}`` is substituted).
     python : str, optional
         Python executable on the compute nodes (default: this one).
+    security : bool or distributed.security.Security
+        True (default): TLS with fresh credentials for this cluster; a ``Security``: those
+        (files the compute nodes can read); False: plain TCP, open to anyone who can reach
+        the scheduler's port.
+    security_dir : str or path, optional
+        Directory, shared with the compute nodes, for the workers' copies of the fresh
+        credentials (files 0600, directory 0700; default :data:`DEFAULT_SECURITY_DIR`).
     **kwargs
         Passed to ``SLURMCluster`` (e.g. ``interface="ib0"``, ``log_directory``,
         ``job_extra_directives``).
@@ -127,6 +189,8 @@ def slurm_cluster(
         job_script_prologue=job_script_prologue,
         worker_launcher=worker_launcher,
         python=python,
+        security=security,
+        security_dir=security_dir,
         kwargs=kwargs,
     )
     if gpus:
@@ -148,6 +212,8 @@ def pbs_cluster(
     job_script_prologue: Sequence[str] = (),
     worker_launcher: str | None = None,
     python: str | None = None,
+    security: Any = True,
+    security_dir: str | os.PathLike | None = None,
     **kwargs,
 ):
     """A dask-jobqueue ``PBSCluster`` (PBS Pro / OpenPBS) whose jobs each hold one rank.
@@ -168,6 +234,8 @@ def pbs_cluster(
         job_script_prologue=job_script_prologue,
         worker_launcher=worker_launcher,
         python=python,
+        security=security,
+        security_dir=security_dir,
         kwargs=kwargs,
     )
     if "resource_spec" not in options:

@@ -146,17 +146,17 @@ def _rank_main(fn, args, kwargs, rank, size, local_rank, run_id, backend, timeou
     import torch.distributed as dist
     from distributed import Event, Variable, get_worker
 
-    from mgtoolkit.comm.ranks import join
+    from mgtoolkit.comm.ranks import host_store, join
 
     worker = get_worker()
     torch.set_num_threads(max(1, int(worker.state.nthreads)))
     timeout = timedelta(seconds=timeout_s)
     announce = Variable(f"{run_id}-master")
     if rank == 0:
+        # The worker's own address: 127.0.0.1 on a LocalCluster, the ranks' interface on a
+        # job queue. The address travels through the (TLS-secured) scheduler.
         host = urlparse(worker.address).hostname
-        store = dist.TCPStore(
-            host, 0, size, is_master=True, timeout=timeout, wait_for_workers=False
-        )
+        store = host_store(host, 0, world_size=size, timeout_s=timeout_s)
         announce.set(f"{host}:{store.port}")
     else:
         host, port = announce.get(timeout=timeout_s).rsplit(":", 1)

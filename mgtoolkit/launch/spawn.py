@@ -2,7 +2,8 @@
 
 The smallest real data-parallel launcher: no dask, no MPI. Used by the tests, the scaling
 benchmark and users on a workstation. The parent process hosts the rendezvous store on a
-port the operating system picks, so no port is guessed.
+port the operating system picks, so no port is guessed, and on 127.0.0.1 only; gloo's own
+connections use the loopback interface too (``GLOO_SOCKET_IFNAME``, unless set).
 """
 
 from __future__ import annotations
@@ -21,6 +22,18 @@ __all__ = ["RankFailed", "spawn"]
 
 class RankFailed(RuntimeError):
     """A rank raised an exception or died; the message names the rank and the cause."""
+
+
+def _loopback_interface() -> str | None:
+    """Name of the network interface that carries 127.0.0.1 ("lo" on Linux), if any."""
+    import socket
+
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == "127.0.0.1" for a in addresses):
+            return name
+    return None
 
 
 def _child(
@@ -101,22 +114,19 @@ def spawn(
     """
     import multiprocessing as mp
 
-    import torch.distributed as dist
+    from mgtoolkit.comm.ranks import host_store
 
     if world_size < 1:
         raise ValueError(f"world_size must be ≥ 1 (got {world_size})")
     store = None
     if process_group:
-        store = dist.TCPStore(
-            "127.0.0.1",
-            0,
-            is_master=True,
-            wait_for_workers=False,
-            timeout=timedelta(seconds=timeout_s),
-        )
+        store = host_store("127.0.0.1", 0, world_size=world_size, timeout_s=timeout_s)
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     env_threads = {"OMP_NUM_THREADS": str(threads_per_rank), "MKL_NUM_THREADS": "1"}
+    loopback = _loopback_interface()
+    if loopback and "GLOO_SOCKET_IFNAME" not in os.environ:
+        env_threads["GLOO_SOCKET_IFNAME"] = loopback  # the ranks' pairs stay on this machine
     saved = {k: os.environ.get(k) for k in env_threads}
     os.environ.update(env_threads)  # children inherit the environment at start
     try:

@@ -36,9 +36,8 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
   3D swapping y and z swaps them in u: 4 maps in 2D, 16 in 3D. A network is only approximately
   so. With ``mirror_average`` the output is the mean of the network over the images of ν under
   the whole group, or a chosen subgroup, each mapped back: exactly invariant under that
-  subgroup, at (its size) times the cost. Its errors partly cancel: 2D 128², the accuracy row of
-  the README's performance table, held-out max abs error 0.028 → 0.016, relative L2 0.0056 →
-  0.0040 (measured over the 4 mirrors, which are the whole 2D group).
+  subgroup, at (its size) times the cost. Its errors partly cancel, so the averaged network is
+  more accurate (docs/performance.md has the figures).
 - **Growth** (architectural adaptation, paper §4.1.2): :meth:`UNet.grow` adds a pair of fresh
   residual blocks at full resolution (after the first encoder block and before the head), their
   last conv zero-initialised, so the network's function is unchanged at the moment of growth and

@@ -359,8 +359,11 @@ class Trainer:
         t_start = time.monotonic()
         elapsed0 = self.state.elapsed_s
         steps = self.schedule.steps
+        # Decided collectively (every rank evaluates it) before rank 0 reports it.
+        transport = comm.transport(torch.zeros(1)) if self.world_size > 1 else "none"
         self.log.emit(
             "run_start",
+            transport=transport,
             steps=len(steps),
             levels=list(self.schedule.levels),
             schedule=str(self.schedule),

@@ -46,6 +46,9 @@ def _check(out, tmp_path, reference, source, size=2):
     assert out.returncode == 0, out.stderr[-3000:]
     result = torch.load(tmp_path / "out.pt", weights_only=False)
     assert (result["world"].size, result["world"].source) == (size, source)
+    if source in ("mpi", "slurm"):
+        # Rank 0 hosts the rendezvous store: on 127.0.0.1 only (all ranks on this node).
+        assert result["listening"] == ["127.0.0.1"], result["listening"]
     for a, b in zip(reference, result["params"], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-8)
 

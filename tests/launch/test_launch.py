@@ -69,12 +69,27 @@ def test_unreachable_scheduler_is_named():
         launch(toy.train, cluster=address, wait_s=2)
 
 
-def test_mixed_cpu_and_gpu_workers_are_refused():
+def _credential_files(security, directory) -> list[str]:
+    """dask-worker options naming files (0600) with a cluster's TLS credentials."""
+    options = []
+    for option, pem in (("--tls-ca-file", security.tls_ca_file),
+                        ("--tls-cert", security.tls_worker_cert),
+                        ("--tls-key", security.tls_worker_key)):  # fmt: skip
+        path = directory / option.removeprefix("--")
+        path.touch(mode=0o600)
+        path.write_text(pem)
+        options += [option, str(path)]
+    return options
+
+
+def test_mixed_cpu_and_gpu_workers_are_refused(tmp_path):
     # A second worker declares a GPU (as dask-jobqueue GPU workers do with --resources GPU=1).
+    # The toolkit's cluster speaks TLS: the worker needs the cluster's credentials.
     with local_cluster(1) as cluster:
         worker = subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
-             "--nthreads", "1", "--no-nanny", "--resources", "GPU=1", "--no-dashboard"],
+             "--nthreads", "1", "--no-nanny", "--resources", "GPU=1", "--no-dashboard",
+             *_credential_files(cluster.security, tmp_path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:

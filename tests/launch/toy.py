@@ -127,6 +127,26 @@ def snapshot(model: nn.Module, *, buffers: bool = False) -> list[torch.Tensor]:
     return [t.detach().clone() for t in (*model.parameters(), *extra)]
 
 
+def store_addresses() -> list[str]:
+    """The IP addresses this process's rendezvous store listens on (none: not its host)."""
+    import psutil
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return []
+    store = dist.distributed_c10d._get_default_store()
+    while hasattr(store, "underlying_store"):  # PrefixStore around the TCPStore
+        store = store.underlying_store
+    port = getattr(store, "port", None)
+    return sorted(
+        {
+            c.laddr.ip
+            for c in psutil.Process().net_connections("inet")
+            if c.status == "LISTEN" and c.laddr.port == port
+        }
+    )
+
+
 def main() -> None:
     from mgtoolkit.comm.ranks import init_from_environment
 
@@ -136,9 +156,10 @@ def main() -> None:
     parser.add_argument("--launcher", default="auto")
     args = parser.parse_args()
     info = init_from_environment(launcher=args.launcher)
+    listening = store_addresses()  # rank 0 hosts the store (except under torchrun)
     params = train(optimizer=args.optimizer)
     if info.rank == 0:
-        torch.save({"params": params, "world": info}, args.out)
+        torch.save({"params": params, "world": info, "listening": listening}, args.out)
 
 
 if __name__ == "__main__":

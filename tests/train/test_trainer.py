@@ -71,7 +71,7 @@ def test_run_directory_events_and_metrics(store2d, tmp_path):
 
 
 def _state(run_dir, name="latest.pt"):
-    return torch.load(run_dir / "checkpoints" / name, weights_only=False)
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True)
 
 
 def _assert_same(a, b, tol=1e-6):
