@@ -99,10 +99,16 @@ def predict(
         One row per sample: ``sample`` and, when u_fem is complete at that level,
         ``rel_l2``, ``max_abs``, ``energy_gap`` (see :func:`sample_metrics`).
     """
-    from mgtoolkit.data import LevelDataset, completed, map_samples
+    from mgtoolkit.data import LevelDataset, check_store, completed, map_samples
     from mgtoolkit.rundir import load_model
 
+    attrs = check_store(store)
     model = source if isinstance(source, UNet) else load_model(source)
+    if model.config.dim != attrs["dim"]:
+        raise ValueError(
+            f"the network is {model.config.dim}D but {store} holds {attrs['dim']}D fields; pass "
+            f"a {attrs['dim']}D model (nothing was written)"
+        )
     fn = PredictFn.from_model(model)
     if mirror_average is not None:
         fn.mirror_average = mirror_average

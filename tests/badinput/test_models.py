@@ -119,3 +119,13 @@ def test_pickle_not_used_for_checkpoints(tmp_path):
     path.write_bytes(pickle.dumps(_Payload(str(tmp_path / "pwned"))))
     expect_api_error(lambda: load_model(path), "p.pt", types=(CheckpointError,))
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["3d_on_2d", "2d_on_3d"])
+def test_predict_api_mismatch_writes_nothing(files, store2d, store3d, copy_store, case):
+    from mgtoolkit.infer import predict
+
+    store = copy_store(store2d if case == "3d_on_2d" else store3d)
+    model = files["ckpt3d" if case == "3d_on_2d" else "ckpt2d"]
+    expect_api_error(lambda: predict(store, model, progress=False), r"is [23]D but .* holds")
+    assert "u_pred" not in zarr.open_group(str(store))["level1"]
