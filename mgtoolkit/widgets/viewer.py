@@ -483,12 +483,19 @@ class FieldViewer(param.Parameterized):
             self.param,
             parameters=params,
             widgets={
-                "level": {"type": pn.widgets.IntInput, "start": 1, "end": self.attrs["levels"]},
+                "level": {
+                    "type": pn.widgets.IntInput,
+                    "start": 1,
+                    "end": self.attrs["levels"],
+                    "width": 90,
+                },
                 "sample": {
                     "type": pn.widgets.IntInput,
                     "start": 0,
                     "end": self.attrs["samples"] - 1,
+                    "width": 110,
                 },
+                "axis": {"type": pn.widgets.Select, "width": 80},
             },
             show_name=False,
             default_layout=pn.Row,
@@ -531,7 +538,7 @@ class FieldViewer(param.Parameterized):
             three.param.watch(lambda e: setattr(self, "three", e.new), "value")
             field.param.watch(lambda e: setattr(self, "field", e.new), "value")
             self.param.watch(to_widgets, ["index", "level", "axis", "three", "field"])
-            row += [pn.Row(slider, box, three, field)]
+            row += [slider, box, three, field]
 
         def png():
             buffer = io.BytesIO()
@@ -563,9 +570,8 @@ class FieldViewer(param.Parameterized):
         redraw()
         #: The view's parts (tests and notebooks reach the widgets and panes through it).
         self.parts = dict(plots=plots, alert=alert, text=text, **widgets)
-        return pn.Column(
-            pn.Row(*row, download), alert.layout, plots, text.layout, sizing_mode="stretch_width"
-        )
+        top = pn.FlexBox(*row, download, sizing_mode="stretch_width")  # wraps when narrow
+        return pn.Column(top, alert.layout, plots, text.layout, sizing_mode="stretch_width")
 
 
 class DatasetBrowser(param.Parameterized):
