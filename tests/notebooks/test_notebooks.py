@@ -19,7 +19,11 @@ NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 
 #: Text each notebook must print (evidence that its main step ran, not only that nothing failed).
 EXPECTED = {
-    "02_cycles.ipynb": ["time to energy_gap ≤ 20 on held-out samples", "speed-up"],
+    "02_cycles.ipynb": [
+        "time to energy_gap ≤ 20 on held-out samples",
+        "speed-up",
+        "finest-level epochs (finished)",
+    ],
     "03_hpc.ipynb": ["#SBATCH", "#PBS", "module load", "finished (schedule complete)", "released:"],
     "04_fields_3d.ipynb": ["mean relative L2 error", "out of range", "mgtoolkit fem solve"],
 }
