@@ -7,6 +7,7 @@ so that panel and bokeh load their JavaScript inline (plots render offline).
 """
 
 from mgtoolkit.widgets._view import LEVEL_COLORS, extension, level_color
+from mgtoolkit.widgets.compare import RunComparison, compare_runs
 from mgtoolkit.widgets.composer import (
     CycleComposer,
     check_cluster,
@@ -24,8 +25,10 @@ __all__ = [
     "EventFollower",
     "FieldViewer",
     "MissingFieldError",
+    "RunComparison",
     "RunMonitor",
     "check_cluster",
+    "compare_runs",
     "cycle_diagram",
     "diagram_data",
     "extension",

@@ -363,6 +363,17 @@ class RunMonitor(param.Parameterized):
             raise RuntimeError(f"the training run failed: {self.error}")
         return self
 
+    def compare(self, run_dirs, *, x: str = "wall"):
+        """This run overlaid with other runs (their run directories): per-level epoch loss and
+        validation error against wall time or finest-level epochs
+        (:class:`~mgtoolkit.widgets.compare.RunComparison`; ``.view()`` shows it)."""
+        from mgtoolkit.widgets.compare import RunComparison
+
+        dirs = [Path(p) for p in ([run_dirs] if isinstance(run_dirs, str | Path) else run_dirs)]
+        if self.run_dir is not None and self.run_dir not in dirs:
+            dirs.insert(0, self.run_dir)
+        return RunComparison(dirs, x=x)
+
     # ------------------------------------------------------------------ plots
     def _label(self, level: int) -> str:
         n = self.level_n.get(level)

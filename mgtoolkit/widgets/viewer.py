@@ -2,7 +2,9 @@
 
 :class:`FieldViewer` shows ν, the prediction, the FEM reference and their difference side by
 side for one sample and level — a 2D field whole, a 3D field as a slice through a chosen axis
-and node index — with shared colour scales and the sample's error figures.
+and node index, or as three orthogonal slices through a cursor point — with shared colour
+scales and the sample's error figures. :meth:`FieldViewer.save` writes the figure to a file
+(HTML with inline JavaScript, or PNG/SVG/PDF through matplotlib).
 :class:`DatasetBrowser` picks samples by their family parameters ω.
 
 Everything reads lazily through :func:`mgtoolkit.data.open_level`: opening a 512³ store reads
@@ -65,6 +67,12 @@ class FieldViewer(param.Parameterized):
     index = param.Integer(default=None, allow_None=True, doc="Node index 0..n (default: middle).")
     prediction = param.String(default="u_pred", doc="Node field of the prediction.")
     reference = param.String(default="u_fem", doc="Node field of the FEM reference.")
+    three = param.Boolean(default=False, doc="3D: three orthogonal slices through the cursor.")
+    field = param.Selector(
+        default="nu",
+        objects=["nu", "prediction", "reference", "difference"],
+        doc="The field shown in the three orthogonal slices.",
+    )
 
     def __init__(self, store: str | Path, **params):
         from mgtoolkit.data import check_store
@@ -75,14 +83,32 @@ class FieldViewer(param.Parameterized):
         super().__init__(**params)
         self.param.level.bounds = (1, self.attrs["levels"])
         self.param.sample.bounds = (0, self.attrs["samples"] - 1)
-        if self.dim == 3 and self.index is None:
-            self.index = self.n() // 2
+        #: Node indices of the three slice planes (3D): the index of each axis, kept when
+        #: the slice axis changes; :attr:`index` is the entry of the selected axis.
+        self.cursor = {}
+        if self.dim == 3:
+            middle = self.n() // 2
+            self.cursor = dict.fromkeys(AXES[3], middle)
+            if self.index is None:
+                self.index = middle
+            self.cursor[self.axis] = self.index
 
     @param.depends("level", watch=True)
     def _recentre(self) -> None:
         # Node indices of one level mean nothing on another: start from the middle plane.
         if self.dim == 3:
+            self.cursor = dict.fromkeys(AXES[3], self.n() // 2)
             self.index = self.n() // 2
+
+    @param.depends("index", watch=True)
+    def _move_cursor(self) -> None:
+        if self.dim == 3 and self.index is not None:
+            self.cursor[self.axis] = self.index
+
+    @param.depends("axis", watch=True)
+    def _follow_axis(self) -> None:
+        if self.dim == 3:
+            self.index = self.cursor.get(self.axis, self.n() // 2)
 
     # ------------------------------------------------------------------ store access
     @property
@@ -146,20 +172,61 @@ class FieldViewer(param.Parameterized):
             )
         return int(index)
 
-    def _cut(self, name: str, *, nodes: bool) -> np.ndarray:
+    def _cut(
+        self, name: str, *, nodes: bool, axis: str | None = None, index: int | None = None
+    ) -> np.ndarray:
         """One field of the selected sample as a 2D array (y-like axis first)."""
         da = self.dataset()[name].isel(sample=self.sample)
         if self.dim == 3:
-            index = self.slice_index()
-            dim = f"{self.axis}_node" if nodes else self.axis
+            axis = axis or self.axis
+            index = self.slice_index() if index is None else index
+            dim = f"{axis}_node" if nodes else axis
             da = da.isel({dim: index if nodes else min(index, self.n() - 1)})
         return np.asarray(da.values, dtype=np.float64)
 
-    def plane_axes(self) -> tuple[str, str]:
-        """Names of the (vertical, horizontal) axes of the shown plane."""
+    def plane_axes(self, axis: str | None = None) -> tuple[str, str]:
+        """Names of the (vertical, horizontal) axes of the shown plane (normal ``axis``)."""
         axes = AXES[self.dim]
-        rest = tuple(a for a in axes if a != self.axis) if self.dim == 3 else axes
+        axis = axis or self.axis
+        rest = tuple(a for a in axes if a != axis) if self.dim == 3 else axes
         return rest[0], rest[1]
+
+    def field_name(self) -> str:
+        """The store field behind :attr:`field` (``"difference"`` stays as it is)."""
+        return {"prediction": self.prediction, "reference": self.reference}.get(
+            self.field, self.field
+        )
+
+    def orthogonal(self) -> dict[str, np.ndarray]:
+        """3D: :attr:`field` on the three planes through :attr:`cursor`, keyed by normal axis.
+
+        ν is cut on the cells above each node plane (as in :meth:`selection`), node fields on
+        the plane; ``"difference"`` is prediction − reference. Raises ValueError in 2D or for a
+        cursor outside ``0..n``, :class:`MissingFieldError` for a missing field.
+        """
+        if self.dim != 3:
+            raise ValueError("three orthogonal slices need a 3D store")
+        n = self.n()
+        for axis, index in self.cursor.items():
+            if not 0 <= index <= n:
+                raise ValueError(
+                    f"slice index {index} is out of range for axis {axis} at level "
+                    f"{self.level} ({n} cells per side): use a node index 0..{n}"
+                )
+        names = (
+            [self.prediction, self.reference] if self.field == "difference" else [self.field_name()]
+        )
+        for name in names:
+            if name != "nu":
+                self.require(name)
+        out = {}
+        for axis in AXES[3]:
+            cuts = [
+                self._cut(name, nodes=name != "nu", axis=axis, index=self.cursor[axis])
+                for name in names
+            ]
+            out[axis] = cuts[0] - cuts[1] if len(cuts) == 2 else cuts[0]
+        return out
 
     def selection(self) -> dict[str, np.ndarray]:
         """The arrays shown for the current selection.
@@ -219,28 +286,29 @@ class FieldViewer(param.Parameterized):
         }
 
     # ------------------------------------------------------------------ view
-    def images(self, *, size: int = 200):
-        """The selection as a holoviews Layout (ν log scale; shared scale for u; diff ±)."""
-        hv = holoviews()
+    def panels(self) -> list[dict]:
+        """What the figure shows, panel by panel (plain data: the view and :meth:`save` draw it).
 
+        Each entry: ``array`` (2D, vertical axis first, index 0 at the bottom), ``title``,
+        ``label``, ``axes`` (vertical, horizontal names), ``nodes`` (node or cell values),
+        ``cmap``, ``clim`` (or None), ``log`` (log colour scale), and for three-slice panels
+        ``cross`` (the other two planes' positions: (vertical, horizontal) in [0, 1]).
+        """
+        if self.dim == 3 and self.three:
+            return self._orthogonal_panels()
         arrays = self.selection()
-        vert, horiz = self.plane_axes()
-        h = 1.0 / self.n()
-
-        def image(arr, label, *, nodes, **opts):
-            pad = h / 2 if nodes else 0.0
-            return hv.Image(
-                np.flipud(arr),  # hv.Image rows run from the top; our index 0 is the bottom
-                bounds=(-pad, -pad, 1 + pad, 1 + pad),
-                kdims=[horiz, vert],
-                vdims=[label],
-                label=label,
-            ).opts(frame_width=size, frame_height=size, colorbar=True, tools=["hover"], **opts)
-
+        axes = self.plane_axes()
         where = "" if self.dim == 2 else f", {self.axis} node {self.slice_index()}"
-        panels = [
-            image(arrays["nu"], "ν", nodes=False, cmap="viridis", logz=True).opts(
-                title=f"ν, sample {self.sample}{where}"
+        out = [
+            dict(
+                array=arrays["nu"],
+                title=f"ν, sample {self.sample}{where}",
+                label="ν",
+                axes=axes,
+                nodes=False,
+                cmap="viridis",
+                clim=None,
+                log=True,
             )
         ]
         fields = [k for k in (self.prediction, self.reference) if k in arrays]
@@ -248,18 +316,142 @@ class FieldViewer(param.Parameterized):
             lo = min(float(np.nanmin(arrays[k])) for k in fields)
             hi = max(float(np.nanmax(arrays[k])) for k in fields)
             for k in fields:
-                panels.append(
-                    image(arrays[k], k, nodes=True, cmap="plasma", clim=(lo, hi)).opts(title=k)
+                out.append(
+                    dict(
+                        array=arrays[k],
+                        title=k,
+                        label=k,
+                        axes=axes,
+                        nodes=True,
+                        cmap="plasma",
+                        clim=(lo, hi),
+                        log=False,
+                    )
                 )
         if "difference" in arrays:
             m = float(np.nanmax(np.abs(arrays["difference"]))) or 1.0
-            panels.append(
-                image(
-                    arrays["difference"], "difference", nodes=True, cmap="RdBu_r", clim=(-m, m)
-                ).opts(title=f"{self.prediction} − {self.reference}")
+            title = f"{self.prediction} − {self.reference}"
+            out.append(
+                dict(
+                    array=arrays["difference"],
+                    title=title,
+                    label="difference",
+                    axes=axes,
+                    nodes=True,
+                    cmap="RdBu_r",
+                    clim=(-m, m),
+                    log=False,
+                )
             )
-        panels[0] = panels[0].opts(hooks=[named(VIEWER_NAME)])
-        return hv.Layout(panels).cols(4).opts(shared_axes=True)
+        return out
+
+    def _orthogonal_panels(self) -> list[dict]:
+        planes = self.orthogonal()
+        name = self.field_name()
+        if self.field == "difference":
+            m = max(float(np.nanmax(np.abs(a))) for a in planes.values()) or 1.0
+            cmap, clim, log, label = "RdBu_r", (-m, m), False, "difference"
+        else:
+            lo = min(float(np.nanmin(a)) for a in planes.values())
+            hi = max(float(np.nanmax(a)) for a in planes.values())
+            cmap = "viridis" if name == "nu" else "plasma"
+            clim, log, label = ((lo, hi) if lo < hi else None), name == "nu", name
+        n = self.n()
+        out = []
+        for axis, arr in planes.items():
+            vert, horiz = self.plane_axes(axis)
+            out.append(
+                dict(
+                    array=arr,
+                    title=f"{label}, sample {self.sample}, {axis} node {self.cursor[axis]}",
+                    label=label,
+                    axes=(vert, horiz),
+                    nodes=name != "nu",
+                    cmap=cmap,
+                    clim=clim,
+                    log=log,
+                    cross=(self.cursor[vert] / n, self.cursor[horiz] / n),
+                )
+            )
+        return out
+
+    def figures(self, *, size: int = 220) -> list:
+        """The panels as holoviews elements (each fixed at ``size`` pixels: the view wraps
+        them to the notebook's width)."""
+        hv = holoviews()
+        h = 1.0 / self.n()
+        out = []
+        for p in self.panels():
+            pad = h / 2 if p["nodes"] else 0.0
+            vert, horiz = p["axes"]
+            opts = dict(cmap=p["cmap"], logz=p["log"], title=p["title"])
+            if p["clim"] is not None:
+                opts["clim"] = p["clim"]
+            img = hv.Image(
+                np.flipud(p["array"]),  # hv.Image rows run from the top; our index 0 is the bottom
+                bounds=(-pad, -pad, 1 + pad, 1 + pad),
+                kdims=[horiz, vert],
+                vdims=[p["label"]],
+                label=p["label"],
+            ).opts(frame_width=size, frame_height=size, colorbar=True, tools=["hover"], **opts)
+            if "cross" in p:  # the other two planes through the cursor
+                y, x = p["cross"]
+                style = dict(color="white", line_width=1, line_dash="dashed")
+                img = img * hv.HLine(y).opts(**style) * hv.VLine(x).opts(**style)
+            out.append(img)
+        out[0] = out[0].opts(hooks=[named(VIEWER_NAME)])
+        return out
+
+    def images(self, *, size: int = 200):
+        """The selection as a holoviews Layout (ν log scale; shared scale for u; diff ±)."""
+        hv = holoviews()
+
+        return hv.Layout(self.figures(size=size)).cols(4).opts(shared_axes=True)
+
+    def matplotlib_figure(self, *, size: float = 3.2):
+        """The figure drawn with matplotlib (what :meth:`save` writes as PNG/SVG/PDF)."""
+        from matplotlib.colors import LogNorm, Normalize
+        from matplotlib.figure import Figure
+
+        panels = self.panels()
+        fig = Figure(figsize=(size * 1.25 * len(panels), size), layout="constrained")
+        h = 1.0 / self.n()
+        for ax, p in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+            pad = h / 2 if p["nodes"] else 0.0
+            arr = p["array"]
+            lo, hi = p["clim"] if p["clim"] is not None else (np.nanmin(arr), np.nanmax(arr))
+            norm = LogNorm(lo, hi) if p["log"] and lo > 0 else Normalize(lo, hi)
+            im = ax.imshow(
+                arr,
+                origin="lower",
+                extent=(-pad, 1 + pad, -pad, 1 + pad),
+                cmap=p["cmap"],
+                norm=norm,
+            )
+            if "cross" in p:
+                y, x = p["cross"]
+                ax.axhline(y, color="white", lw=0.8, ls="--")
+                ax.axvline(x, color="white", lw=0.8, ls="--")
+            ax.set(title=p["title"], xlabel=p["axes"][1], ylabel=p["axes"][0])
+            fig.colorbar(im, ax=ax, shrink=0.8)
+        return fig
+
+    def save(self, path: str | Path) -> Path:
+        """Write the current figure to ``path``; returns it.
+
+        ``.html``: the interactive bokeh figure with its JavaScript inline (opens offline);
+        ``.png``, ``.svg``, ``.pdf``: a static matplotlib figure of the same arrays.
+        """
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix in (".html", ".htm"):
+            hv = holoviews()
+            hv.save(self.images(), path, backend="bokeh", resources="inline")
+        elif suffix in (".png", ".svg", ".pdf"):
+            self.matplotlib_figure().savefig(path, dpi=120)
+        else:
+            raise ValueError(f"save to .html, .png, .svg or .pdf (got {path.name!r})")
+        return path
 
     def error_text(self) -> str:
         """The error figures as Markdown, or why they are missing (with the fix)."""
@@ -274,38 +466,112 @@ class FieldViewer(param.Parameterized):
         )
 
     def view(self):
-        """Widgets (level, sample, slice axis and index) over the images and error figures."""
+        """Widgets over the figure and the error figures.
+
+        Level and sample; for 3D fields the slice axis, a slider over the node index and an
+        index box (Enter or leaving the box applies it), and *three slices* with the field
+        they show. The panels have a fixed size and wrap to the notebook's width; an invalid
+        selection shows a warning instead of the figure (never a stale figure under it), and
+        a valid one removes the warning. *Save figure* downloads the figure as PNG.
+        """
+        import io
+
         import panel as pn
 
-        params = ["level", "sample"] + (["axis", "index"] if self.dim == 3 else [])
+        params = ["level", "sample"] + (["axis"] if self.dim == 3 else [])
         controls = pn.Param(
             self.param,
             parameters=params,
             widgets={
-                "level": {"type": pn.widgets.IntInput, "start": 1, "end": self.attrs["levels"]},
+                "level": {
+                    "type": pn.widgets.IntInput,
+                    "start": 1,
+                    "end": self.attrs["levels"],
+                    "width": 90,
+                },
                 "sample": {
                     "type": pn.widgets.IntInput,
                     "start": 0,
                     "end": self.attrs["samples"] - 1,
+                    "width": 110,
                 },
-                "index": {"type": pn.widgets.IntInput, "start": 0},
+                "axis": {"type": pn.widgets.Select, "width": 80},
             },
             show_name=False,
             default_layout=pn.Row,
         )
-        plots, text, alert = Slot(), Slot(), Slot()
+        row = [controls]
+        widgets: dict = {}
+        if self.dim == 3:
+            n = self.n()
+            slider = pn.widgets.IntSlider(
+                label="node index", start=0, end=n, value=self.slice_index(), width=220
+            )
+            box = pn.widgets.TextInput(label="index (Enter)", value=str(self.index), width=90)
+            three = pn.widgets.Checkbox(label="three slices", value=self.three)
+            field = pn.widgets.Select(
+                label="field", options=list(self.param.field.objects), value=self.field, width=120
+            )
+            widgets.update(slider=slider, box=box, three=three, field=field)
+
+            def from_slider(event):
+                self.index = event.new
+
+            def from_box(event):
+                try:
+                    self.index = int(str(event.new).strip())
+                except ValueError:
+                    alert.alert(
+                        f"the slice index must be a whole number (got {event.new!r})",
+                        alert_type="warning",
+                    )
+
+            def to_widgets(*_):
+                slider.end = self.n()
+                if self.index is not None and 0 <= self.index <= self.n():
+                    slider.value = self.index
+                box.value = str(self.index)
+                three.value, field.value = self.three, self.field
+
+            slider.param.watch(from_slider, "value")
+            box.param.watch(from_box, "value")  # TextInput.value changes on Enter (or blur)
+            three.param.watch(lambda e: setattr(self, "three", e.new), "value")
+            field.param.watch(lambda e: setattr(self, "field", e.new), "value")
+            self.param.watch(to_widgets, ["index", "level", "axis", "three", "field"])
+            row += [slider, box, three, field]
+
+        def png():
+            buffer = io.BytesIO()
+            self.matplotlib_figure().savefig(buffer, format="png", dpi=120)
+            buffer.seek(0)
+            return buffer
+
+        download = pn.widgets.FileDownload(
+            callback=png, filename="field-viewer.png", label="Save figure (PNG)", width=170
+        )
+        widgets["download"] = download
+        plots = pn.FlexBox(sizing_mode="stretch_width")  # panels wrap: nothing is clipped
+        text, alert = Slot(), Slot()
 
         def redraw(*_):
             try:
-                plots.show(self.images())
+                figures = self.figures()
+                plots.objects = [pn.pane.HoloViews(f, linked_axes=False) for f in figures]
                 text.show(self.error_text())
                 alert.clear()
-            except ValueError as exc:
+            except ValueError as exc:  # out of range, or a missing field (MissingFieldError)
+                plots.objects = []
                 alert.alert(str(exc), alert_type="warning")
 
-        self.param.watch(redraw, ["level", "sample", "axis", "index", "prediction", "reference"])
+        self.param.watch(
+            redraw,
+            ["level", "sample", "axis", "index", "prediction", "reference", "three", "field"],
+        )
         redraw()
-        return pn.Column(controls, alert.layout, plots.layout, text.layout)
+        #: The view's parts (tests and notebooks reach the widgets and panes through it).
+        self.parts = dict(plots=plots, alert=alert, text=text, **widgets)
+        top = pn.FlexBox(*row, download, sizing_mode="stretch_width")  # wraps when narrow
+        return pn.Column(top, alert.layout, plots, text.layout, sizing_mode="stretch_width")
 
 
 class DatasetBrowser(param.Parameterized):
@@ -315,7 +581,8 @@ class DatasetBrowser(param.Parameterized):
     ----------
     store : path-like
     viewer : FieldViewer, optional
-        Kept in sync: picking a sample selects it in the viewer.
+        Kept in sync both ways: picking a sample here selects it in the viewer, and a sample
+        chosen in the viewer is ringed here.
     """
 
     mode_x = param.Integer(default=1, bounds=(1, None), doc="ω mode on the horizontal axis.")
@@ -340,8 +607,10 @@ class DatasetBrowser(param.Parameterized):
         self.param.mode_x.bounds = self.param.mode_y.bounds = (1, modes)
         self.param.sample.bounds = (0, len(self.omega) - 1)
         self.viewer = viewer
-        if viewer is not None:
+        if viewer is not None:  # linked both ways: a sample picked in either shows in both
+            self.sample = viewer.sample
             self.param.watch(lambda e: setattr(viewer, "sample", e.new), "sample")
+            viewer.param.watch(lambda e: setattr(self, "sample", e.new), "sample")
 
     def pick(self, x: float, y: float) -> int:
         """Select (and return) the sample whose (ω_mode_x, ω_mode_y) is nearest to (x, y)."""

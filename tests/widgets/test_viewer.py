@@ -119,3 +119,104 @@ def test_browser_picks_samples_by_omega(store2d):
     np.testing.assert_array_equal(b.where(omega1=(-3.0, lo)), np.flatnonzero(omega[:, 0] <= lo))
     with pytest.raises(ValueError, match=r"omega1\.\.omega4"):
         b.where(nu=(0, 1))
+
+
+# ---------------------------------------------------------------- the view, read back from Bokeh
+def shown(pane) -> np.ndarray:
+    """The array a displayed panel draws: the Bokeh image glyph's data, read from the model."""
+    from bokeh.models import GlyphRenderer, Image
+
+    images = [
+        r.data_source.data["image"][0]
+        for r in pane.get_root().select({"type": GlyphRenderer})
+        if isinstance(r.glyph, Image)
+    ]
+    assert len(images) == 1
+    return np.asarray(images[0], dtype=np.float64)
+
+
+def test_3d_view_slider_and_index_box_show_the_stored_slice(store3d):
+    v = FieldViewer(store3d, sample=1, axis="y")
+    view = v.view()
+    parts = v.parts
+    nu, u = raw(store3d, 1, "nu")[1], raw(store3d, 1, "u_fem")[1]
+
+    def check(index):
+        assert v.index == index and parts["slider"].value == index
+        assert parts["box"].value == str(index)
+        panes = parts["plots"].objects
+        assert len(panes) == 2  # ν and u_fem (no prediction in this store)
+        np.testing.assert_array_equal(shown(panes[0]), np.take(nu, min(index, 7), axis=1))
+        np.testing.assert_allclose(shown(panes[1]), np.take(u, index, axis=1), rtol=1e-6)
+
+    check(4)  # the middle plane of 8 cells
+    parts["slider"].value = 1  # dragging the slider
+    check(1)
+    parts["box"].value = "8"  # typing 8 and pressing Enter in the index box
+    check(8)
+    assert parts["slider"].end == 8
+    # an index out of range: a warning and no figure, then a valid index removes the warning
+    parts["box"].value = "9"
+    assert parts["alert"].object is not None and "out of range" in parts["alert"].object
+    assert parts["plots"].objects == []
+    parts["box"].value = "3"
+    assert parts["alert"].object is None
+    check(3)
+    # another axis keeps each axis' own index (the cursor)
+    v.axis = "z"
+    assert v.index == 4 and v.cursor == {"z": 4, "y": 3, "x": 4}
+    np.testing.assert_array_equal(shown(parts["plots"].objects[0]), nu[4])
+    assert view.sizing_mode == "stretch_width"
+
+
+def test_three_orthogonal_slices_through_the_cursor(store3d):
+    v = FieldViewer(store3d, sample=0, three=True, field="reference")
+    v.view()
+    for axis, index in (("z", 2), ("y", 6), ("x", 1)):
+        v.axis, v.index = axis, index
+    assert v.cursor == {"z": 2, "y": 6, "x": 1}
+    u = raw(store3d, 1, "u_fem")[0]
+    expected = {"z": u[2], "y": u[:, 6, :], "x": u[:, :, 1]}
+    planes = v.orthogonal()
+    panes = v.parts["plots"].objects
+    assert len(panes) == 3
+    for (axis, want), pane, panel in zip(expected.items(), panes, v.panels(), strict=True):
+        np.testing.assert_array_equal(planes[axis], want)
+        np.testing.assert_allclose(shown(pane), want, rtol=1e-6)
+        assert panel["title"].endswith(f"{axis} node {v.cursor[axis]}")
+    # the dashed lines mark the other two planes: in the z plane (y, x) = (6, 1) / 8
+    assert v.panels()[0]["cross"] == (6 / 8, 1 / 8)
+    v.field = "nu"  # ν on the cells above each node plane
+    nu = raw(store3d, 1, "nu")[0]
+    np.testing.assert_array_equal(shown(v.parts["plots"].objects[1]), nu[:, 6, :])
+    v.field = "difference"  # needs u_pred, which this store lacks: the fix, not a stale figure
+    assert "mgtoolkit predict" in v.parts["alert"].object
+    assert v.parts["plots"].objects == []
+
+
+def test_save_writes_the_shown_arrays(store2d, store3d, tmp_path):
+    v = FieldViewer(store2d, sample=3)
+    fig = v.matplotlib_figure()
+    drawn = [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
+    np.testing.assert_array_equal(drawn[0], raw(store2d, 1, "nu")[3])
+    np.testing.assert_allclose(drawn[2], raw(store2d, 1, "u_fem")[3], rtol=1e-6)
+    png = v.save(tmp_path / "sample3.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = v.save(tmp_path / "sample3.html").read_text()
+    assert "Bokeh" in html and "cdn.bokeh.org" not in html  # JavaScript inline: opens offline
+    three = FieldViewer(store3d, three=True, field="reference")
+    assert three.save(tmp_path / "three.svg").read_text().startswith("<?xml")
+    with pytest.raises(ValueError, match="png"):
+        v.save(tmp_path / "x.jpg")
+    v.view()
+    assert v.parts["download"].callback().getvalue()[:4] == b"\x89PNG"
+
+
+def test_browser_and_viewer_linked_both_ways(store2d):
+    v = FieldViewer(store2d, sample=5)
+    b = DatasetBrowser(store2d, viewer=v)
+    assert b.sample == 5
+    v.sample = 2  # chosen in the viewer: ringed in the browser
+    assert b.sample == 2
+    b.sample = 4
+    assert v.sample == 4
