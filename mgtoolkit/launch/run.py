@@ -202,6 +202,8 @@ class Run:
         self._interrupted = False  # stop() had to interrupt the ranks asynchronously
         self._lost: str | None = None
         self._failures: list[tuple[int, str]] = []  # (rank, message), in the order they failed
+        self._settled = False
+        self._settle_lock = threading.Lock()
         self._done = threading.Event()
         self._watch = threading.Thread(target=self._watch_workers, daemon=True)
         self._watch.start()
@@ -210,7 +212,21 @@ class Run:
         self.events.append(event[1])
 
     def _finished(self) -> bool:
-        return all(f.done() for f in self.futures)
+        """Whether every rank has ended; the first time, their outcomes are kept on the client.
+
+        A rank's result lives on its worker: once the workers go (jobs released, cluster
+        scaled down) dask would report the futures as lost, pending again, and the run as
+        running.
+        """
+        if self._settled:
+            return True
+        if not all(f.done() for f in self.futures):
+            return False
+        with self._settle_lock:
+            if not self._settled:
+                self.futures = [_Settled(f) for f in self.futures]
+                self._settled = True
+        return True
 
     def _track(self, future, rank: int) -> None:
         """Record rank ``rank``'s failure as soon as its task errs (first failure first)."""
@@ -400,6 +416,33 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.run_id!r}, ranks={len(self.workers)}, status={self.status!r})"
+
+
+class _Settled:
+    """The outcome of an ended dask future, kept on the client (its worker may then go)."""
+
+    def __init__(self, future):
+        self.key, self.status = future.key, future.status
+        self._value = self._error = None
+        if self.status == "finished":
+            self._value = future.result(timeout=60)
+        elif self.status == "error":
+            self._error = future.exception(timeout=60)
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None):
+        if self._error is not None:
+            raise self._error
+        if self.status != "finished":
+            from concurrent.futures import CancelledError
+
+            raise CancelledError(f"task {self.key} was {self.status}")
+        return self._value
+
+    def exception(self, timeout: float | None = None):
+        return self._error
 
 
 def _worker_addresses(dask_scheduler=None) -> list[str]:

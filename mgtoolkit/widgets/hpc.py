@@ -296,33 +296,6 @@ def release(cluster, *, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-class _Settled:
-    """The outcome of an ended dask future, kept on the client (its worker may then go)."""
-
-    def __init__(self, future):
-        self.key, self.status = future.key, future.status
-        self._value = self._error = None
-        if self.status == "finished":
-            self._value = future.result(timeout=60)
-        elif self.status == "error":
-            self._error = future.exception(timeout=60)
-
-    def done(self) -> bool:
-        return True
-
-    def result(self, timeout: float | None = None):
-        if self._error is not None:
-            raise self._error
-        if self.status != "finished":
-            from concurrent.futures import CancelledError
-
-            raise CancelledError(f"task {self.key} was {self.status}")
-        return self._value
-
-    def exception(self, timeout: float | None = None):
-        return self._error
-
-
 def release_when_done(
     run, cluster, *, poll_s: float = 1.0, on_release: Callable[[str], None] | None = None
 ) -> threading.Thread:
@@ -336,10 +309,7 @@ def release_when_done(
     def watch() -> None:
         while run.status == "running":
             time.sleep(poll_s)
-        status = run.status
-        # The ranks' results live on their workers: once those are gone, dask reports the
-        # futures as lost (pending again). Keep each outcome on the client first.
-        run.futures = [_Settled(f) for f in run.futures]
+        status = run.status  # an ended Run keeps its outcome on the client (Run._finished)
         release(cluster)
         if on_release is not None:
             on_release(status)

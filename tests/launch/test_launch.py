@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 import toy
+from distributed import Client
 
 from mgtoolkit.cluster import local_cluster
 from mgtoolkit.comm.ranks import free_port
@@ -129,3 +130,20 @@ def test_killed_worker_is_named_and_the_run_resumes_to_the_same_parameters(tmp_p
     resumed.close()
     assert resumed.events[0]["step"] == steps_done + 1  # continued, did not restart
     _close(toy.train(), params)
+
+
+def test_an_ended_run_keeps_its_outcome_after_its_workers_are_gone():
+    # Jobs are released (workers retired) when training ends: the run must stay "finished"
+    # with its result, not turn "running" again because its futures lost their workers.
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        run = launch(toy.train, cluster=client, steps=2, wait_s=60)
+        params = run.result(timeout=120)
+        assert run.status == "finished"
+        cluster.scale(0)
+        deadline = time.monotonic() + 60
+        while client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not client.scheduler_info()["workers"]
+        assert run.status == "finished"
+        _close(params, run.result(timeout=5))
+        run.close()
