@@ -17,7 +17,51 @@ import time
 import numpy as np
 import torch
 
-__all__: list[str] = []
+__all__ = ["sweep_stale_segments"]
+
+#: Segment names: ``/dev/shm/<prefix><pid of the creating rank>-<random hex>``.
+SEGMENT_PREFIX = "mgtoolkit-"
+
+
+def sweep_stale_segments(directory: str = "/dev/shm") -> list[str]:
+    """Remove this user's segments whose creating process is gone; returns their paths.
+
+    A segment is unlinked as soon as every rank has mapped it, so one is left behind only when
+    its run died in between (killed while its ranks met). Segments of other users, of live
+    processes, and names this module did not write are left alone.
+    """
+    removed = []
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return removed
+    uid = os.getuid()
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if not name.startswith(SEGMENT_PREFIX):
+                continue
+            pid_text = name[len(SEGMENT_PREFIX) :].split("-", 1)[0]
+            if not pid_text.isdigit():
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid or _alive(int(pid_text)):
+                    continue
+                os.unlink(entry.path)
+                removed.append(entry.path)
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process of that pid
+    return True
 
 
 class _SharedMemoryChannel:
@@ -175,11 +219,12 @@ def _shared_memory_channel() -> _SharedMemoryChannel | None:
     # Rank 0 creates the segment in /dev/shm (node-local memory, never a shared file system)
     # and writes a random token into it; a rank that reads the token back shares memory with
     # rank 0 (on another node the path does not exist).
-    path = f"/dev/shm/mgtoolkit-{uuid.uuid4().hex}"
+    path = f"/dev/shm/{SEGMENT_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
     token = int.from_bytes(os.urandom(7), "little")
     proposal = [(path, token)]
     channel = None
     if rank == 0:
+        sweep_stale_segments()
         try:
             channel = _SharedMemoryChannel(rank, size, path, create=True)
             channel.pids[0] = token

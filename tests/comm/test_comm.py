@@ -360,3 +360,20 @@ def test_mpi_transport_requested_without_an_mpi_launch_is_refused(monkeypatch):
     monkeypatch.setenv("MGTOOLKIT_TRANSPORT", "mpi")
     with pytest.raises(RankFailed, match="not started by an MPI launcher"):
         spawn(_sum_with_mpi_requested, 2, timeout_s=60)
+
+
+def test_segments_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from mgtoolkit.comm.shm import SEGMENT_PREFIX, sweep_stale_segments
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f"{SEGMENT_PREFIX}{dead.stdout.strip()}-0123abcd"
+    live = tmp_path / f"{SEGMENT_PREFIX}{os.getpid()}-4567ef01"
+    other = tmp_path / "mgtoolkit-notes.txt"  # not a segment name of ours
+    for p in (stale, live, other):
+        p.write_bytes(b"\0" * 64)
+    assert sweep_stale_segments(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and live.exists() and other.exists()
