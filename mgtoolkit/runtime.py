@@ -11,7 +11,7 @@ import ctypes
 import os
 import platform
 
-__all__ = ["heap_reuse"]
+__all__ = ["heap_reuse", "process_alive"]
 
 
 @contextlib.contextmanager
@@ -45,3 +45,14 @@ def heap_reuse():
         libc.mallopt(m_mmap_max, int(os.environ.get("MALLOC_MMAP_MAX_", 65536)))
         libc.mallopt(m_trim_threshold, int(os.environ.get("MALLOC_TRIM_THRESHOLD_", 128 * 1024)))
         libc.malloc_trim(0)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (also one of another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's process
+    return True

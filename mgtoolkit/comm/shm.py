@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from mgtoolkit.runtime import process_alive
+
 __all__ = ["sweep_stale_segments"]
 
 #: Segment names: ``/dev/shm/<prefix><pid of the creating rank>-<random hex>``.
@@ -45,23 +47,13 @@ def sweep_stale_segments(directory: str = "/dev/shm") -> list[str]:
             if not pid_text.isdigit():
                 continue
             try:
-                if entry.stat(follow_symlinks=False).st_uid != uid or _alive(int(pid_text)):
+                if entry.stat(follow_symlinks=False).st_uid != uid or process_alive(int(pid_text)):
                     continue
                 os.unlink(entry.path)
                 removed.append(entry.path)
             except OSError:
                 continue  # gone meanwhile, or not ours to remove
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process of that pid
-    return True
 
 
 class _SharedMemoryChannel:

@@ -32,6 +32,7 @@ from mgtoolkit.data.store import (
 from mgtoolkit.fields import Family, get_family
 from mgtoolkit.fields.arrays import ArrayFamily
 from mgtoolkit.grids import check_dim, check_resolution
+from mgtoolkit.runtime import process_alive
 
 __all__ = ["generate", "import_arrays"]
 
@@ -286,7 +287,7 @@ def sweep_stale_creations(path: Path) -> list[Path]:
         parts = tmp.name.rsplit(".creating-", 1)[1].split("-")
         if len(parts) == 3:  # <host>-<pid>-<uuid> (create_store writes '-' in hosts as '_')
             owner_host, pid = parts[0], parts[1]
-            if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            if owner_host != host or not pid.isdigit() or process_alive(int(pid)):
                 continue
         else:
             try:
@@ -297,16 +298,6 @@ def sweep_stale_creations(path: Path) -> list[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         removed.append(tmp)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fill(path: Path, fam: Family, *, client, progress: bool, repair: bool = False) -> None:

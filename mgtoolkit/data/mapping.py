@@ -28,6 +28,32 @@ __all__ = ["map_samples"]
 _RESERVED = ("nu", "omega", "sample", "mode")
 
 
+def check_source(path: str | os.PathLike, level: int) -> None:
+    """Refuse a level whose ν is unfinished or damaged (cheap: no chunk is decoded).
+
+    Raises
+    ------
+    ValueError
+        Naming the store, the level, the first damaged sample and file, and the fix.
+    """
+    from mgtoolkit.data.verify import quick_check
+
+    nu_done = completed(path, level, "nu")
+    if not nu_done.all():
+        raise ValueError(
+            f"{int((~nu_done).sum())} samples of {path} have no complete ν yet; finish the "
+            "dataset first (rerun `mgtoolkit data generate` with the same arguments)"
+        )
+    broken = quick_check(path, level, "nu")
+    if broken:
+        first = next(iter(broken.values()))
+        raise ValueError(
+            f"ν of {len(broken)} samples at level {level} of {path} is damaged (first: sample "
+            f"{first.sample}, {first.reason}: {first.file}); repair it with `mgtoolkit data "
+            "generate --repair` (same arguments) or `mgtoolkit data verify` for the full list"
+        )
+
+
 def map_samples(
     path: str | os.PathLike,
     fn: Callable[[np.ndarray], np.ndarray],
@@ -80,23 +106,10 @@ def map_samples(
         )
     if not callable(fn):
         raise TypeError(f"fn must be callable nu -> u (got {type(fn).__name__})")
-    nu_done = completed(path, level, "nu")
-    if not nu_done.all():
-        raise ValueError(
-            f"{int((~nu_done).sum())} samples of {path} have no complete ν yet; finish the "
-            "dataset first (rerun `mgtoolkit data generate` with the same arguments)"
-        )
+    check_source(path, level)
     path = Path(path)
     from mgtoolkit.data.verify import mark_for_repair, quick_check, verify_store
 
-    broken = quick_check(path, level, "nu")
-    if broken:
-        first = next(iter(broken.values()))
-        raise ValueError(
-            f"ν of {len(broken)} samples at level {level} of {path} is damaged (first: sample "
-            f"{first.sample}, {first.reason}: {first.file}); repair it with `mgtoolkit data "
-            "generate --repair` (same arguments) or `mgtoolkit data verify` for the full list"
-        )
     allocate_node_field(path, level, name, dtype=dtype)
     damaged = list(quick_check(path, level, name).values())
     if repair:

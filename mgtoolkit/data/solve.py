@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgtoolkit.cluster import client_context
-from mgtoolkit.data.mapping import map_samples
+from mgtoolkit.data.mapping import check_source, map_samples
 from mgtoolkit.data.store import check_store
 
 __all__ = ["FemSolveFn", "solve_store"]
@@ -99,24 +99,9 @@ def solve_store(
         raise ValueError(f"maxiter must be a positive integer (got {maxiter!r})")
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer (got {threads!r})")
-    from mgtoolkit.data.store import completed
-    from mgtoolkit.data.verify import quick_check
-
     fn = FemSolveFn(rtol=float(rtol), maxiter=maxiter, threads=threads)
     for level in levels:  # refuse damaged or unfinished ν before starting a cluster
-        if not completed(store, level, "nu").all():
-            raise ValueError(
-                f"some samples of {store} have no complete ν at level {level} yet; finish the "
-                "dataset first (rerun `mgtoolkit data generate` with the same arguments)"
-            )
-        broken = quick_check(store, level, "nu")
-        if broken:
-            first = next(iter(broken.values()))
-            raise ValueError(
-                f"ν of {len(broken)} samples at level {level} of {store} is damaged (first: "
-                f"sample {first.sample}, {first.reason}: {first.file}); repair it with "
-                "`mgtoolkit data generate --repair` (same arguments)"
-            )
+        check_source(store, level)
     with client_context(client) as c:
         for level in levels:
             map_samples(
