@@ -152,13 +152,21 @@ def test_owner_is_served_and_a_neighbour_without_the_credentials_is_refused(clus
 
 
 def test_scheduler_workers_and_dashboard_listen_on_loopback_only(cluster):
-    processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
-    listening = _listening(processes)
-    dashboard_port = cluster.scheduler.http_server.port
-    assert ("127.0.0.1", dashboard_port) in listening
-    scheduler_port = int(cluster.scheduler_address.rsplit(":", 1)[1])
-    assert ("127.0.0.1", scheduler_port) in listening
-    assert len(listening) >= 4  # scheduler, dashboard, nanny and worker at least
+    # The scheduler and the nannies run in this process, beside sockets of other tests: look
+    # at their own ports there, and at every socket of the worker processes.
+    with Client(cluster) as client:
+        worker_pids = list(client.run(os.getpid).values())
+        info = client.scheduler_info()
+    ports = {
+        cluster.scheduler.http_server.port,  # the dashboard
+        int(cluster.scheduler_address.rsplit(":", 1)[1]),
+        *(int(w["nanny"].rsplit(":", 1)[1]) for w in info["workers"].values()),
+    }
+    here = {(ip, port) for ip, port in _listening([psutil.Process()]) if port in ports}
+    assert {port for _, port in here} == ports, (here, ports)  # each one found
+    workers = _listening([psutil.Process(pid) for pid in worker_pids])
+    assert workers  # the worker's own server at least
+    listening = here | workers
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
 
 
