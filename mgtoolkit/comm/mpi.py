@@ -14,6 +14,7 @@ else the process group) or ``gloo`` (the process group only).
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 
@@ -24,7 +25,9 @@ TRANSPORTS = ("auto", "mpi", "shm", "gloo")
 #: dtypes MPI sums here (numpy views of the tensor's buffer); others use the next transport.
 MPI_DTYPES = (torch.float64, torch.float32, torch.int64, torch.int32)
 
-_state: dict = {"group": None, "comm": None}
+# The group is held weakly: a cached strong reference would keep its gloo threads alive
+# past destroy_process_group, into interpreter shutdown (see ranks._destroy_at_exit).
+_state: dict = {"group": lambda: None, "comm": None}
 
 
 def requested_transport() -> str:
@@ -54,9 +57,9 @@ def mpi_communicator():
     from mgtoolkit.comm.ranks import _MPI_MARKERS
 
     group = dist.group.WORLD
-    if _state["group"] is group:
+    if _state["group"]() is group:
         return _state["comm"]
-    _state.update(group=group, comm=None)
+    _state.update(group=weakref.ref(group), comm=None)
     wanted = requested_transport()
     if wanted in ("shm", "gloo"):
         return None

@@ -21,6 +21,8 @@ Stock torch has no MPI backend, so MPI only finds the peers; tensors travel over
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import socket
 import sys
@@ -360,6 +362,7 @@ def join(
             )
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     where = {"init_method": "env://"} if store is None else {"store": store}
+    _destroy_at_exit()
     try:
         dist.init_process_group(
             backend, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s), **where
@@ -376,6 +379,26 @@ def join(
             "with GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME) and that the machines are not so "
             "loaded that connecting times out; then launch again"
         ) from exc
+
+
+@functools.cache
+def _destroy_at_exit() -> None:
+    """Destroy this process's group when Python exits, before the interpreter finalizes.
+
+    A gloo group left alive at exit has a worker thread that may still release a tensor
+    while the interpreter shuts down, which aborts the process ("terminate called without
+    an active exception"): batch scripts that never call ``destroy_process_group`` exited
+    with SIGABRT after finishing their work. Caches keyed by the group hold it weakly
+    (:mod:`mgtoolkit.comm.mpi`, :mod:`mgtoolkit.comm.shm`) so that destroying it here stops
+    its threads.
+    """
+    import torch.distributed as dist
+
+    def destroy() -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+    atexit.register(destroy)
 
 
 def init_from_environment(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
 import numpy as np
 import torch
@@ -186,7 +187,8 @@ class _SharedMemoryChannel:
         self._map.close()
 
 
-_channel: dict = {"group": None, "channel": None}
+# Held weakly, as in mgtoolkit.comm.mpi: the cache must not keep a destroyed group alive.
+_channel: dict = {"group": lambda: None, "channel": None}
 
 
 def _shared_memory_channel() -> _SharedMemoryChannel | None:
@@ -194,14 +196,14 @@ def _shared_memory_channel() -> _SharedMemoryChannel | None:
     import torch.distributed as dist
 
     group = dist.group.WORLD
-    if _channel["group"] is group:
+    if _channel["group"]() is group:
         return _channel["channel"]
     import platform
     import uuid
 
     if _channel["channel"] is not None:
         _channel["channel"].close()
-    _channel.update(group=group, channel=None)
+    _channel.update(group=weakref.ref(group), channel=None)
     rank, size = dist.get_rank(), dist.get_world_size()
     enabled = os.environ.get("MGTOOLKIT_SHARED_MEMORY", "1") != "0"
     if not (enabled and platform.machine().lower() in ("x86_64", "amd64")) or not os.path.isdir(

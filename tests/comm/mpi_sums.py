@@ -1,10 +1,14 @@
 """Run under ``mpirun -n P``: sums over ranks through mgtoolkit.comm; rank 0 prints a JSON line.
 
 Each rank contributes tensors that depend on its rank; rank 0 reports the transport of each
-dtype, whether every rank holds the same bits, and the largest error against the exact sum.
+dtype, whether every rank holds the same bits, and the largest error against the exact sum,
+and whether destroying the process group released it (a cache that kept it alive left its gloo
+threads running into interpreter shutdown, which aborted the process now and then).
 """
 
+import gc
 import json
+import weakref
 
 import torch
 
@@ -39,5 +43,8 @@ for name, t in tensors.items():
         "error": float((s.double() - exact).abs().max()),
         "dtype": str(s.dtype),
     }
+group = weakref.ref(torch.distributed.group.WORLD)
+torch.distributed.destroy_process_group()
+gc.collect()
 if rank == 0:
-    print(json.dumps({"size": size, "sums": report}))
+    print(json.dumps({"size": size, "sums": report, "group_released": group() is None}))

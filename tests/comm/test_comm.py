@@ -342,7 +342,7 @@ def test_mpi_launched_ranks_sum_through_mpi(choice):
     out = _mpirun(script, env_extra={"MGTOOLKIT_TRANSPORT": choice})
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["size"] == 2
+    assert report["size"] == 2 and report["group_released"]
     for name, r in report["sums"].items():
         assert r["same_on_all_ranks"] and r["error"] == 0.0, (name, r)
     expected = {"auto": "mpi", "gloo": "process-group"}[choice]
