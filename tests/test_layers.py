@@ -23,6 +23,7 @@ LAYERS = {
     "rundir": 4,
     "comm": 4,
     "infer": 5,
+    "spatial": 5,
     "plan": 6,
     "train": 7,
     "launch": 8,

@@ -145,9 +145,10 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every batch-norm layer of ``module`` by :class:`SyncBatchNorm`.
 
-    Parameters and running statistics are carried over. Returns ``module`` unchanged when
-    the world size is 1 (plain batch norm is then the same computation), otherwise the
-    converted module (the root object is replaced if it is itself a batch-norm layer).
+    The new layers hold the same parameters and running statistics (the same tensors).
+    Returns ``module`` unchanged when the world size is 1 (plain batch norm is then the same
+    computation), otherwise the converted module (the root object is replaced if it is itself
+    a batch-norm layer).
     """
     if world()[1] == 1:
         return module
@@ -167,17 +168,13 @@ def _convert(module: nn.Module) -> nn.Module:
             device=module.weight.device if module.affine else None,
             dtype=module.weight.dtype if module.affine else None,
         )
-        with torch.no_grad():
-            if module.affine:
-                new.weight.copy_(module.weight)
-                new.bias.copy_(module.bias)
-            if module.track_running_stats:
-                new.running_mean.copy_(module.running_mean)
-                new.running_var.copy_(module.running_var)
-                new.num_batches_tracked.copy_(module.num_batches_tracked)
-            if module.affine:
-                new.weight.requires_grad_(module.weight.requires_grad)
-                new.bias.requires_grad_(module.bias.requires_grad)
+        # The same parameter and buffer tensors, not copies: an optimizer built before the
+        # conversion, or another module sharing them, keeps working.
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
         new.train(module.training)
         return new
     for name, child in module.named_children():

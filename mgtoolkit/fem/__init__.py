@@ -10,7 +10,7 @@ from mgtoolkit.fem.boundary import free_mask, impose_dirichlet
 from mgtoolkit.fem.element import reference_stiffness
 from mgtoolkit.fem.errors import error_metrics
 from mgtoolkit.fem.multigrid import Hierarchy, MultigridConfig
-from mgtoolkit.fem.operator import apply_operator, energy, operator_diagonal
+from mgtoolkit.fem.operator import apply_operator, energy, operator_diagonal, slab_energy
 from mgtoolkit.fem.solver import ConvergenceError, SolveInfo, solve
 from mgtoolkit.fem.sparse import assemble
 
@@ -27,5 +27,6 @@ __all__ = [
     "impose_dirichlet",
     "operator_diagonal",
     "reference_stiffness",
+    "slab_energy",
     "solve",
 ]

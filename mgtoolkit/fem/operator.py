@@ -27,6 +27,7 @@ __all__ = [
     "energy",
     "operator_coefficients",
     "operator_diagonal",
+    "slab_energy",
     "split_shapes",
 ]
 
@@ -146,12 +147,56 @@ def energy(nu, u, *, dim: int | None = None) -> torch.Tensor:
     """
     nu, u = _as_tensor(nu), _as_tensor(u)
     dim, n, batch = split_shapes(nu, u, dim=dim)
+    return _cells_energy(nu, u, dim=dim, n=n, batch=batch)
+
+
+def slab_energy(nu, u, *, n: int, dim: int) -> torch.Tensor:
+    """The part of J from a slab of cells along the first spatial axis (a rank's share).
+
+    The sum of the parts of slabs that cover the grid, each cell in one slab, is
+    :func:`energy`; the node plane two neighbouring slabs share is in both of their ``u``.
+
+    Parameters
+    ----------
+    nu : torch.Tensor, shape ``batch + (m,) + (n,) * (d - 1)`` on cells
+        ν of ``m`` consecutive cell planes of a grid of ``n`` cells per side.
+    u : torch.Tensor, shape ``batch + (m + 1,) + (n + 1,) * (d - 1)`` on nodes
+        u on the node planes bounding those cells (both end planes included).
+    n : int
+        Cells per side of the whole grid (sets h = 1/n).
+    dim : int
+        Spatial dimension, 2 or 3.
+
+    Returns
+    -------
+    torch.Tensor, shape ``batch``, u's dtype and device
+        Differentiable with respect to u and ν.
+    """
+    nu, u = _as_tensor(nu), _as_tensor(u)
+    shape = tuple(int(s) for s in nu.shape)
+    if dim not in (2, 3) or len(shape) < dim:
+        raise ValueError(f"dim must be 2 or 3 and ν must have at least dim axes (got {shape})")
+    batch, m = shape[: len(shape) - dim], shape[len(shape) - dim]
+    want_nu = batch + (m,) + (n,) * (dim - 1)
+    want_u = batch + (m + 1,) + (n + 1,) * (dim - 1)
+    if shape != want_nu or tuple(u.shape) != want_u:
+        raise ValueError(
+            f"a slab of m cell planes of a grid of n = {n} cells per side needs ν of shape "
+            f"{want_nu} (cells) and u of shape {want_u} (nodes, both end planes); got ν "
+            f"{shape} and u {tuple(u.shape)}"
+        )
+    return _cells_energy(nu, u, dim=dim, n=n, batch=batch)
+
+
+def _cells_energy(nu, u, *, dim: int, n: int, batch: tuple[int, ...]) -> torch.Tensor:
+    """``½ Σ ν_e h^(d-2) u_eᵀ K̂ u_e`` over the cells of ``nu`` (checked shapes), per sample."""
     scale = 0.5 * (1.0 / n) ** (dim - 2)
     ax = len(batch)
+    cells = int(nu.shape[ax])
     plane = (n + 1) ** (dim - 1) * max(1, int(torch.Size(batch).numel()))
     total = u.new_zeros(batch)
     spatial = tuple(range(ax, ax + dim))
-    for c0, c in _slabs(n, plane, u.device):
+    for c0, c in _slabs(cells, plane, u.device):
         modes = cell_modes(u.narrow(ax, c0, c + 1), dim)
         nu_s = nu.narrow(ax, c0, c).to(u.dtype)
         dens = None

@@ -358,7 +358,7 @@ class UNet(nn.Module):
         self,
         nu: torch.Tensor,
         *,
-        log_nu_mean: float | None = None,
+        log_nu_mean: float | torch.Tensor | None = None,
         x_cells: tuple[int, int] | None = None,
         n: int | None = None,
     ) -> torch.Tensor:
@@ -366,7 +366,8 @@ class UNet(nn.Module):
 
         By default ``nu`` is whole fields: the mean of log ν is each sample's own and the x
         coordinate spans its cells. A part of a larger field (a tile, a few planes) passes the
-        whole field's ``log_nu_mean``, the global x range of its cells ``x_cells`` (half-open)
+        whole field's ``log_nu_mean`` (a float, or a tensor ``(B,) + (1,) * dim`` of one mean
+        per sample), the global x range of its cells ``x_cells`` (half-open)
         and the whole field's cells per side ``n``.
         """
         d = self.config.dim
@@ -393,18 +394,34 @@ class UNet(nn.Module):
         return self._forward(nu)
 
     def _forward(self, nu: torch.Tensor) -> torch.Tensor:
-        from mgtoolkit.fem import impose_dirichlet
-
         cfg = self.config
-        x = self.inputs(nu)
-        if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):
-            x = x.contiguous(memory_format=_CHANNELS_LAST[cfg.dim])
+        x = self.to_layout(self.inputs(nu))
         n = x.shape[-1]
         multiple = 2**cfg.depth
         pad = (-n) % multiple
         if pad:
             lo, hi = pad // 2, pad - pad // 2
             x = F.pad(x, (lo, hi) * cfg.dim, mode="replicate")
+        x = self.features(x)
+        if pad:
+            x = x[(..., *[slice(lo, lo + n)] * cfg.dim)]
+        # Cells → nodes: each node sees its 2^d adjacent cells (edge cells replicated).
+        return self.outputs(self.head(F.pad(x, (1, 1) * cfg.dim, mode="replicate")))
+
+    def to_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory layout the activations run in (``channels_last`` above)."""
+        if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):
+            return x.contiguous(memory_format=_CHANNELS_LAST[self.config.dim])
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder–decoder body: input channels → ``base_filters`` features, on cells.
+
+        ``x``: ``(B, 1 or 2) + shape`` from :meth:`inputs`, every side a multiple of
+        ``2**depth``; returns ``(B, base_filters) + shape``. The head (``self.head`` on the
+        features replicate-padded by one cell, then :meth:`outputs`) maps them to nodes.
+        """
+        cfg = self.config
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(x)
@@ -418,8 +435,12 @@ class UNet(nn.Module):
             x = self.decoder[i](torch.cat([self.up[i](x), skips[i]], dim=1))
         for g in self.grown_out:
             x = g(x)
-        if pad:
-            x = x[(..., *[slice(lo, lo + n)] * cfg.dim)]
-        # Cells → nodes: each node sees its 2^d adjacent cells (edge cells replicated).
-        x = self.head(F.pad(x, (1, 1) * cfg.dim, mode="replicate"))
-        return impose_dirichlet(torch.sigmoid(x[:, 0]))
+        return x
+
+    @staticmethod
+    def outputs(head: torch.Tensor) -> torch.Tensor:
+        """u ``(B,) + nodes`` from the head's output ``(B, 1) + nodes``: sigmoid, then the
+        exact Dirichlet values (:func:`mgtoolkit.fem.impose_dirichlet`)."""
+        from mgtoolkit.fem import impose_dirichlet
+
+        return impose_dirichlet(torch.sigmoid(head[:, 0]))

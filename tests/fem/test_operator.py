@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from mgtoolkit.fem import (
     impose_dirichlet,
     operator_diagonal,
     reference_stiffness,
+    slab_energy,
 )
 
 
@@ -174,3 +177,19 @@ def test_bad_shapes_name_the_problem(nu_shape, u_shape, match):
         energy(torch.ones(nu_shape), torch.ones(u_shape))
     with pytest.raises(ValueError, match=match):
         apply_operator(torch.ones(nu_shape), torch.ones(u_shape))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_slab_energies_sum_to_the_energy(dim):
+    gen = torch.Generator().manual_seed(dim)
+    n = 8
+    nu = torch.exp(torch.randn((2,) + (n,) * dim, generator=gen, dtype=torch.float64))
+    u = torch.rand((2,) + (n + 1,) * dim, generator=gen, dtype=torch.float64)
+    bounds = [0, 3, 4, 8]  # uneven slabs, one a single plane
+    parts = [
+        slab_energy(nu[:, a:b], u[:, a : b + 1], n=n, dim=dim)
+        for a, b in itertools.pairwise(bounds)
+    ]
+    torch.testing.assert_close(sum(parts), energy(nu, u), rtol=1e-13, atol=0)
+    with pytest.raises(ValueError, match="both end planes"):
+        slab_energy(nu[:, :3], u[:, :3], n=n, dim=dim)

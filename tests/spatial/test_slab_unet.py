@@ -1,0 +1,147 @@
+"""The U-Net and the energy on slabs, on real gloo process groups, against the unsplit run.
+
+Each rank builds the same network and fields (same seeds), computes the unsplit reference in
+its own process with plain batch norm, then its slab of the spatially parallel computation;
+forward output, loss, parameter gradients and batch-norm running statistics must agree to
+1e-10 in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mgtoolkit import comm
+from mgtoolkit.fem import energy
+from mgtoolkit.launch import spawn
+from mgtoolkit.nn import UNet
+from mgtoolkit.spatial import SlabLayout, halo, slab_loss, to_slabs
+
+TOL = 1e-10
+
+# ---------------------------------------------------------------- functions run in the ranks
+
+
+def _halo_errors(spatial: int) -> dict[str, float]:
+    """Forward and backward of a 2-below, 1-above zero-padded halo against the padded field."""
+    layout = SlabLayout.from_world(spatial)
+    gen = torch.Generator().manual_seed(1)
+    whole = torch.randn(2, 3, 4 * spatial, 5, generator=gen, dtype=torch.float64)
+    lo, hi, m = 2, 1, 4
+    weights = torch.randn(2, 3, m + lo + hi, 5, generator=gen, dtype=torch.float64)
+    # reference: every slab's window of the zero-padded whole field, weighted and summed
+    ref_x = whole.clone().requires_grad_(True)
+    padded = F.pad(ref_x, (0, 0, lo, hi))
+    windows = [padded.narrow(2, s * m, m + lo + hi) for s in range(spatial)]
+    sum(((w * weights).sum() for w in windows), torch.zeros((), dtype=torch.float64)).backward()
+    x = whole.narrow(2, layout.index * m, m).clone().requires_grad_(True)
+    h = halo(x, layout, axis=2, lo=lo, hi=hi, outer="zeros")
+    (h * weights).sum().backward()
+    return {
+        "halo forward": float((h.detach() - windows[layout.index]).abs().max()),
+        "halo backward": float((x.grad - ref_x.grad.narrow(2, layout.index * m, m)).abs().max()),
+    }
+
+
+def _network_errors(dim: int, norm: str, spatial: int, loss: str) -> dict[str, float]:
+    """Slab-parallel U-Net + slab loss against the unsplit network + loss, this rank's part."""
+    n, batch = 16, 4
+    torch.manual_seed(0)
+    net = UNet(dim=dim, depth=2, base_filters=4, convs_per_block=1, norm=norm).double()
+    nu = torch.exp(0.7 * torch.randn((batch,) + (n,) * dim, dtype=torch.float64))
+    ref = copy.deepcopy(net)
+    u_ref = ref(nu)
+    scale = torch.exp(torch.log(nu).mean(dim=tuple(range(1, dim + 1)), keepdim=True))
+    j_ref = energy(nu / scale if loss == "scaled_energy" else nu, u_ref).mean()
+    j_ref.backward()
+
+    layout = SlabLayout.from_world(spatial)
+    slab = to_slabs(net, layout)
+    part = layout.batch(batch)
+    nu_s = layout.split(nu[part], grid="cells", dim=dim)
+    u = slab(nu_s)
+    value = slab_loss(loss, nu_s, u, layout)
+    value.backward()
+    comm.average_gradients(net.parameters())
+    grads = [
+        float((p.grad - q.grad).abs().max() / q.grad.abs().max())
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True)
+    ]
+    stats = [
+        float((a - b).abs().max())
+        for a, b in zip(net.buffers(), ref.buffers(), strict=True)
+        if a.is_floating_point()
+    ]
+    return {
+        "u": float((u - layout.split(u_ref[part], grid="nodes", dim=dim)).abs().max()),
+        "loss": float(abs(comm.all_reduce_mean(value.detach()) - j_ref) / abs(j_ref)),
+        "gradients": max(grads),
+        "running statistics": max(stats, default=0.0),
+    }
+
+
+def _cases(cases: list[tuple]) -> list[dict[str, float]]:
+    return [
+        _halo_errors(*case[1:]) if case[0] == "halo" else _network_errors(*case[1:])
+        for case in cases
+    ]
+
+
+# ---------------------------------------------------------------- tests
+
+
+def _check(results: list[list[dict[str, float]]], cases: list[tuple]) -> None:
+    for rank, per_case in enumerate(results):
+        for case, errors in zip(cases, per_case, strict=True):
+            for what, err in errors.items():
+                assert err <= TOL, f"rank {rank}, case {case}: {what} differs by {err:.3g}"
+
+
+def test_two_slabs_equal_the_unsplit_network():
+    cases = [
+        ("net", 3, "batch", 2, "energy"),
+        ("net", 2, "batch", 2, "scaled_energy"),
+        ("net", 3, "none", 2, "energy"),
+    ]
+    _check(spawn(_cases, 2, cases), cases)
+
+
+def test_four_slabs_and_a_two_by_two_mesh_equal_the_unsplit_network():
+    cases = [
+        ("halo", 4),
+        ("net", 3, "batch", 4, "energy"),
+        ("net", 3, "batch", 2, "energy"),  # 2 data groups × 2 slabs
+    ]
+    _check(spawn(_cases, 4, cases), cases)
+
+
+# ---------------------------------------------------------------- bad input (one process)
+
+
+def test_bad_layouts_name_the_valid_choices():
+    with pytest.raises(ValueError, match=r"spatial = 3 .* world size 4: choose one of 1, 2, 4"):
+        SlabLayout(3, 0, 4)
+    layout = SlabLayout(4, 0, 4)
+    with pytest.raises(ValueError, match=r"choose spatial from 1, 2, or a depth of at most 2"):
+        layout.check(16, depth=3)
+    with pytest.raises(ValueError, match="global batch 3 is not divisible by the 2 data"):
+        SlabLayout(2, 0, 4).batch(3)
+    with pytest.raises(ValueError, match="use one of batch, none"):
+        to_slabs(UNet(dim=2, depth=1, base_filters=2, norm="instance"), layout)
+    with pytest.raises(ValueError, match="mirror_average"):
+        to_slabs(UNet(dim=2, depth=1, base_filters=2, mirror_average=True), layout)
+    with pytest.raises(ValueError, match="use one of energy, scaled_energy"):
+        slab_loss("multigrid", torch.ones(1, 4, 16), torch.ones(1, 5, 17), layout)
+
+
+def test_one_slab_is_the_network_itself():
+    torch.manual_seed(0)
+    net = UNet(dim=2, depth=2, base_filters=4).double()
+    nu = torch.exp(torch.randn(2, 8, 8, dtype=torch.float64))
+    slab = to_slabs(net, SlabLayout(1, 0, 1))
+    assert all(a is b for a, b in zip(slab.parameters(), net.parameters(), strict=True))
+    assert list(slab.net.state_dict()) == list(net.state_dict())
+    torch.testing.assert_close(slab(nu), net(nu), rtol=0, atol=1e-12)
