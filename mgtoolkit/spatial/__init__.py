@@ -6,7 +6,7 @@ A data × space mesh of ranks (:class:`SlabLayout`), the halo exchange inside au
 See docs/spatial.md.
 """
 
-from mgtoolkit.spatial.halo import field_sum, halo
+from mgtoolkit.spatial.halo import field_sum, gather, halo
 from mgtoolkit.spatial.layout import SlabLayout
 from mgtoolkit.spatial.loss import SLAB_LOSSES, slab_loss
 from mgtoolkit.spatial.unet import HaloConv, SlabUNet, to_slabs
@@ -17,6 +17,7 @@ __all__ = [
     "SlabLayout",
     "SlabUNet",
     "field_sum",
+    "gather",
     "halo",
     "slab_loss",
     "to_slabs",

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from mgtoolkit.comm import all_reduce_sum
 from mgtoolkit.spatial.layout import SlabLayout
 
-__all__ = ["field_sum", "halo"]
+__all__ = ["field_sum", "gather", "halo"]
 
 
 def _exchange(sends: list[tuple[int, torch.Tensor]], recvs: list[tuple[int, torch.Tensor]]) -> None:
@@ -160,3 +160,33 @@ def field_sum(t: torch.Tensor, layout: SlabLayout) -> torch.Tensor:
     table = t.new_zeros((layout.data_groups, *t.shape))
     table[layout.data_group] = t.detach()
     return all_reduce_sum(table)[layout.data_group]
+
+
+def gather(x: torch.Tensor, layout: SlabLayout, *, grid: str, dim: int) -> torch.Tensor:
+    """The whole fields of this rank's data group from every slab's part (not differentiable).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape ``(B, m) + (n,) * (dim − 1)`` (cells) or ``(B, m + 1) + (n + 1,) *
+        (dim − 1)`` (nodes: the planes the slab holds, :meth:`SlabLayout.nodes`)
+    grid : {"cells", "nodes"}
+        Each plane comes from its owner.
+
+    Returns
+    -------
+    torch.Tensor, ``(B,) + (n,) * dim`` or ``(B,) + (n + 1,) * dim``, on every slab
+    """
+    axis = x.dim() - dim
+    n = int(x.shape[-1]) - (grid == "nodes")
+    if grid == "cells":
+        planes = layout.cells(n)
+    elif grid == "nodes":
+        planes = layout.nodes(n, held=False)
+    else:
+        raise ValueError(f"grid must be 'cells' or 'nodes' (got {grid!r})")
+    shape = list(x.shape)
+    shape[axis] = n + (grid == "nodes")
+    whole = x.new_zeros(shape)
+    count = planes.stop - planes.start
+    whole.narrow(axis, planes.start, count).copy_(x.detach().narrow(axis, 0, count))
+    return field_sum(whole, layout)

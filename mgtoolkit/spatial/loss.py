@@ -12,16 +12,19 @@ from __future__ import annotations
 import torch
 
 from mgtoolkit.fem import slab_energy
-from mgtoolkit.spatial.halo import field_sum
+from mgtoolkit.fem.multigrid import power_weights, preconditioned_gradient
+from mgtoolkit.spatial.halo import field_sum, gather
 from mgtoolkit.spatial.layout import SlabLayout
 
 __all__ = ["SLAB_LOSSES", "slab_loss"]
 
 #: Loss kinds computed on slabs (``OptimConfig.loss``).
-SLAB_LOSSES = ("energy", "scaled_energy")
+SLAB_LOSSES = ("energy", "scaled_energy", "multigrid")
 
 
-def slab_loss(kind: str, nu: torch.Tensor, u: torch.Tensor, layout: SlabLayout) -> torch.Tensor:
+def slab_loss(
+    kind: str, nu: torch.Tensor, u: torch.Tensor, layout: SlabLayout, *, power: float = 2.0
+) -> torch.Tensor:
     """The batch's mean loss (0-d) from this rank's slabs, with the gradient the mesh needs.
 
     Its **value** is the mean loss of the whole fields of this data group's local batch, the
@@ -32,14 +35,19 @@ def slab_loss(kind: str, nu: torch.Tensor, u: torch.Tensor, layout: SlabLayout) 
 
     Parameters
     ----------
-    kind : {"energy", "scaled_energy"}
+    kind : {"energy", "scaled_energy", "multigrid"}
         As :func:`mgtoolkit.train.losses.batch_loss`; "scaled_energy" divides ν by each whole
-        field's geometric mean.
+        field's geometric mean. "multigrid": the V-cycle of its correction runs on the whole
+        fields, gathered on every slab (a few node fields per sample, small next to the
+        network's activations; a V-cycle on slabs is not built); the mean over nodes counts
+        each node plane once, by its owner.
     nu : torch.Tensor, shape ``(B, m) + (n,) * (d − 1)`` on cells
         This rank's slab of ν.
     u : torch.Tensor, shape ``(B, m + 1) + (n + 1,) * (d − 1)`` on nodes
         The node planes the slab holds (:meth:`SlabUNet.forward`'s output).
     layout : SlabLayout
+    power : float
+        As :func:`mgtoolkit.train.losses.multigrid_loss` ("multigrid" only).
     """
     if kind not in SLAB_LOSSES:
         raise ValueError(
@@ -52,6 +60,28 @@ def slab_loss(kind: str, nu: torch.Tensor, u: torch.Tensor, layout: SlabLayout) 
         spatial = tuple(range(1, dim + 1))
         log_mean = field_sum(torch.log(nu).sum(dim=spatial), layout) / n**dim
         nu = nu / torch.exp(log_mean).view(-1, *[1] * dim)
-    part = slab_energy(nu, u, n=n, dim=dim).mean() * layout.size
+    if kind == "multigrid":
+        part = _multigrid_part(nu, u, layout, power=power).mean() * layout.size
+    else:
+        part = slab_energy(nu, u, n=n, dim=dim).mean() * layout.size
     whole = field_sum(part.detach(), layout) / layout.size
     return part + (whole - part).detach()
+
+
+def _multigrid_part(
+    nu: torch.Tensor, u: torch.Tensor, layout: SlabLayout, *, power: float
+) -> torch.Tensor:
+    """This slab's part ``(B,)`` of the multigrid loss: ½ Σ over its own nodes of the terms,
+    over the whole field's node count."""
+    dim = nu.dim() - 1
+    n = int(nu.shape[-1])
+    nu_all = gather(nu, layout, grid="cells", dim=dim)
+    c_all = preconditioned_gradient(nu_all, gather(u, layout, grid="nodes", dim=dim))
+    c = layout.split(c_all, grid="nodes", dim=dim)
+    terms = (u - (u.detach() - c)).square()
+    w = power_weights(c_all, power)
+    if w is not None:
+        terms = terms * layout.split(w, grid="nodes", dim=dim)
+    own = layout.nodes(n, held=False)
+    terms = terms.narrow(1, 0, own.stop - own.start)  # the next slab counts its own plane
+    return 0.5 * terms.sum(dim=tuple(range(1, dim + 1))) / (n + 1) ** dim

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from mgtoolkit.fem import Hierarchy, MultigridConfig, apply_operator, energy, free_mask
+from mgtoolkit.fem import energy
+from mgtoolkit.fem.multigrid import (
+    PRECONDITIONER_COARSEST_NODES,
+    power_weights,
+    preconditioned_gradient,
+)
 
 __all__ = ["PRECONDITIONER_COARSEST_NODES", "batch_loss", "multigrid_loss"]
-
-#: Coarsest grid of the preconditioning V-cycle (nodes): small enough that its dense
-#: factorization per sample costs little next to the network (9² nodes in 2D, 5³ in 3D).
-PRECONDITIONER_COARSEST_NODES = 125
 
 
 def multigrid_loss(nu: torch.Tensor, u: torch.Tensor, *, power: float = 2.0) -> torch.Tensor:
@@ -42,17 +43,12 @@ def multigrid_loss(nu: torch.Tensor, u: torch.Tensor, *, power: float = 2.0) -> 
     u : Tensor, shape (B,) + (n + 1,) * d
         The network's prediction on nodes (Dirichlet values included).
     """
-    dim = nu.dim() - 1
-    with torch.no_grad():
-        mg = MultigridConfig(coarsest_nodes=PRECONDITIONER_COARSEST_NODES)
-        hierarchy = Hierarchy.build(nu, dim=dim, config=mg)
-        grad = apply_operator(nu, u.detach()) * free_mask(u.shape[1:], dtype=u.dtype)
-        c = hierarchy.vcycle(grad).clone()
+    c = preconditioned_gradient(nu, u)
     spatial = tuple(range(1, u.dim()))
     terms = (u - (u.detach() - c)).square()
-    if power != 2:
-        w = c.abs().pow(power - 2)
-        terms = terms * (w / w.mean(dim=spatial, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny))
+    w = power_weights(c, power)
+    if w is not None:
+        terms = terms * w
     return 0.5 * terms.mean(dim=spatial).mean()
 
 
