@@ -23,6 +23,14 @@ def register(subparsers) -> None:
     tr.add_argument("--run-dir", default=None, help="run directory (default runs/<config name>)")
     tr.add_argument("--fresh", action="store_true", help="refuse to resume an existing run")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tr.add_argument(
+        "--spatial",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ranks per field: split every field in N slabs across ranks (overrides the "
+        "config's [parallel] spatial; must divide the number of ranks)",
+    )
     tr.set_defaults(run=_train)
 
     cc = subparsers.add_parser(
@@ -128,14 +136,18 @@ def _check_data(config) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from mgtoolkit.comm.ranks import init_from_environment
     from mgtoolkit.rundir import RunDir
-    from mgtoolkit.train import Trainer
+    from mgtoolkit.train import ParallelConfig, Trainer
 
     # Under mpirun / srun / torchrun every rank runs this command: join the world first
     # (a no-op for a plain single process).
     info = init_from_environment()
     config = _load_config_warning(args.config)
+    if args.spatial is not None:
+        config = dataclasses.replace(config, parallel=ParallelConfig(spatial=args.spatial))
     _check_data(config)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     trainer = Trainer(config, run_dir, progress=not args.no_progress, resume=not args.fresh)

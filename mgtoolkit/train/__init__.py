@@ -2,7 +2,8 @@
 comparisons of cycles.
 
 Nothing here imports dask or widget libraries; data parallelism goes through
-:mod:`mgtoolkit.comm` (torch.distributed, no-ops in a single process); the run directory and
+:mod:`mgtoolkit.comm` (torch.distributed, no-ops in a single process), spatial parallelism
+through :mod:`mgtoolkit.spatial`; the run directory and
 its checkpoints are :mod:`mgtoolkit.rundir`'s.
 """
 
@@ -11,6 +12,7 @@ from mgtoolkit.train.config import (
     CycleConfig,
     DataConfig,
     OptimConfig,
+    ParallelConfig,
     TrainConfig,
     load_config,
 )
@@ -25,6 +27,7 @@ __all__ = [
     "DataConfig",
     "EventLog",
     "OptimConfig",
+    "ParallelConfig",
     "RunResult",
     "TrainConfig",
     "Trainer",

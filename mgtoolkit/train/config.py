@@ -33,6 +33,9 @@ keys (``seed``, ``adaptation``, ``target_metric``, ``target``, ...). Example (TO
     loss = "multigrid"
     lr_schedule = "plateau"
 
+    [parallel]
+    spatial = 2                  # ranks per field (slabs); the world size / 2 data groups
+
 Unknown keys and bad values are rejected with a message naming the key and the fix.
 """
 
@@ -53,6 +56,7 @@ __all__ = [
     "CycleConfig",
     "DataConfig",
     "OptimConfig",
+    "ParallelConfig",
     "TrainConfig",
     "config_differences",
     "load_config",
@@ -340,8 +344,31 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_epochs must be a number ≥ 0 (got {w!r})")
 
 
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How the ranks share the work (docs/spatial.md).
+
+    Parameters
+    ----------
+    spatial : int
+        Ranks per field (≥ 1): every field is split in slabs along its first spatial axis (z
+        in 3D, y in 2D) over this many consecutive ranks (:mod:`mgtoolkit.spatial`), and the
+        world size / ``spatial`` data-parallel groups share each global batch. It must divide
+        the world size, and every level's cells per side must split into slabs of a multiple
+        of ``2**model.depth`` planes (checked when training starts, before anything is
+        written). 1 (default): data parallelism only. The trajectory does not depend on it
+        (up to rounding), so a run may resume with another value.
+    """
+
+    spatial: int = 1
+
+    def __post_init__(self) -> None:
+        _positive_int("parallel", "spatial", self.spatial)
+
+
 #: Top-level keys that do not change the training trajectory (free to change on resume).
 NON_TRAJECTORY = (
+    "parallel",
     "target_metric",
     "target",
     "validate_every",
@@ -358,7 +385,7 @@ class TrainConfig:
 
     Parameters
     ----------
-    data, model, cycle, optim
+    data, model, cycle, optim, parallel
         The sections (see each class).
     seed : int
         Seeds the initial weights and every epoch's sample order.
@@ -397,6 +424,7 @@ class TrainConfig:
     model: UNetConfig = field(default_factory=UNetConfig)
     cycle: CycleConfig = field(default_factory=CycleConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     seed: int = 0
     adaptation: str = "none"
     target_metric: str = "energy_gap"
@@ -431,6 +459,12 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
         if self.model.dim is None:  # pragma: no cover - UNetConfig validates dim
             raise ValueError("model.dim is required")
+        if self.parallel.spatial > 1 and self.model.norm not in ("batch", "none"):
+            raise ValueError(
+                f"model.norm = {self.model.norm!r} normalises each sample over its whole field, "
+                f"which a slab does not hold: with parallel.spatial = {self.parallel.spatial} "
+                "use model.norm = 'batch' or 'none' (or parallel.spatial = 1)"
+            )
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
@@ -439,6 +473,7 @@ class TrainConfig:
             raise ValueError(f"a training config must be a table of sections (got {type(raw)})")
         sections = {"data": DataConfig, "model": UNetConfig, "cycle": CycleConfig}
         sections["optim"] = OptimConfig
+        sections["parallel"] = ParallelConfig
         top = {f.name for f in fields(cls)}
         _reject_unknown("config", raw, top)
         kwargs: dict[str, Any] = {}

@@ -8,7 +8,10 @@ needed. The network's output already carries the exact Dirichlet values.
 
 Data parallelism goes through :mod:`mgtoolkit.comm` only (each rank trains on its
 contiguous slice of every global batch, gradients are averaged, batch norm is synchronized),
-which are no-ops in a single process. The trainer knows nothing of dask or widgets: it emits
+which are no-ops in a single process. With ``parallel.spatial = S > 1`` each group of S ranks
+shares the slice of one data-parallel group, every rank holding one slab of each field
+(:mod:`mgtoolkit.spatial`); the model, its optimizer and checkpoints stay the whole UNet,
+whose slab form shares its parameters. The trainer knows nothing of dask or widgets: it emits
 event dicts (see :mod:`mgtoolkit.train.events`) to listeners and to ``<run_dir>/events.jsonl``.
 
 The run directory (config, events, checkpoints, metrics, report) is :mod:`mgtoolkit.rundir`'s.
@@ -42,6 +45,7 @@ from mgtoolkit.rundir import (
     save_checkpoint,
 )
 from mgtoolkit.runtime import heap_reuse
+from mgtoolkit.spatial import SlabLayout, slab_loss, to_slabs
 from mgtoolkit.train.config import TrainConfig, config_differences
 from mgtoolkit.train.events import EventLog, Listener
 from mgtoolkit.train.losses import batch_loss
@@ -99,6 +103,8 @@ class Trainer:
         self.rundir = RunDir(run_dir)
         self.run_dir = self.rundir.path
         self.rank, self.world_size = comm.world()
+        # Checked before anything is written: S must divide the world size.
+        self.layout = SlabLayout(config.parallel.spatial, self.rank, self.world_size)
         self.progress = progress and self.rank == 0
         self.schedule: Schedule = config.cycle.build()
         self.device = self._device(config.device)
@@ -186,6 +192,16 @@ class Trainer:
             )
         self.dim, self.n = dim, n
         self.train_indices = np.arange(n_train)
+        if self.layout.size > 1:
+            for level in sorted(set(self.schedule.levels)):
+                try:
+                    self.layout.check(self.level_n[level], depth=self.config.model.depth)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"parallel.spatial = {self.layout.size} at level {level} of the "
+                        f"{self.schedule.name} schedule: {exc}"
+                    ) from None
+            self.layout.batch(min(self.config.optim.batch_size, n_train))
         self.val_indices = np.arange(n_samples - val, n_samples)
 
     def _param_groups(self) -> list[list[torch.nn.Parameter]]:
@@ -225,6 +241,7 @@ class Trainer:
             # torch's L-BFGS cannot flatten (it uses .view).
             self.model.channels_last = True
         comm.broadcast_module(self.model)
+        self.slab = to_slabs(self.model, self.layout) if self.layout.size > 1 else None
         self.optimizer = self._make_optimizer()
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -275,14 +292,24 @@ class Trainer:
     def loss(self, nu: torch.Tensor) -> torch.Tensor:
         """The batch loss of the network's prediction over ``nu`` (``OptimConfig.loss``).
 
-        ``nu``: (B,) + (n,) * dim on cells, on the training device. Returns a 0-d tensor.
+        ``nu``: (B,) + (n,) * dim on cells, on the training device. Returns a 0-d tensor. With
+        spatial parallelism, the value is the loss of the whole fields and the gradient is that
+        of this rank's slab (:func:`mgtoolkit.spatial.slab_loss`).
         """
+        o = self.config.optim
+        if self.slab is not None:
+            nu = self.layout.split(nu, grid="cells", dim=self.dim)
+            with autocast(self.config.precision, device=self.device, model=self.slab.net):
+                u = self.slab(nu)
+            return slab_loss(o.loss, nu, u, self.layout, power=o.loss_power)
         with autocast(self.config.precision, device=self.device, model=self.model):
             u = self.model(nu)  # float32 in either precision (the head runs in float32)
         return batch_loss(self.config.optim.loss, nu, u, power=self.config.optim.loss_power)
 
     def _train_batch(self, nu: torch.Tensor) -> float:
         self.model.train()
+        if self.slab is not None:
+            self.slab.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.config.optim.name == "adam":
             self.optimizer.zero_grad(set_to_none=True)
@@ -373,6 +400,7 @@ class Trainer:
             val_samples=len(self.val_indices),
             parameters=sum(p.numel() for p in self.model.parameters()),
             world_size=self.world_size,
+            spatial=self.layout.size,
             resumed=self.resumed,
         )
         try:
@@ -419,6 +447,8 @@ class Trainer:
             # New batch-norm layers must be synchronized too (a no-op in one process).
             self.model = comm.convert_sync_batchnorm(self.model)
             comm.broadcast_module(self.model)
+            if self.slab is not None:  # the slab form of the grown network
+                self.slab = to_slabs(self.model, self.layout)
             # The fresh parameters join the optimizer that every step start rebuilds.
 
     def _run_step(self, k: int) -> None:
@@ -504,7 +534,7 @@ class Trainer:
         rng = np.random.default_rng([self.config.seed, k, epoch])
         order = comm.padded_order(rng.permutation(len(self.train_indices)), B)
         n_batches = len(order) // B
-        mine = comm.local_slice(B)
+        mine = comm.local_slice(B) if self.layout.size == 1 else self.layout.batch(B)
         # Symmetry maps per position of the epoch's order, drawn for the global order so that
         # they do not depend on the number of ranks (and a resumed epoch draws the same ones).
         maps = (

@@ -1,0 +1,164 @@
+"""Training with fields split across ranks equals single-rank training (real gloo ranks).
+
+Float64: 20 Adam steps of the U-Net with batch norm through the slab network and loss, with
+the trainer's recipe (data-group batch slices, averaged gradients), at spatial p = 2, 4 and a
+2 × 2 data × space mesh, against one process training the unsplit network. Float32: the real
+:class:`~mgtoolkit.train.Trainer` with ``[parallel] spatial = 2`` on 2 ranks against one rank.
+Bad input: refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mgtoolkit import comm
+from mgtoolkit.cli import main
+from mgtoolkit.launch import spawn
+from mgtoolkit.nn import UNet, UNetConfig
+from mgtoolkit.spatial import SlabLayout, slab_loss, to_slabs
+from mgtoolkit.train import (
+    CycleConfig,
+    DataConfig,
+    OptimConfig,
+    ParallelConfig,
+    TrainConfig,
+    Trainer,
+    load_config,
+    to_toml,
+)
+from mgtoolkit.train.losses import batch_loss
+
+POOL, BATCH, STEPS = 6, 4, 20
+
+# ---------------------------------------------------------------- functions run in the ranks
+
+
+def _adam_steps(spatial: int | None) -> list[torch.Tensor]:
+    """Parameters and running statistics after 20 Adam steps; ``None``: the unsplit network."""
+    torch.manual_seed(0)
+    net = comm.convert_sync_batchnorm(
+        UNet(dim=3, depth=2, base_filters=4, convs_per_block=1).double()
+    )
+    pool = torch.exp(0.7 * torch.randn(POOL, 16, 16, 16, dtype=torch.float64))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    if spatial is not None:
+        layout = SlabLayout.from_world(spatial)
+        slab = to_slabs(net, layout)
+    for step in range(STEPS):
+        epoch, b = divmod(step, -(-POOL // BATCH))
+        order = comm.padded_order(np.random.default_rng(epoch).permutation(POOL), BATCH)
+        nu = pool[order[b * BATCH : (b + 1) * BATCH]]
+        opt.zero_grad()
+        if spatial is None:
+            loss = batch_loss("energy", nu, net(nu))
+        else:
+            nu = layout.split(nu[layout.batch(BATCH)], grid="cells", dim=3)
+            loss = slab_loss("energy", nu, slab(nu), layout)
+        loss.backward()
+        comm.average_gradients(net.parameters())
+        opt.step()
+    return _state(net)
+
+
+def _state(net: torch.nn.Module) -> list[torch.Tensor]:
+    """Parameters and floating-point buffers (the batch-norm running statistics)."""
+    tensors = (*net.parameters(), *net.buffers())
+    return [t.detach().clone() for t in tensors if t.is_floating_point()]
+
+
+def _mesh_runs(spatials: list[int]) -> list[list[torch.Tensor]]:
+    return [_adam_steps(s) for s in spatials]
+
+
+def _trainer_runs(jobs: list[tuple[TrainConfig, str]]) -> list[object]:
+    """Each job's final parameters, or the text of the error it raised."""
+    out = []
+    for config, run_dir in jobs:
+        try:
+            trainer = Trainer(config, run_dir, progress=False)
+            trainer.run()
+            out.append([p.detach().clone() for p in trainer.model.parameters()])
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
+# ---------------------------------------------------------------- float64 exactness
+
+
+def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).norm() / y.norm()) for x, y in zip(a, b, strict=True))
+
+
+def test_twenty_adam_steps_on_slabs_equal_one_rank_in_float64():
+    ref = _adam_steps(None)
+    # training moved the parameters and statistics (the comparison is not vacuous)
+    torch.manual_seed(0)
+    start = UNet(dim=3, depth=2, base_filters=4, convs_per_block=1).double()
+    assert _rel(_state(start), ref) > 1e-2
+    two = spawn(_mesh_runs, 2, [2])
+    four = spawn(_mesh_runs, 4, [4, 2])  # 4 slabs; 2 data groups × 2 slabs
+    for name, ranks, i in (("p=2", two, 0), ("p=4", four, 0), ("2x2", four, 1)):
+        for rank, runs in enumerate(ranks):
+            err = _rel(runs[i], ref)
+            assert err < 1e-10, f"{name}, rank {rank}: relative difference {err:.2e}"
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+def _config(store, *, spatial: int = 1, levels: int = 2) -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(store=str(store), val_samples=4),
+        model=UNetConfig(dim=2, depth=2, base_filters=4),
+        cycle=CycleConfig(name="V", levels=levels, epochs=2, patience=1, max_epochs=2),
+        optim=OptimConfig(batch_size=8, lr=3e-3),
+        parallel=ParallelConfig(spatial=spatial),
+    )
+
+
+def test_trainer_on_slabs_matches_one_rank_and_refuses_thin_slabs(store2d, tmp_path):
+    (ref,) = _trainer_runs([(_config(store2d), str(tmp_path / "one"))])
+    jobs = [
+        (_config(store2d, spatial=2), str(tmp_path / "two")),
+        # level 3 has 4 cells per side: 2 slabs of 2 planes, fewer than 2^depth = 4
+        (_config(store2d, spatial=2, levels=3), str(tmp_path / "thin")),
+    ]
+    ranks = spawn(_trainer_runs, 2, jobs)
+    for rank, (params, refusal) in enumerate(ranks):
+        # float32 with batch norm and Adam: rounding, amplified (measured: see docs/spatial.md)
+        err = _rel(params, ref)
+        assert err < 1e-3, f"rank {rank}: relative difference {err:.2e} from one rank"
+        assert "parallel.spatial = 2 at level 3" in refusal
+        assert "choose spatial from 1" in refusal and "depth of at most 1" in refusal
+    assert torch.equal(ranks[0][0][0], ranks[1][0][0])  # every rank holds the same weights
+    assert not (tmp_path / "thin").exists()
+
+
+def test_spatial_size_must_divide_the_world(store2d, tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"does not divide the world size 1: choose one of 1$"):
+        Trainer(_config(store2d, spatial=2), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(to_toml(_config(store2d)))
+    code = main(["train", str(cfg), "--run-dir", str(tmp_path / "cli"), "--spatial", "3"])
+    assert code != 0
+    assert "spatial = 3 ranks per field does not divide the world size 1" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
+
+
+def test_parallel_section_is_read_checked_and_not_part_of_the_trajectory(store2d, tmp_path):
+    config = _config(store2d, spatial=2)
+    path = tmp_path / "cfg.toml"
+    path.write_text(to_toml(config))
+    assert "[parallel]\nspatial = 2" in path.read_text()
+    assert load_config(path) == config
+    assert "parallel" not in config.trajectory_dict()
+    with pytest.raises(ValueError, match=r"parallel.spatial must be an integer ≥ 1"):
+        ParallelConfig(spatial=0)
+    with pytest.raises(ValueError, match=r"use model\.norm = 'batch' or 'none'"):
+        dataclasses.replace(config, model=UNetConfig(dim=2, norm="instance"))
