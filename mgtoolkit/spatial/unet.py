@@ -27,7 +27,7 @@ from torch import nn
 
 from mgtoolkit.comm import convert_sync_batchnorm
 from mgtoolkit.nn import UNet
-from mgtoolkit.spatial.halo import field_sum, halo
+from mgtoolkit.spatial.halo import field_sum, gather, halo
 from mgtoolkit.spatial.layout import SlabLayout
 
 __all__ = ["HaloConv", "SlabUNet", "to_slabs"]
@@ -123,6 +123,18 @@ class SlabUNet(nn.Module):
         x = halo(x, layout, axis=2, lo=1, hi=1, outer="replicate")
         x = F.pad(x, (1, 1) * (d - 1) + (0, 0), mode="replicate")
         return net.outputs(net.head(x))
+
+    @torch.no_grad()
+    def predict(self, nu: torch.Tensor) -> torch.Tensor:
+        """u on the nodes of the whole fields, on every rank, from this rank's slab of ν.
+
+        The network in eval mode (batch norm with its running statistics), as
+        ``unet.eval()(nu)`` on the whole fields of the data group; it stays in eval mode.
+        ``nu`` as in :meth:`forward`; returns ``(B,) + (n + 1,) * dim`` (gathered from every
+        slab's own node planes, :func:`~mgtoolkit.spatial.halo.gather`).
+        """
+        self.eval()
+        return gather(self(nu), self.layout, grid="nodes", dim=self.net.config.dim)
 
 
 def to_slabs(unet: UNet, layout: SlabLayout) -> SlabUNet:

@@ -84,12 +84,24 @@ def _network_errors(
     }
 
 
+def _prediction_errors(dim: int, spatial: int) -> dict[str, float]:
+    """Eval-mode prediction on slabs, gathered, against the unsplit network in eval mode."""
+    n, batch = 16, 2
+    torch.manual_seed(0)
+    net = UNet(dim=dim, depth=2, base_filters=4, convs_per_block=1).double()
+    with torch.no_grad():  # running statistics that differ from any one batch's
+        net(torch.exp(torch.randn((6,) + (n,) * dim, dtype=torch.float64)))
+    nu = torch.exp(0.7 * torch.randn((batch,) + (n,) * dim, dtype=torch.float64))
+    ref = copy.deepcopy(net).eval()(nu).detach()
+    layout = SlabLayout.from_world(spatial)
+    u = to_slabs(net, layout).predict(layout.split(nu[layout.batch(batch)], grid="cells", dim=dim))
+    return {"prediction": float((u - ref[layout.batch(batch)]).abs().max())}
+
+
 def _cases(cases: list[tuple]) -> list[dict[str, float]]:
     """Run every case in this rank (one spawn for several cases: process start-up is slow)."""
-    return [
-        _halo_errors(*case[1:]) if case[0] == "halo" else _network_errors(*case[1:])
-        for case in cases
-    ]
+    run = {"halo": _halo_errors, "net": _network_errors, "predict": _prediction_errors}
+    return [run[case[0]](*case[1:]) for case in cases]
 
 
 # ---------------------------------------------------------------- tests
@@ -108,6 +120,7 @@ def test_two_slabs_equal_the_unsplit_network():
         ("net", 2, "batch", 2, "scaled_energy"),
         ("net", 3, "none", 2, "energy"),
         ("net", 2, "batch", 2, "multigrid", 4.0),
+        ("predict", 3, 2),
     ]
     _check(spawn(_cases, 2, cases), cases)
 
@@ -118,6 +131,7 @@ def test_four_slabs_and_a_two_by_two_mesh_equal_the_unsplit_network():
         ("net", 3, "batch", 4, "energy"),
         ("net", 3, "batch", 2, "energy"),  # 2 data groups × 2 slabs
         ("net", 3, "batch", 4, "multigrid"),
+        ("predict", 2, 2),  # 2 data groups × 2 slabs
     ]
     _check(spawn(_cases, 4, cases), cases)
 
