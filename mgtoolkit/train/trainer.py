@@ -340,8 +340,14 @@ class Trainer:
         if not data:
             return {}
         self.model.eval()
+        model = self.model
+        if self.slab is not None:  # each rank runs its slab; u is gathered on every rank
+
+            def model(nu: torch.Tensor) -> torch.Tensor:
+                return self.slab.predict(self.layout.split(nu, grid="cells", dim=self.dim))
+
         return validation_metrics(
-            self.model,
+            model,
             data["nu"],
             data["u_fem"],
             chunk=max(1, self.config.optim.batch_size),

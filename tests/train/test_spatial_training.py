@@ -2,7 +2,8 @@
 
 Float64: 20 Adam steps of the U-Net with batch norm through the slab network and loss, with
 the trainer's recipe (data-group batch slices, averaged gradients), at spatial p = 2, 4 and a
-2 × 2 data × space mesh, against one process training the unsplit network. Float32: the real
+2 × 2 data × space mesh, and 20 L-BFGS steps at p = 2, against one process training the
+unsplit network. Float32: the real
 :class:`~mgtoolkit.train.Trainer` with ``[parallel] spatial = 2`` on 2 ranks against one rank.
 Bad input: refused before anything is written.
 """
@@ -37,14 +38,18 @@ POOL, BATCH, STEPS = 6, 4, 20
 # ---------------------------------------------------------------- functions run in the ranks
 
 
-def _adam_steps(spatial: int | None) -> list[torch.Tensor]:
-    """Parameters and running statistics after 20 Adam steps; ``None``: the unsplit network."""
+def _steps(spatial: int | None, optimizer: str = "adam") -> list[torch.Tensor]:
+    """Parameters and running statistics after 20 optimizer steps (Adam, or L-BFGS with one
+    inner iteration); ``spatial=None``: the unsplit network."""
     torch.manual_seed(0)
     net = comm.convert_sync_batchnorm(
         UNet(dim=3, depth=2, base_filters=4, convs_per_block=1).double()
     )
     pool = torch.exp(0.7 * torch.randn(POOL, 16, 16, 16, dtype=torch.float64))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    else:
+        opt = torch.optim.LBFGS(net.parameters(), lr=0.5, max_iter=1, history_size=5)
     if spatial is not None:
         layout = SlabLayout.from_world(spatial)
         slab = to_slabs(net, layout)
@@ -52,15 +57,20 @@ def _adam_steps(spatial: int | None) -> list[torch.Tensor]:
         epoch, b = divmod(step, -(-POOL // BATCH))
         order = comm.padded_order(np.random.default_rng(epoch).permutation(POOL), BATCH)
         nu = pool[order[b * BATCH : (b + 1) * BATCH]]
-        opt.zero_grad()
-        if spatial is None:
-            loss = batch_loss("energy", nu, net(nu))
-        else:
+        if spatial is not None:
             nu = layout.split(nu[layout.batch(BATCH)], grid="cells", dim=3)
-            loss = slab_loss("energy", nu, slab(nu), layout)
-        loss.backward()
-        comm.average_gradients(net.parameters())
-        opt.step()
+
+        def closure(nu=nu):
+            opt.zero_grad()
+            if spatial is None:
+                loss = batch_loss("energy", nu, net(nu))
+            else:
+                loss = slab_loss("energy", nu, slab(nu), layout)
+            loss.backward()
+            comm.average_gradients(net.parameters())
+            return comm.all_reduce_mean(loss.detach())
+
+        opt.step(closure)
     return _state(net)
 
 
@@ -70,18 +80,20 @@ def _state(net: torch.nn.Module) -> list[torch.Tensor]:
     return [t.detach().clone() for t in tensors if t.is_floating_point()]
 
 
-def _mesh_runs(spatials: list[int]) -> list[list[torch.Tensor]]:
-    return [_adam_steps(s) for s in spatials]
+def _mesh_runs(runs: list[tuple[int, str]]) -> list[list[torch.Tensor]]:
+    return [_steps(*run) for run in runs]
 
 
 def _trainer_runs(jobs: list[tuple[TrainConfig, str]]) -> list[object]:
-    """Each job's final parameters, or the text of the error it raised."""
+    """Each job's final parameters and validation metrics, or the text of the error it
+    raised."""
     out = []
     for config, run_dir in jobs:
         try:
             trainer = Trainer(config, run_dir, progress=False)
-            trainer.run()
-            out.append([p.detach().clone() for p in trainer.model.parameters()])
+            result = trainer.run()
+            params = [p.detach().clone() for p in trainer.model.parameters()]
+            out.append((params, result.validation))
         except ValueError as exc:
             out.append(str(exc))
     return out
@@ -94,17 +106,22 @@ def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).norm() / y.norm()) for x, y in zip(a, b, strict=True))
 
 
-def test_twenty_adam_steps_on_slabs_equal_one_rank_in_float64():
-    ref = _adam_steps(None)
+def test_twenty_steps_on_slabs_equal_one_rank_in_float64():
+    ref = {opt: _steps(None, opt) for opt in ("adam", "lbfgs")}
     # training moved the parameters and statistics (the comparison is not vacuous)
     torch.manual_seed(0)
-    start = UNet(dim=3, depth=2, base_filters=4, convs_per_block=1).double()
-    assert _rel(_state(start), ref) > 1e-2
-    two = spawn(_mesh_runs, 2, [2])
-    four = spawn(_mesh_runs, 4, [4, 2])  # 4 slabs; 2 data groups × 2 slabs
-    for name, ranks, i in (("p=2", two, 0), ("p=4", four, 0), ("2x2", four, 1)):
+    start = _state(UNet(dim=3, depth=2, base_filters=4, convs_per_block=1).double())
+    assert all(_rel(start, r) > 1e-2 for r in ref.values())
+    two = spawn(_mesh_runs, 2, [(2, "adam"), (2, "lbfgs")])
+    four = spawn(_mesh_runs, 4, [(4, "adam"), (2, "adam")])  # 4 slabs; 2 data groups × 2 slabs
+    for name, ranks, i, opt in (
+        ("p=2 Adam", two, 0, "adam"),
+        ("p=2 L-BFGS", two, 1, "lbfgs"),
+        ("p=4 Adam", four, 0, "adam"),
+        ("2x2 Adam", four, 1, "adam"),
+    ):
         for rank, runs in enumerate(ranks):
-            err = _rel(runs[i], ref)
+            err = _rel(runs[i], ref[opt])
             assert err < 1e-10, f"{name}, rank {rank}: relative difference {err:.2e}"
 
 
@@ -122,20 +139,25 @@ def _config(store, *, spatial: int = 1, levels: int = 2) -> TrainConfig:
 
 
 def test_trainer_on_slabs_matches_one_rank_and_refuses_thin_slabs(store2d, tmp_path):
-    (ref,) = _trainer_runs([(_config(store2d), str(tmp_path / "one"))])
+    ((ref, ref_val),) = _trainer_runs([(_config(store2d), str(tmp_path / "one"))])
     jobs = [
         (_config(store2d, spatial=2), str(tmp_path / "two")),
         # level 3 has 4 cells per side: 2 slabs of 2 planes, fewer than 2^depth = 4
         (_config(store2d, spatial=2, levels=3), str(tmp_path / "thin")),
     ]
     ranks = spawn(_trainer_runs, 2, jobs)
-    for rank, (params, refusal) in enumerate(ranks):
+    for rank, ((params, val), refusal) in enumerate(ranks):
         # float32 with batch norm and Adam: rounding, amplified (measured: see docs/spatial.md)
         err = _rel(params, ref)
         assert err < 1e-3, f"rank {rank}: relative difference {err:.2e} from one rank"
+        # validation ran on slabs (the prediction gathered) and saw the same network
+        assert val.keys() == ref_val.keys() and "val_energy" in val
+        for key, value in val.items():
+            assert value == pytest.approx(ref_val[key], rel=1e-3), key
         assert "parallel.spatial = 2 at level 3" in refusal
         assert "choose spatial from 1" in refusal and "depth of at most 1" in refusal
-    assert torch.equal(ranks[0][0][0], ranks[1][0][0])  # every rank holds the same weights
+    # every rank holds the same weights
+    assert all(torch.equal(a, b) for a, b in zip(ranks[0][0][0], ranks[1][0][0], strict=True))
     assert not (tmp_path / "thin").exists()
 
 
