@@ -123,7 +123,10 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             mean_r, var_r = torch.batch_norm_update_stats(x, None, None, 0.0)
             mean, var, total = _global_moments(mean_r, var_r, x.numel() // x.shape[1])
             unbiased = var * (total / (total - 1)) if total > 1 else var
-            stats = torch.from_numpy(np.stack([mean, var, unbiased])).to(x.device, x.dtype)
+            # In the parameters' dtype: under bf16 autocast x is bfloat16 while the weights
+            # stay float32, and torch's mixed-dtype batch norm wants float32 statistics too.
+            dtype = self.weight.dtype if self.affine else x.dtype
+            stats = torch.from_numpy(np.stack([mean, var, unbiased])).to(x.device, dtype)
             if self.training and self.track_running_stats:
                 self.num_batches_tracked.add_(1)
                 factor = (

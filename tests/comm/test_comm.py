@@ -156,6 +156,35 @@ def test_sync_batchnorm_matches_plain_batchnorm_on_the_global_batch(size, dims, 
         torch.testing.assert_close(rv, rv_ref)
 
 
+def _bn_bfloat16(x_full):
+    """Plain and synchronized batch norm (float32 weights) on bfloat16 activations, as under
+    bf16 autocast; outputs and the gradients of a weighted sum."""
+    torch.manual_seed(0)
+    plain = nn.BatchNorm2d(x_full.shape[1])
+    synced = par.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(x_full.shape[1])))
+    synced[0].load_state_dict(plain.state_dict())
+    w = torch.linspace(-1, 2, x_full[0].numel()).view_as(x_full[0]).to(torch.bfloat16)
+    (plain(x_full) * w).float().sum().backward()
+    sl = par.local_slice(x_full.shape[0])
+    (synced(x_full[sl]) * w).float().sum().backward()
+    par.average_gradients(synced.parameters())
+    size = par.world()[1]
+    return (
+        synced(x_full[sl]).float(),
+        plain(x_full)[sl].float(),
+        [p.grad * size for p in synced.parameters()],  # the sum over ranks of the local sums
+        [p.grad for p in plain.parameters()],
+    )
+
+
+def test_sync_batchnorm_runs_on_bfloat16_activations():
+    x = (1.0 + torch.randn(4, 3, 5, 6, generator=torch.Generator().manual_seed(0))).bfloat16()
+    for y, y_ref, grads, grads_ref in spawn(_bn_bfloat16, 2, x):
+        torch.testing.assert_close(y, y_ref, rtol=2e-2, atol=2e-2)
+        for a, b in zip(grads, grads_ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=2e-2, atol=5e-2)
+
+
 def _sums_over_ranks():
     """Sums of rank-dependent tensors of several sizes and dtypes; which transport ran."""
     rank, _ = par.world()
