@@ -9,6 +9,9 @@ forward output, loss, parameter gradients and batch-norm running statistics must
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -134,6 +137,28 @@ def test_four_slabs_and_a_two_by_two_mesh_equal_the_unsplit_network():
         ("predict", 2, 2),  # 2 data groups × 2 slabs
     ]
     _check(spawn(_cases, 4, cases), cases)
+
+
+#: Cases run under mpirun by ``slab_mpi.py``: halos and sums travel over MPI there.
+MPI_CASES = [("halo", 2), ("net", 3, "batch", 2, "energy")]
+
+
+def test_two_slabs_under_mpirun_exchange_over_mpi(tmp_path):
+    env = {
+        **os.environ,
+        # Open MPI refuses root without these; CI containers run as root.
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slab_mpi.py")
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    cmd = [mpirun, "-n", "2", "--oversubscribe", sys.executable, script, "out.pt"]
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = torch.load(tmp_path / "out.pt", weights_only=False)
+    assert [r["transport"] for r in ranks] == ["mpi", "mpi"]
+    _check([r["errors"] for r in ranks], MPI_CASES)
 
 
 # ---------------------------------------------------------------- bad input (one process)
