@@ -128,8 +128,9 @@ def test_twenty_steps_on_slabs_equal_one_rank_in_float64():
 # ---------------------------------------------------------------- the trainer
 
 
-def _config(store, *, spatial: int = 1, levels: int = 2) -> TrainConfig:
+def _config(store, *, spatial: int = 1, levels: int = 2, **top) -> TrainConfig:
     return TrainConfig(
+        **top,
         data=DataConfig(store=str(store), val_samples=4),
         model=UNetConfig(dim=2, depth=2, base_filters=4),
         cycle=CycleConfig(name="V", levels=levels, epochs=2, patience=1, max_epochs=2),
@@ -139,14 +140,24 @@ def _config(store, *, spatial: int = 1, levels: int = 2) -> TrainConfig:
 
 
 def test_trainer_on_slabs_matches_one_rank_and_refuses_thin_slabs(store2d, tmp_path):
-    ((ref, ref_val),) = _trainer_runs([(_config(store2d), str(tmp_path / "one"))])
+    grow = {"adaptation": "grow"}  # the V-cycle's last step grows the network: slabs follow
+    (ref, ref_val), (ref_grown, _) = _trainer_runs(
+        [
+            (_config(store2d), str(tmp_path / "one")),
+            (_config(store2d, **grow), str(tmp_path / "one-grown")),
+        ]
+    )
     jobs = [
         (_config(store2d, spatial=2), str(tmp_path / "two")),
         # level 3 has 4 cells per side: 2 slabs of 2 planes, fewer than 2^depth = 4
         (_config(store2d, spatial=2, levels=3), str(tmp_path / "thin")),
+        (_config(store2d, spatial=2, **grow), str(tmp_path / "two-grown")),
     ]
     ranks = spawn(_trainer_runs, 2, jobs)
-    for rank, ((params, val), refusal) in enumerate(ranks):
+    assert len(ref_grown) > len(ref)  # the network did grow
+    for rank, ((params, val), refusal, (grown, _)) in enumerate(ranks):
+        err = _rel(grown, ref_grown)
+        assert err < 1e-3, f"rank {rank}, grown: relative difference {err:.2e} from one rank"
         # float32 with batch norm and Adam: rounding, amplified (measured: see docs/spatial.md)
         err = _rel(params, ref)
         assert err < 1e-3, f"rank {rank}: relative difference {err:.2e} from one rank"
