@@ -27,6 +27,10 @@ class LevelDataset(torch.utils.data.Dataset):
         Per-sample variables to return, e.g. ``("nu",)`` or ``("nu", "u_fem")``.
     indices : sequence of int, optional
         Store sample indices in dataset order (a train/validation split); default all.
+    planes : slice, optional
+        Read only these planes along the first spatial axis of every variable (one rank's
+        slab of each field, :mod:`mgtoolkit.spatial`); only their chunks are decoded.
+        Default: whole fields.
 
     Item ``i`` is ``{"nu": (n,)*dim, "u_fem": (n+1,)*dim, ...}`` (float32 tensors) of store sample
     ``indices[i]``. Each item decodes only that sample's chunks (one chunk per sample for small
@@ -48,6 +52,7 @@ class LevelDataset(torch.utils.data.Dataset):
         *,
         variables: Sequence[str] = ("nu",),
         indices: Sequence[int] | None = None,
+        planes: slice | None = None,
     ) -> None:
         attrs = check_store(path)
         if not isinstance(level, int | np.integer) or not 1 <= level <= attrs["levels"]:
@@ -79,6 +84,7 @@ class LevelDataset(torch.utils.data.Dataset):
         self.level = int(level)
         self.variables = tuple(variables)
         self.indices = idx
+        self.planes = slice(None) if planes is None else planes
         self._arrays: dict[str, Any] | None = None
         self._pid = -1
 
@@ -97,7 +103,7 @@ class LevelDataset(torch.utils.data.Dataset):
         for v, a in self._arrays.items():
             where = f"sample {s} of {v!r} at level {self.level} of {self.path}"
             try:
-                values = np.asarray(a[s], dtype=np.float32)
+                values = np.asarray(a[s, self.planes], dtype=np.float32)
             except Exception as exc:  # codec and checksum errors of several types
                 raise ValueError(
                     f"cannot read {where} ({type(exc).__name__}: {str(exc)[:120]}); run "

@@ -261,20 +261,34 @@ class Trainer:
         return scale if scale > 1e-6 else 1.0  # constant ν: nothing to scale
 
     # ------------------------------------------------------------------ data
-    def _load(self, level: int, indices, variable: str = "nu") -> torch.Tensor:
-        """Samples ``indices`` of ``variable`` at ``level``, stacked: (len,) + field shape."""
+    def _load(
+        self, level: int, indices, variable: str = "nu", *, planes: slice | None = None
+    ) -> torch.Tensor:
+        """Samples ``indices`` of ``variable`` at ``level``, stacked: (len,) + field shape
+        (with ``planes``, only those planes of the first spatial axis)."""
         from mgtoolkit.data import LevelDataset
 
-        ds = LevelDataset(self.config.data.store, level, variables=(variable,), indices=indices)
+        ds = LevelDataset(
+            self.config.data.store, level, variables=(variable,), indices=indices, planes=planes
+        )
         return torch.stack([ds[i][variable] for i in range(len(ds))])
 
+    def _slabs_read(self) -> bool:
+        """Whether each rank reads only its slab of the training fields: with spatial
+        parallelism, unless augmentation (whose maps reverse or swap the split axis) needs
+        the whole fields first."""
+        return self.slab is not None and not self.config.data.augment
+
     def _level_data(self, level: int):
-        """A function from training positions (array of int) to ν on ``level``."""
-        nbytes = 4 * len(self.train_indices) * self.level_n[level] ** self.dim
+        """A function from training positions (array of int) to ν on ``level``: whole fields,
+        or this rank's slab of them (:meth:`_slabs_read`)."""
+        planes = self.layout.cells(self.level_n[level]) if self._slabs_read() else None
+        share = self.layout.size if planes is not None else 1
+        nbytes = 4 * len(self.train_indices) * self.level_n[level] ** self.dim // share
         if self.config.data.cache and nbytes <= CACHE_BYTES:
-            all_nu = self._load(level, self.train_indices)
+            all_nu = self._load(level, self.train_indices, planes=planes)
             return lambda pos: all_nu[torch.as_tensor(pos)]
-        return lambda pos: self._load(level, self.train_indices[pos])
+        return lambda pos: self._load(level, self.train_indices[pos], planes=planes)
 
     def _validation_data(self):
         if self._val is None:
@@ -293,12 +307,12 @@ class Trainer:
         """The batch loss of the network's prediction over ``nu`` (``OptimConfig.loss``).
 
         ``nu``: (B,) + (n,) * dim on cells, on the training device. Returns a 0-d tensor. With
-        spatial parallelism, the value is the loss of the whole fields and the gradient is that
-        of this rank's slab (:func:`mgtoolkit.spatial.slab_loss`).
+        spatial parallelism ``nu`` is this rank's slab of the fields (``layout.split``); the
+        value is the loss of the whole fields and the gradient is that of this rank's slab
+        (:func:`mgtoolkit.spatial.slab_loss`).
         """
         o = self.config.optim
         if self.slab is not None:
-            nu = self.layout.split(nu, grid="cells", dim=self.dim)
             with autocast(self.config.precision, device=self.device, model=self.slab.net):
                 u = self.slab(nu)
             return slab_loss(o.loss, nu, u, self.layout, power=o.loss_power)
@@ -566,6 +580,8 @@ class Trainer:
             nu = get(order[b * B : (b + 1) * B][mine]).to(self.device, non_blocking=True)
             if maps is not None:
                 nu = symmetry.apply_each(maps[b * B : (b + 1) * B][mine], nu)
+            if self.slab is not None and not self._slabs_read():
+                nu = self.layout.split(nu, grid="cells", dim=self.dim)
             loss = self._train_batch(nu)
             dt = time.perf_counter() - t0
             s.batch = b + 1

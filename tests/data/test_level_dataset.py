@@ -107,3 +107,12 @@ def test_two_worker_processes_read_the_same_as_one(stores, context):
     got = torch.cat([batch["nu"] for batch in loader])
     ref = open_level(sharded, 1)["nu"].values[2:14]
     np.testing.assert_array_equal(got.numpy(), ref)
+
+
+def test_planes_read_one_slab_of_each_field(stores):
+    _, chunked = stores
+    whole = LevelDataset(chunked, 1)
+    slab = LevelDataset(chunked, 1, planes=slice(8, 12))
+    for i in range(len(whole)):
+        assert slab[i]["nu"].shape == (4, 16, 16)
+        assert torch.equal(slab[i]["nu"], whole[i]["nu"][8:12])

@@ -128,10 +128,12 @@ def test_twenty_steps_on_slabs_equal_one_rank_in_float64():
 # ---------------------------------------------------------------- the trainer
 
 
-def _config(store, *, spatial: int = 1, levels: int = 2, **top) -> TrainConfig:
+def _config(
+    store, *, spatial: int = 1, levels: int = 2, augment: bool = False, **top
+) -> TrainConfig:
     return TrainConfig(
         **top,
-        data=DataConfig(store=str(store), val_samples=4),
+        data=DataConfig(store=str(store), val_samples=4, augment=augment),
         model=UNetConfig(dim=2, depth=2, base_filters=4),
         cycle=CycleConfig(name="V", levels=levels, epochs=2, patience=1, max_epochs=2),
         optim=OptimConfig(batch_size=8, lr=3e-3),
@@ -140,24 +142,24 @@ def _config(store, *, spatial: int = 1, levels: int = 2, **top) -> TrainConfig:
 
 
 def test_trainer_on_slabs_matches_one_rank_and_refuses_thin_slabs(store2d, tmp_path):
-    grow = {"adaptation": "grow"}  # the V-cycle's last step grows the network: slabs follow
-    (ref, ref_val), (ref_grown, _) = _trainer_runs(
-        [
-            (_config(store2d), str(tmp_path / "one")),
-            (_config(store2d, **grow), str(tmp_path / "one-grown")),
-        ]
+    # Each rank reads only its slab; with augmentation it reads whole fields, maps them and
+    # then keeps its slab. The V-cycle's last step grows the network: its slab form follows.
+    other = {"grown": {"adaptation": "grow"}, "augmented": {"augment": True}}
+    (ref, ref_val), *refs = _trainer_runs(
+        [(_config(store2d), str(tmp_path / "one"))]
+        + [(_config(store2d, **kw), str(tmp_path / f"one-{k}")) for k, kw in other.items()]
     )
     jobs = [
         (_config(store2d, spatial=2), str(tmp_path / "two")),
         # level 3 has 4 cells per side: 2 slabs of 2 planes, fewer than 2^depth = 4
         (_config(store2d, spatial=2, levels=3), str(tmp_path / "thin")),
-        (_config(store2d, spatial=2, **grow), str(tmp_path / "two-grown")),
-    ]
+    ] + [(_config(store2d, spatial=2, **kw), str(tmp_path / f"two-{k}")) for k, kw in other.items()]
     ranks = spawn(_trainer_runs, 2, jobs)
-    assert len(ref_grown) > len(ref)  # the network did grow
-    for rank, ((params, val), refusal, (grown, _)) in enumerate(ranks):
-        err = _rel(grown, ref_grown)
-        assert err < 1e-3, f"rank {rank}, grown: relative difference {err:.2e} from one rank"
+    assert len(refs[0][0]) > len(ref)  # the network did grow
+    for rank, ((params, val), refusal, *runs) in enumerate(ranks):
+        for name, (got, _), (want, _) in zip(other, runs, refs, strict=True):
+            err = _rel(got, want)
+            assert err < 1e-3, f"rank {rank}, {name}: relative difference {err:.2e} from one rank"
         # float32 with batch norm and Adam: rounding, amplified (measured: see docs/spatial.md)
         err = _rel(params, ref)
         assert err < 1e-3, f"rank {rank}: relative difference {err:.2e} from one rank"
