@@ -358,12 +358,46 @@ class ParallelConfig:
         of ``2**model.depth`` planes (checked when training starts, before anything is
         written). 1 (default): data parallelism only. The trajectory does not depend on it
         (up to rounding), so a run may resume with another value.
+    levels : dict
+        Ranks per field on particular levels, overriding ``spatial`` there: level (1 = the
+        finest; a string key in TOML, ``"3" = 1``) → ranks per field. Coarse levels, too small
+        to split or cheap enough whole, run data-parallel (1) while fine levels are split; the
+        trainer switches layout between steps. Every key must be a level the schedule trains
+        on, or level 1 (validation); checked when training starts.
     """
 
     spatial: int = 1
+    levels: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _positive_int("parallel", "spatial", self.spatial)
+        if not isinstance(self.levels, dict):
+            raise ValueError(
+                f"parallel.levels must be a table of level = ranks per field, e.g. "
+                f'{{ "3" = 1 }} (got {_short(self.levels)})'
+            )
+        levels = {}
+        for key, value in self.levels.items():
+            try:
+                level = int(key)
+            except (TypeError, ValueError):
+                level = 0
+            if isinstance(key, bool) or level < 1 or str(level) != str(key).strip():
+                raise ValueError(
+                    f"parallel.levels keys must be level numbers 1, 2, ... (got {_short(key)})"
+                )
+            _positive_int("parallel", f"levels.{level}", value)
+            levels[str(level)] = value
+        object.__setattr__(self, "levels", levels)
+
+    def spatial_at(self, level: int) -> int:
+        """Ranks per field on ``level``."""
+        return self.levels.get(str(level), self.spatial)
+
+    @property
+    def largest(self) -> int:
+        """The most ranks per field on any level."""
+        return max([self.spatial, *self.levels.values()])
 
 
 #: Top-level keys that do not change the training trajectory (free to change on resume).
@@ -459,11 +493,12 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
         if self.model.dim is None:  # pragma: no cover - UNetConfig validates dim
             raise ValueError("model.dim is required")
-        if self.parallel.spatial > 1 and self.model.norm not in ("batch", "none"):
+        if self.parallel.largest > 1 and self.model.norm not in ("batch", "none"):
             raise ValueError(
                 f"model.norm = {self.model.norm!r} normalises each sample over its whole field, "
-                f"which a slab does not hold: with parallel.spatial = {self.parallel.spatial} "
-                "use model.norm = 'batch' or 'none' (or parallel.spatial = 1)"
+                f"which a slab does not hold: with {self.parallel.largest} ranks per field "
+                "(parallel.spatial / parallel.levels) use model.norm = 'batch' or 'none' (or "
+                "one rank per field)"
             )
 
     @classmethod

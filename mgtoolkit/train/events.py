@@ -6,10 +6,12 @@ and ``run`` (the run name). Types, in the order a run emits them:
 ``run_start``
     ``steps`` (number of steps), ``levels`` (level per step), ``schedule`` (text), ``dim``,
     ``n`` (finest cells per side), ``train_samples``, ``val_samples``, ``parameters``,
-    ``world_size``, ``spatial`` (ranks per field), ``transport`` (how sums over ranks travel:
-    "mpi", "shm", "process-group", or "none" for one rank), ``resumed`` (bool).
+    ``world_size``, ``spatial`` (ranks per field, ``parallel.spatial``), ``transport`` (how
+    sums over ranks travel: "mpi", "shm", "process-group", or "none" for one rank),
+    ``resumed`` (bool).
 ``step_start`` / ``step_end``
-    ``step`` (0-based index), ``level``, ``n`` (cells per side), ``rule`` (text); step_end adds
+    ``step`` (0-based index), ``level``, ``n`` (cells per side), ``rule`` (text); step_start
+    adds ``spatial`` (ranks per field on this level); step_end adds
     ``epochs``, ``loss`` (last epoch mean), ``wall_s`` (training seconds in the step).
 ``epoch_start`` / ``epoch_end``
     ``step``, ``level``, ``epoch`` (0-based within the step); epoch_start adds ``lr`` (the

@@ -45,7 +45,7 @@ from mgtoolkit.rundir import (
     save_checkpoint,
 )
 from mgtoolkit.runtime import heap_reuse
-from mgtoolkit.spatial import SlabLayout, slab_loss, to_slabs
+from mgtoolkit.spatial import SlabLayout, SlabUNet, slab_loss, to_slabs
 from mgtoolkit.train.config import TrainConfig, config_differences
 from mgtoolkit.train.events import EventLog, Listener
 from mgtoolkit.train.losses import batch_loss
@@ -103,8 +103,6 @@ class Trainer:
         self.rundir = RunDir(run_dir)
         self.run_dir = self.rundir.path
         self.rank, self.world_size = comm.world()
-        # Checked before anything is written: S must divide the world size.
-        self.layout = SlabLayout(config.parallel.spatial, self.rank, self.world_size)
         self.progress = progress and self.rank == 0
         self.schedule: Schedule = config.cycle.build()
         self.device = self._device(config.device)
@@ -192,17 +190,48 @@ class Trainer:
             )
         self.dim, self.n = dim, n
         self.train_indices = np.arange(n_train)
-        if self.layout.size > 1:
-            for level in sorted(set(self.schedule.levels)):
-                try:
-                    self.layout.check(self.level_n[level], depth=self.config.model.depth)
-                except ValueError as exc:
-                    raise ValueError(
-                        f"parallel.spatial = {self.layout.size} at level {level} of the "
-                        f"{self.schedule.name} schedule: {exc}"
-                    ) from None
-            self.layout.batch(min(self.config.optim.batch_size, n_train))
+        self._check_layouts(min(self.config.optim.batch_size, n_train))
         self.val_indices = np.arange(n_samples - val, n_samples)
+
+    def _check_layouts(self, global_batch: int) -> None:
+        """Build the layout of every level trained on (and of level 1, where validation runs);
+        refuse, before anything is written, a spatial size that does not divide the world,
+        slabs too thin at some level, a layout for a level not trained on, or a global batch
+        the data groups cannot share."""
+        par = self.config.parallel
+        used = sorted({1, *self.schedule.levels})
+        extra = sorted(int(k) for k in par.levels if int(k) not in used)
+        if extra:
+            raise ValueError(
+                f"parallel.levels sets a layout for level {extra[0]}, which the "
+                f"{self.schedule.name} schedule does not use: choose among levels "
+                f"{', '.join(map(str, used))}"
+            )
+        self._layouts: dict[int, SlabLayout] = {}
+        for level in used:
+            size = par.spatial_at(level)
+            what = f"parallel.levels.{level}" if str(level) in par.levels else "parallel.spatial"
+            try:
+                layout = SlabLayout(size, self.rank, self.world_size)
+                if size > 1:  # one rank per field: the data-parallel checks of comm apply
+                    layout.check(self.level_n[level], depth=self.config.model.depth)
+                    layout.batch(global_batch)
+            except ValueError as exc:
+                raise ValueError(f"{what} = {size} at level {level}: {exc}") from None
+            self._layouts[level] = layout
+
+    def _slab(self, level: int) -> SlabUNet | None:
+        """The network on slabs for ``level``'s layout (None: whole fields), sharing the
+        model's parameters."""
+        if level not in self._slabs:
+            layout = self._layouts[level]
+            self._slabs[level] = to_slabs(self.model, layout) if layout.size > 1 else None
+        return self._slabs[level]
+
+    def _use_level(self, level: int) -> None:
+        """Train with ``level``'s layout from now on (the layout can change between steps:
+        every rank holds the whole parameters, so nothing moves but the data)."""
+        self.layout, self.slab = self._layouts[level], self._slab(level)
 
     def _param_groups(self) -> list[list[torch.nn.Parameter]]:
         """Base parameters, then one group per growth (read from the live model)."""
@@ -241,7 +270,8 @@ class Trainer:
             # torch's L-BFGS cannot flatten (it uses .view).
             self.model.channels_last = True
         comm.broadcast_module(self.model)
-        self.slab = to_slabs(self.model, self.layout) if self.layout.size > 1 else None
+        self._slabs: dict[int, SlabUNet | None] = {}  # per level, built on first use
+        self._use_level(self.schedule.steps[0].level)
         self.optimizer = self._make_optimizer()
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -355,10 +385,11 @@ class Trainer:
             return {}
         self.model.eval()
         model = self.model
-        if self.slab is not None:  # each rank runs its slab; u is gathered on every rank
+        slab, layout = self._slab(1), self._layouts[1]
+        if slab is not None:  # each rank runs its slab of the finest level; u is gathered
 
             def model(nu: torch.Tensor) -> torch.Tensor:
-                return self.slab.predict(self.layout.split(nu, grid="cells", dim=self.dim))
+                return slab.predict(layout.split(nu, grid="cells", dim=self.dim))
 
         return validation_metrics(
             model,
@@ -420,7 +451,7 @@ class Trainer:
             val_samples=len(self.val_indices),
             parameters=sum(p.numel() for p in self.model.parameters()),
             world_size=self.world_size,
-            spatial=self.layout.size,
+            spatial=self.config.parallel.spatial,
             resumed=self.resumed,
         )
         try:
@@ -467,8 +498,7 @@ class Trainer:
             # New batch-norm layers must be synchronized too (a no-op in one process).
             self.model = comm.convert_sync_batchnorm(self.model)
             comm.broadcast_module(self.model)
-            if self.slab is not None:  # the slab form of the grown network
-                self.slab = to_slabs(self.model, self.layout)
+            self._slabs.clear()  # the slab forms of the grown network are built anew
             # The fresh parameters join the optimizer that every step start rebuilds.
 
     def _run_step(self, k: int) -> None:
@@ -477,6 +507,8 @@ class Trainer:
         level, n = step.level, self.level_n[step.level]
         if not s.started:
             self._adapt(level)
+        self._use_level(level)
+        if not s.started:
             # Fresh optimizer state per step: Adam's second moments from the previous level
             # (converged there: tiny gradients) would turn the new level's first, large
             # gradients into steps ~100× the learning rate — measured to saturate the sigmoid
@@ -485,7 +517,9 @@ class Trainer:
             self.optimizer = self._make_optimizer()
             s.started, s.epoch, s.batch, s.step_losses, s.step_wall_s = True, 0, 0, [], 0.0
             s.epoch_loss_sum, s.epoch_wall_s = 0.0, 0.0
-        self.log.emit("step_start", step=k, level=level, n=n, rule=str(step.rule))
+        self.log.emit(
+            "step_start", step=k, level=level, n=n, rule=str(step.rule), spatial=self.layout.size
+        )
         get = self._level_data(level)
         bar = None
         if self.progress:

@@ -29,6 +29,7 @@ from mgtoolkit.train import (
     TrainConfig,
     Trainer,
     load_config,
+    read_events,
     to_toml,
 )
 from mgtoolkit.train.losses import batch_loss
@@ -129,7 +130,13 @@ def test_twenty_steps_on_slabs_equal_one_rank_in_float64():
 
 
 def _config(
-    store, *, spatial: int = 1, levels: int = 2, augment: bool = False, **top
+    store,
+    *,
+    spatial: int = 1,
+    levels: int = 2,
+    augment: bool = False,
+    layouts: dict | None = None,
+    **top,
 ) -> TrainConfig:
     return TrainConfig(
         **top,
@@ -137,18 +144,25 @@ def _config(
         model=UNetConfig(dim=2, depth=2, base_filters=4),
         cycle=CycleConfig(name="V", levels=levels, epochs=2, patience=1, max_epochs=2),
         optim=OptimConfig(batch_size=8, lr=3e-3),
-        parallel=ParallelConfig(spatial=spatial),
+        parallel=ParallelConfig(spatial=spatial, levels=layouts or {}),
     )
 
 
 def test_trainer_on_slabs_matches_one_rank_and_refuses_thin_slabs(store2d, tmp_path):
     # Each rank reads only its slab; with augmentation it reads whole fields, maps them and
     # then keeps its slab. The V-cycle's last step grows the network: its slab form follows.
-    other = {"grown": {"adaptation": "grow"}, "augmented": {"augment": True}}
+    other = {
+        "grown": {"adaptation": "grow"},
+        "augmented": {"augment": True},
+        # level 2 data-parallel over both ranks, level 1 split: the layout changes per step
+        "level layouts": {"layouts": {"2": 1}},
+    }
+    one = {k: v for k, v in other.items() if k != "level layouts"}  # one rank: no layouts
     (ref, ref_val), *refs = _trainer_runs(
         [(_config(store2d), str(tmp_path / "one"))]
-        + [(_config(store2d, **kw), str(tmp_path / f"one-{k}")) for k, kw in other.items()]
+        + [(_config(store2d, **kw), str(tmp_path / f"one-{k}")) for k, kw in one.items()]
     )
+    refs.append((ref, ref_val))  # the level layouts train the plain configuration
     jobs = [
         (_config(store2d, spatial=2), str(tmp_path / "two")),
         # level 3 has 4 cells per side: 2 slabs of 2 planes, fewer than 2^depth = 4
@@ -156,6 +170,9 @@ def test_trainer_on_slabs_matches_one_rank_and_refuses_thin_slabs(store2d, tmp_p
     ] + [(_config(store2d, spatial=2, **kw), str(tmp_path / f"two-{k}")) for k, kw in other.items()]
     ranks = spawn(_trainer_runs, 2, jobs)
     assert len(refs[0][0]) > len(ref)  # the network did grow
+    steps = read_events(tmp_path / "two-level layouts" / "events.jsonl")
+    layouts = [(e["level"], e["spatial"]) for e in steps if e["type"] == "step_start"]
+    assert layouts == [(1, 2), (2, 1), (1, 2)]
     for rank, ((params, val), refusal, *runs) in enumerate(ranks):
         for name, (got, _), (want, _) in zip(other, runs, refs, strict=True):
             err = _rel(got, want)
@@ -197,3 +214,15 @@ def test_parallel_section_is_read_checked_and_not_part_of_the_trajectory(store2d
         ParallelConfig(spatial=0)
     with pytest.raises(ValueError, match=r"use model\.norm = 'batch' or 'none'"):
         dataclasses.replace(config, model=UNetConfig(dim=2, norm="instance"))
+    # per-level layouts: read back, checked, and refused for a level the schedule lacks
+    layered = _config(store2d, layouts={2: 1})
+    assert layered.parallel.levels == {"2": 1} and layered.parallel.spatial_at(1) == 1
+    path.write_text(to_toml(layered))
+    assert load_config(path) == layered
+    with pytest.raises(ValueError, match=r"parallel\.levels keys must be level numbers"):
+        ParallelConfig(levels={"coarse": 1})
+    with pytest.raises(ValueError, match=r"parallel\.levels\.3 must be an integer ≥ 1"):
+        ParallelConfig(levels={"3": 0})
+    with pytest.raises(ValueError, match="level 3, which the V schedule does not use: choose"):
+        Trainer(_config(store2d, layouts={"3": 1}), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
