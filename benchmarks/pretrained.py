@@ -39,6 +39,9 @@ def main() -> None:
         "--transfer", type=int, nargs="*", default=[], help="also score unseen fields at n"
     )
     parser.add_argument("--transfer-fields", type=int, default=4)
+    parser.add_argument(
+        "--time-at", type=int, nargs="*", default=[], help="time one prediction at n (best of 3)"
+    )
     parser.add_argument("--package", metavar="NAME", default=None, help="write the package")
     parser.add_argument("--description", default="")
     parser.add_argument("--commit", default=None, help="commit the run was trained at")
@@ -81,8 +84,30 @@ def main() -> None:
                 f"{group:<14} {r['fields']:>6} {name:<9} {r['rel_l2']:>8.4f} {r['max_abs']:>8.4f} "
                 f"{r['worst_max_abs']:>8.4f} {time.perf_counter() - t0:>6.1f}"
             )
+    timings = {}
+    for n in args.time_at:
+        timings[str(n)] = _time_prediction(nets["network"], dim=dim, n=n)
+        print(
+            f"one prediction at {n}^{dim} (one network pass, fp32, {torch.get_num_threads()} "
+            f"threads): {timings[str(n)]:.2f} s, best of 3"
+        )
     if args.package:
-        _package(args, checkpoint, metrics, dim=dim, n=store_n)
+        _package(args, checkpoint, {**metrics, "prediction_s": timings}, dim=dim, n=store_n)
+
+
+def _time_prediction(net, *, dim: int, n: int) -> float:
+    import torch
+
+    from mgtoolkit.infer import unseen_fields
+
+    x = torch.as_tensor(unseen_fields(dim=dim, n=n, count=1)[0], dtype=torch.float32)[None]
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(3):
+            t0 = time.perf_counter()
+            net(x)
+            best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _training_resolution(source: str) -> int:
