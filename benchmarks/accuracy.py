@@ -171,34 +171,24 @@ def main() -> None:
 
 def test_groups(run: Path, *, dim: int, n: int, count: int, seed: int) -> None:
     """Score the run's network on unseen fields and on the ω-box corners, plain and averaged."""
-    import itertools
-
-    import numpy as np
-    import torch
-
-    from mgtoolkit.fem import error_metrics, solve
-    from mgtoolkit.fields import OMEGA_BOUND, KLFamily
+    from mgtoolkit.fem import solve
+    from mgtoolkit.infer import corner_fields, score, unseen_fields
     from mgtoolkit.rundir import load_model
 
-    family = KLFamily()
-    rng = np.random.default_rng(10_000 + seed)  # not the training store's draws
-    unseen = [family.field(rng.uniform(-OMEGA_BOUND, OMEGA_BOUND, 4), dim=dim, n=n)
-              for _ in range(count)]  # fmt: skip
-    corners = [family.field(np.array(c) * OMEGA_BOUND, dim=dim, n=n)
-               for c in itertools.product((-1.0, 1.0), repeat=4)]  # fmt: skip
     nets = {"network": load_model(run), "symmetry-averaged": load_model(run, mirror_average=True)}
+    groups = {
+        f"unseen seed ({count})": unseen_fields(dim=dim, n=n, count=count, seed=seed),
+        "ω-box corners (16)": corner_fields(dim=dim, n=n),
+    }
     print(f"\n{'group':<22} {'model':<18} {'mean rel L2':>11} {'mean max abs':>12} {'worst':>8}")
-    for group, fields in ((f"unseen seed ({count})", unseen), ("ω-box corners (16)", corners)):
-        refs = [torch.as_tensor(solve(nu)) for nu in fields]
+    for group, fields in groups.items():
+        refs = [solve(nu) for nu in fields]
         for name, net in nets.items():
-            rows = []
-            with torch.no_grad():
-                for nu, ref in zip(fields, refs, strict=True):
-                    x = torch.as_tensor(nu, dtype=torch.float32)[None]
-                    e = error_metrics(x[0], net(x)[0], ref)
-                    rows.append((float(e["rel_l2"]), float(e["max_abs"])))
-            rel, mx = np.array(rows).T
-            print(f"{group:<22} {name:<18} {rel.mean():>11.4f} {mx.mean():>12.4f} {mx.max():>8.4f}")
+            r = score(net, fields, references=refs)
+            print(
+                f"{group:<22} {name:<18} {r['rel_l2']:>11.4f} {r['max_abs']:>12.4f} "
+                f"{r['worst_max_abs']:>8.4f}"
+            )
 
 
 def group_averaged(run: Path, store: Path, indices) -> dict[str, float]:

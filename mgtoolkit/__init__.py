@@ -17,7 +17,9 @@ __all__ = ["Grid", "__version__", "hierarchy", "load_model"]
 
 
 def load_model(source, *, device="cpu", mirror_average=False):
-    """A trained network from a run directory or a checkpoint file, in eval mode.
+    """A trained network from a run directory, a checkpoint file or a pretrained model's name.
+
+    In eval mode. ``mgtoolkit.load_model("kl2d-128")`` loads a packaged model by name.
 
     See :func:`mgtoolkit.rundir.load_model` (imported here on first use, so that
     ``import mgtoolkit`` stays light).

@@ -269,13 +269,22 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
 
 
 def checkpoint_path(source: str | os.PathLike) -> Path:
-    """The checkpoint file of ``source``: a run directory (its latest) or a checkpoint file."""
+    """The checkpoint file of ``source``.
+
+    ``source`` is a run directory (its latest checkpoint), a checkpoint file, or the name of a
+    pretrained model (:mod:`mgtoolkit.pretrained`); a path that exists wins over a name.
+    """
+    from mgtoolkit import pretrained
+
+    if not Path(source).exists() and (packaged := pretrained.find(str(source))) is not None:
+        return packaged.checkpoint
     source = Path(source)
     path = RunDir(source).latest if source.is_dir() else source
     if not path.exists():
         raise CheckpointError(
-            f"no checkpoint at {path}; pass a run directory written by `mgtoolkit train` "
-            "or a checkpoint file"
+            f"no checkpoint at {path}; pass a run directory written by `mgtoolkit train`, a "
+            "checkpoint file, or the name of a pretrained model "
+            f"({', '.join(pretrained.names()) or 'none installed'}; see `mgtoolkit models`)"
         )
     return path
 
@@ -285,8 +294,9 @@ def read_checkpoint(source: str | os.PathLike) -> Checkpoint:
 
     Parameters
     ----------
-    source : path-like
-        A run directory (its ``checkpoints/latest.pt``) or a checkpoint file.
+    source : path-like or str
+        A run directory (its ``checkpoints/latest.pt``), a checkpoint file, or the name of a
+        pretrained model (``mgtoolkit models`` lists them).
 
     Raises
     ------
@@ -330,7 +340,7 @@ def load_model(
     device: str | torch.device = "cpu",
     mirror_average: bool | tuple[str, ...] = False,
 ) -> UNet:
-    """The trained network of a run directory (its latest checkpoint) or a checkpoint file.
+    """The trained network of a run directory, a checkpoint file or a pretrained model's name.
 
     Returns the :class:`~mgtoolkit.nn.UNet` in eval mode on ``device``. ``mirror_average``
     makes it predict the mean over the field's images under the problem's symmetries (see

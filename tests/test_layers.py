@@ -20,6 +20,7 @@ LAYERS = {
     "fem": 2,
     "data": 3,
     "nn": 3,
+    "pretrained": 3,
     "rundir": 4,
     "comm": 4,
     "infer": 5,

@@ -13,7 +13,7 @@ import sys
 __all__ = ["build_parser", "describe_error", "main"]
 
 #: Modules under ``mgtoolkit.cli`` that contribute sub-commands, in help order.
-COMMAND_MODULES = ("demo", "data", "fem", "train", "infer", "scaling")
+COMMAND_MODULES = ("demo", "data", "fem", "train", "infer", "models", "scaling")
 
 
 def build_parser() -> argparse.ArgumentParser:

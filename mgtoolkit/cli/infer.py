@@ -24,7 +24,11 @@ def register(subparsers) -> None:
         "first, and a tiling that cannot fit is refused. Resumable.",
     )
     pred.add_argument("store", help="dataset store, e.g. data.zarr")
-    pred.add_argument("model", help="run directory (latest checkpoint) or checkpoint file")
+    pred.add_argument(
+        "model",
+        help="run directory (latest checkpoint), checkpoint file or pretrained model name "
+        "(`mgtoolkit models`)",
+    )
     pred.add_argument("--level", type=int, default=1, help="level to predict (default 1)")
     pred.add_argument("--name", default="u_pred", help="node field to write (default u_pred)")
     pred.add_argument(
@@ -54,7 +58,9 @@ def register(subparsers) -> None:
         "names settings that would fit (checkpointing, bf16, ranks, batch, tile) when it does "
         "not fit.",
     )
-    plan.add_argument("--model", default=None, help="run directory or checkpoint (its network)")
+    plan.add_argument(
+        "--model", default=None, help="run directory, checkpoint or pretrained model name"
+    )
     plan.add_argument("--dim", type=int, default=3, help="2 or 3 (default 3)")
     plan.add_argument("--depth", type=int, default=3, help="U-Net depth (default 3)")
     plan.add_argument("--base-filters", type=int, default=16, help="filters (default 16)")

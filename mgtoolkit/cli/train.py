@@ -63,7 +63,10 @@ def register(subparsers) -> None:
     )
     pr.add_argument("store", help="dataset store, e.g. data.zarr")
     pr.add_argument(
-        "source", metavar="MODEL", help="run directory (latest checkpoint) or checkpoint file"
+        "source",
+        metavar="MODEL",
+        help="run directory (latest checkpoint), checkpoint file or pretrained model name "
+        "(`mgtoolkit models`)",
     )
     pr.add_argument("--level", type=int, default=1, help="level (default 1, the finest)")
     pr.add_argument("--name", default="u_pred", help="node field name (default u_pred)")

@@ -450,8 +450,9 @@ class TrainConfig:
     precision : str
         "fp32", or "bf16": the network's training forward pass under bfloat16 autocast
         (:func:`mgtoolkit.nn.memory.autocast`; its cells→nodes head, u, the loss, the weights
-        and validation stay float32). 2D 128², batch 16, 2 threads: a training step 0.21
-        instead of 0.35 s, so more epochs fit in the same time.
+        and validation stay float32). Faster for 2D on CPUs; for 3D on CPUs without bfloat16
+        instructions (AVX-512 BF16, AMX) much slower, and the trainer warns (measurements in
+        the performance page of the docs).
     """
 
     data: DataConfig = field(default_factory=DataConfig)

@@ -107,6 +107,7 @@ class Trainer:
         self.schedule: Schedule = config.cycle.build()
         self.device = self._device(config.device)
         self._check_store()
+        self._warn_slow_precision()
         checkpoint = None
         if self.rundir.holds_run():
             if not resume:
@@ -128,6 +129,25 @@ class Trainer:
         self._last_checkpoint = time.monotonic()
 
     # ------------------------------------------------------------------ setup
+    def _warn_slow_precision(self) -> None:
+        """bf16 3D convolutions on a CPU without bfloat16 instructions are far slower than
+        fp32 (docs/performance.md, design measurements): say so before the run is wasted."""
+        capability = torch.backends.cpu.get_cpu_capability()
+        if (
+            self.config.precision == "bf16"
+            and self.config.model.dim == 3
+            and self.device.type == "cpu"
+            and "AVX512" not in capability
+            and self.rank == 0
+        ):
+            import warnings
+
+            warnings.warn(
+                f"precision = 'bf16' on this CPU ({capability}, no bfloat16 instructions) makes "
+                "3D convolutions many times slower than fp32; set precision = 'fp32'",
+                stacklevel=3,
+            )
+
     @staticmethod
     def _device(name: str) -> torch.device:
         if name == "cpu":

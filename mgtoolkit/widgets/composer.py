@@ -17,7 +17,7 @@ from pathlib import Path
 import param
 
 from mgtoolkit.cycles import CYCLE_NAMES, EarlyStopping, FixedEpochs, Rule, Schedule
-from mgtoolkit.widgets._view import LiveText, Slot, holoviews, level_color, named
+from mgtoolkit.widgets._view import LiveText, Slot, duration, holoviews, level_color, named
 
 __all__ = [
     "CycleComposer",
@@ -232,6 +232,21 @@ def check_cluster(client, *, timeout: float = 10.0) -> None:
         ) from None
 
 
+def _train_samples_and_resolution(config) -> tuple[int, int]:
+    """Training samples per epoch and finest cells per side of a TrainConfig's store."""
+    from mgtoolkit.data import check_store
+
+    attrs = check_store(config.data.store)
+    samples = config.data.train_samples or attrs["samples"] - config.data.val_samples
+    if samples < 1:
+        raise ValueError(
+            f"{config.data.store} has {attrs['samples']} samples and {config.data.val_samples} "
+            "are held out: none is left to train on; pass data=DataConfig(..., val_samples=...) "
+            "with fewer held-out samples"
+        )
+    return samples, int(attrs["resolution"])
+
+
 class CycleComposer(param.Parameterized):
     """State of the cycle composer: levels, cycle, per-step rules, optimizer, batch.
 
@@ -259,6 +274,12 @@ class CycleComposer(param.Parameterized):
     batch_size = param.Integer(default=64, bounds=(1, None), doc="Global mini-batch.")
     dim = param.Selector(default=2, objects=[2, 3], doc="Dimension (for cost and labels).")
     resolution = param.Integer(default=None, allow_None=True, doc="Finest cells per side.")
+    epoch_seconds = param.Number(
+        default=None,
+        allow_None=True,
+        doc="Seconds of one finest-level epoch on the cluster (estimate_time / measure_time).",
+    )
+    epoch_seconds_source = param.String(default="", doc="Where epoch_seconds comes from.")
     handle = param.Parameter(default=None, doc="The last launched run's handle.")
     run_dir = param.String(default=None, allow_None=True, doc="The last launched run's dir.")
     status = param.String(default="", doc="Last launch message (or error).")
@@ -340,14 +361,104 @@ class CycleComposer(param.Parameterized):
         )
 
     def cost_text(self) -> str:
-        """The estimated cost, in finest-level epoch equivalents, per level and in total."""
+        """The estimated cost, in finest-level epoch equivalents per level and in total, and in
+        time when :attr:`epoch_seconds` is known."""
         s = self.schedule()
         by_level = s.cost_by_level(self.dim)
         parts = ", ".join(f"level {lv}: {c:.3g}" for lv, c in by_level.items())
-        return (
+        text = (
             f"estimated cost ≤ {s.cost(self.dim):.3g} finest-level epochs ({self.dim}D; "
             f"early-stopping steps counted at their cap) — {parts}"
         )
+        if self.epoch_seconds is not None:
+            text += (
+                f"; ≤ {duration(s.cost(self.dim) * self.epoch_seconds)} of training "
+                f"({duration(self.epoch_seconds)} per finest-level epoch, "
+                f"{self.epoch_seconds_source})"
+            )
+        return text
+
+    def estimate_time(self, *, store: str | Path, model=None, ranks: int = 1, **settings) -> float:
+        """Set :attr:`epoch_seconds` from the planner's estimate for ``store`` on ``ranks`` ranks.
+
+        The planner times the network on this machine (:func:`mgtoolkit.plan.training_estimate`:
+        a few seconds the first time); ``model`` and ``settings`` (``data``, ``precision``) are
+        those of :meth:`train_config`. Returns the seconds of one finest-level epoch.
+        """
+        seconds = self._planned_epoch_seconds(store=store, model=model, ranks=ranks, **settings)
+        self.epoch_seconds_source = f"planner estimate, {ranks} rank(s)"
+        self.epoch_seconds = seconds
+        return seconds
+
+    def _planned_epoch_seconds(self, *, store, ranks: int, model=None, **settings) -> float:
+        from mgtoolkit.plan import training_estimate
+
+        config = self.train_config(store=store, model=model, **settings)
+        train, n = _train_samples_and_resolution(config)
+        est = training_estimate(
+            config.model,
+            resolution=n,
+            batch=self.batch_size,
+            ranks=ranks,
+            precision=config.precision,
+        )
+        return est.seconds * -(-train // self.batch_size)
+
+    def _estimate_in_background(self, *, client, store, **settings) -> None:
+        """The planner's estimate without blocking the view: its probes take seconds."""
+        import threading
+
+        import panel as pn
+
+        try:
+            ranks = max(1, len(client.scheduler_info()["workers"]))
+        except Exception:  # an unreachable cluster is reported by the launch button
+            return
+        found: dict = {}
+
+        def work():
+            try:
+                found["seconds"] = self._planned_epoch_seconds(store=store, ranks=ranks, **settings)
+            except Exception as exc:  # no estimate: the cost stays in epochs
+                found["error"] = exc
+
+        def poll():
+            if not found:
+                return
+            callback.stop()
+            if "seconds" in found and self.epoch_seconds is None:  # a measurement wins
+                self.epoch_seconds_source = f"planner estimate, {ranks} rank(s)"
+                self.epoch_seconds = found["seconds"]
+
+        threading.Thread(target=work, name="composer-estimate", daemon=True).start()
+        callback = pn.state.add_periodic_callback(poll, period=500)
+
+    def measure_time(self, events: list[dict]) -> float | None:
+        """Set :attr:`epoch_seconds` from a run's own batches (its ``batch_end`` events).
+
+        Batches of the finest level give it directly; before the run reaches the finest
+        level, the finest level's cost is extrapolated from the finest level measured so far
+        (2^d times the work per level). A step's first batch (warm-up) is left out. Returns the
+        seconds, or None while the run has too few batches.
+        """
+        start = next((e for e in events if e.get("type") == "run_start"), None)
+        if start is None:
+            return None
+        by_level: dict[int, list[float]] = {}
+        for e in events:
+            if e.get("type") == "batch_end" and e.get("batch", 0) > 0 and e.get("samples_per_s"):
+                by_level.setdefault(int(e["level"]), []).append(float(e["samples_per_s"]))
+        level = min((lv for lv, v in by_level.items() if len(v) >= 3), default=None)
+        if level is None:
+            return None
+        rates = sorted(by_level[level])
+        per_sample = 1.0 / rates[len(rates) // 2]  # the median batch: robust to stragglers
+        scale = 2 ** (int(start["dim"]) * (level - 1))
+        self.epoch_seconds_source = (
+            "measured on the run" if level == 1 else f"extrapolated from level {level} of the run"
+        )
+        self.epoch_seconds = per_sample * scale * int(start["train_samples"])
+        return self.epoch_seconds
 
     def launch(
         self,
@@ -491,9 +602,12 @@ class CycleComposer(param.Parameterized):
                 "overrides",
                 "dim",
                 "resolution",
+                "epoch_seconds",
             ],
         )
         redraw()
+        if client is not None and store is not None and self.epoch_seconds is None:
+            self._estimate_in_background(client=client, store=store, **settings)
         right = [message.layout, diagram.layout, cost.layout, self._rule_editor()]
         if client is not None or store is not None:
             right.append(self._launch_row(client=client, store=store, run_dir=run_dir, **settings))
@@ -552,6 +666,8 @@ class CycleComposer(param.Parameterized):
 
         def tick():
             status.set(self.run_status())
+            if self.handle is not None:
+                self.measure_time(self.handle.events)
             if self.handle is None or self.handle.status != "running":
                 callback.stop()  # the run has ended: its final state is shown
 

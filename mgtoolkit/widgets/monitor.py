@@ -20,14 +20,21 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import time
 from pathlib import Path
 
 import param
 
 from mgtoolkit.rundir import STOP_FILE, RunDir, request_stop
-from mgtoolkit.widgets._view import LiveText, Slot, holoviews, level_color, live_update, named
+from mgtoolkit.widgets._view import (
+    LiveText,
+    Slot,
+    duration,
+    holoviews,
+    level_color,
+    live_update,
+    named,
+)
 
 __all__ = ["STOP_FILE", "EventFollower", "RunMonitor", "request_stop"]
 
@@ -466,7 +473,7 @@ class RunMonitor(param.Parameterized):
         for ev in self.steps_done:
             lines.append(
                 f"step {ev['step'] + 1}{of} · level {ev['level']} ({self._size(ev['level'])}) · "
-                f"done: {ev.get('epochs')} epochs in {_duration(ev.get('wall_s') or 0.0)}"
+                f"done: {ev.get('epochs')} epochs in {duration(ev.get('wall_s') or 0.0)}"
             )
         p = self._progress
         if p.get("step") is not None:
@@ -490,7 +497,7 @@ class RunMonitor(param.Parameterized):
                 parts.append(f"{per_batch:.2g} s/batch")
                 if cap and batches and epoch is not None and batch is not None:
                     left = (cap - epoch - 1) * batches + (batches - batch - 1)
-                    eta = _duration(max(left, 0) * per_batch)
+                    eta = duration(max(left, 0) * per_batch)
                     parts.append(f"step ETA {'≤ ' if early else ''}{eta}")
             lines.append(" · ".join(parts))
         return "\n".join(lines) if lines else "no step has started yet"
@@ -579,18 +586,6 @@ class RunMonitor(param.Parameterized):
             self._diagram_slot.show(self._diagram())
         self._summary_text.set(self.summary())
         self._progress_text.set(self.progress_text())
-
-
-def _duration(seconds: float) -> str:
-    """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class _LiveFigures:

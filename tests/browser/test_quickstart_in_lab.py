@@ -212,6 +212,8 @@ def test_quickstart_is_live_in_jupyterlab(jupyter_lab, browser_page, tmp_path):
     kinds = [e["type"] for e in events(first)]
     assert kinds.index("checkpoint", kinds.index("batch_end")) < kinds.index("run_end")
     wait_until(lambda: texts(page, "stopped on request") >= 1, timeout=10, what="stopped")
+    # The composer's cost is also in time, from the run's own batches (all on level 2).
+    assert texts(page, "per finest-level epoch, extrapolated from level 2 of the run") >= 1
     # The page holds every batch of the run, once, in order.
     losses = [e["loss"] for e in events(first) if e["type"] == "batch_end"]
     lines = page.evaluate(LOSS_DATA_JS, LOSS_NAME)

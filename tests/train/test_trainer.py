@@ -345,6 +345,30 @@ def test_bf16_training_follows_the_float32_run_closely_and_validates_in_float32(
         small_config(store2d_fem, precision="fp16")
 
 
+def test_bf16_in_3d_warns_on_a_cpu_without_bfloat16_instructions(tmp_path, dask_client):
+    import warnings
+
+    from mgtoolkit.data import generate
+
+    store = tmp_path / "kl8.zarr"
+    generate(store, dim=3, resolution=8, levels=1, samples=3, seed=0, client=dask_client,
+             progress=False)  # fmt: skip
+    slow_cpu = "AVX512" not in torch.backends.cpu.get_cpu_capability()
+    for precision in ("bf16", "fp32"):
+        cfg = small_config(
+            store,
+            data=DataConfig(store=str(store), val_samples=1),
+            model=UNetConfig(dim=3, depth=1, base_filters=2),
+            cycle=CycleConfig(sequence=[1], epochs=1),
+            precision=precision,
+        )
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            Trainer(cfg, tmp_path / precision, progress=False)  # warns before any training
+        slow = [w for w in seen if "many times slower than fp32" in str(w.message)]
+        assert len(slow) == (precision == "bf16" and slow_cpu), [str(w.message) for w in seen]
+
+
 class RecordingTrainer(Trainer):
     """Keeps every training batch of ν that reaches the loss."""
 

@@ -109,6 +109,65 @@ def test_cost_text_reports_the_schedule_cost():
     assert f"≤ {expected:.3g} finest-level epochs (3D" in c.cost_text()
 
 
+def test_cost_in_time_from_a_runs_own_batches(store2d, tmp_path):
+    """The run's measured seconds per finest epoch, and mid-run an extrapolation from the
+    coarse level, against the epochs' own wall times in the same run."""
+    from mgtoolkit.nn import UNetConfig
+    from mgtoolkit.train import DataConfig, read_events, train
+
+    c = CycleComposer(levels=2, cycle="half-V", epochs=3, patience=3, max_epochs=3, batch_size=1)
+    config = c.train_config(
+        store=store2d,
+        model=UNetConfig(dim=2, depth=1, base_filters=4),
+        data=DataConfig(store=str(store2d), val_samples=1),
+        validate_every=0,
+    )
+    train(config, tmp_path / "run", progress=False)
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    first_fine = next(
+        i for i, e in enumerate(events) if e["type"] == "batch_end" and e["level"] == 1
+    )
+    assert c.measure_time(events[:first_fine]) > 0  # mid-run, before the finest level
+    assert c.epoch_seconds_source == "extrapolated from level 2 of the run"
+    seconds = c.measure_time(events)
+    assert c.epoch_seconds_source == "measured on the run"
+    train_samples = events[0]["train_samples"]
+    fine_epochs = [
+        train_samples / e["samples_per_s"]
+        for e in events
+        if e["type"] == "epoch_end" and e["level"] == 1
+    ]
+    assert 0.5 * min(fine_epochs) <= seconds <= 2 * max(fine_epochs)
+    total = schedule("half-V", 2, epochs=3, patience=3, max_epochs=3).cost(2) * seconds
+    from mgtoolkit.widgets._view import duration
+
+    assert f"≤ {duration(total)} of training" in c.cost_text()
+    assert "measured on the run" in c.cost_text()
+
+
+def test_cost_in_time_from_the_planner(store2d, dask_client):
+    """The planner's estimate for the cluster's workers, shown in the view's cost line.
+
+    (In a notebook the view asks the planner in the background; the browser test of notebook
+    01 sees the time in the page.)"""
+    from mgtoolkit.nn import UNetConfig
+    from mgtoolkit.plan import training_estimate
+    from mgtoolkit.train import DataConfig
+
+    c = CycleComposer(levels=2, cycle="V", batch_size=2)
+    model = UNetConfig(dim=2, depth=1, base_filters=4)
+    cost = c.view(model=model)[1][2]
+    assert "of training" not in cost[0].object
+    with pytest.raises(ValueError, match="none is left to train on"):  # 6 samples, 8 held out
+        c.estimate_time(store=store2d, model=model, ranks=2)
+    data = DataConfig(store=str(store2d), val_samples=1)
+    seconds = c.estimate_time(store=store2d, model=model, ranks=2, data=data)
+    assert c.epoch_seconds_source == "planner estimate, 2 rank(s)"
+    per_batch = training_estimate(model, resolution=16, batch=2, ranks=2).seconds
+    assert seconds == pytest.approx(per_batch * 3)  # 5 training samples: 3 batches of ≤ 2
+    assert "of training" in cost[0].object and "planner estimate, 2 rank(s)" in cost[0].object
+
+
 def test_view_redraws_on_edit():
     c = CycleComposer(levels=3, cycle="V")
     layout = c.view()

@@ -1,0 +1,166 @@
+"""Score a network on fresh fields against FEM, and package it as a pretrained model.
+
+Scores a run directory, checkpoint or packaged model on two groups of fresh KL fields — N with
+ω drawn from a seed no training store uses, and the 16 corners of the ω box — for the network
+and for the network averaged over the problem's symmetry group; ``--transfer`` adds unseen
+fields at other resolutions (the networks are fully convolutional). With ``--package NAME`` it
+writes ``mgtoolkit/pretrained/NAME.pt`` (model only, no optimizer state) and ``NAME.json``, the
+card that ``mgtoolkit models`` prints: these figures, the training configuration and time (from
+the run's report), the commit the run was trained at and the machine.
+
+CPU-heavy (FEM solves and 16 network passes per averaged field); run alone::
+
+    .venv/bin/python benchmarks/pretrained.py runs/pretrain-kl2d-128 --test-fields 32 \\
+        --package kl2d-128 --commit $(cat runs/pretrain-kl2d-128.commit) \\
+        --description "2D KL fields, 128², examples/train_2d_accurate.toml"
+    .venv/bin/python benchmarks/pretrained.py kl2d-128 --test-fields 8   # re-score a package
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", help="run directory, checkpoint file or pretrained model name")
+    parser.add_argument("--test-fields", type=int, default=32, help="unseen-seed fields")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (unseen = +10000)")
+    parser.add_argument(
+        "--transfer", type=int, nargs="*", default=[], help="also score unseen fields at n"
+    )
+    parser.add_argument("--transfer-fields", type=int, default=4)
+    parser.add_argument(
+        "--time-at", type=int, nargs="*", default=[], help="time one prediction at n (best of 3)"
+    )
+    parser.add_argument("--package", metavar="NAME", default=None, help="write the package")
+    parser.add_argument("--description", default="")
+    parser.add_argument("--commit", default=None, help="commit the run was trained at")
+    args = parser.parse_args()
+
+    import torch
+
+    from mgtoolkit.fem import solve
+    from mgtoolkit.infer import corner_fields, score, unseen_fields
+    from mgtoolkit.rundir import load_model, read_checkpoint
+
+    torch.set_num_threads(os.cpu_count())
+    checkpoint = read_checkpoint(args.source)
+    dim = int(checkpoint.config["model"]["dim"])
+    store_n = _training_resolution(args.source)
+    nets = {
+        "network": load_model(args.source),
+        "averaged": load_model(args.source, mirror_average=True),
+    }
+    groups = {
+        "unseen": unseen_fields(dim=dim, n=store_n, count=args.test_fields, seed=args.seed),
+        "corners": corner_fields(dim=dim, n=store_n),
+    }
+    for n in args.transfer:
+        groups[f"unseen-{n}"] = unseen_fields(
+            dim=dim, n=n, count=args.transfer_fields, seed=args.seed
+        )
+    print(f"{args.source}: {dim}D, trained at n = {store_n}; load average {os.getloadavg()[0]:.1f}")
+    header = ("group", "fields", "model", "rel L2", "max abs", "worst", "s")
+    print("{:<14} {:>6} {:<9} {:>8} {:>8} {:>8} {:>6}".format(*header))
+    metrics: dict = {}
+    for group, fields in groups.items():
+        refs = [solve(nu) for nu in fields]
+        metrics[group] = {}
+        for name, net in nets.items():
+            t0 = time.perf_counter()
+            r = score(net, fields, references=refs)
+            metrics[group][name] = r
+            print(
+                f"{group:<14} {r['fields']:>6} {name:<9} {r['rel_l2']:>8.4f} {r['max_abs']:>8.4f} "
+                f"{r['worst_max_abs']:>8.4f} {time.perf_counter() - t0:>6.1f}"
+            )
+    timings = {}
+    for n in args.time_at:
+        timings[str(n)] = _time_prediction(nets["network"], dim=dim, n=n)
+        print(
+            f"one prediction at {n}^{dim} (one network pass, fp32, {torch.get_num_threads()} "
+            f"threads): {timings[str(n)]:.2f} s, best of 3"
+        )
+    if args.package:
+        _package(args, checkpoint, {**metrics, "prediction_s": timings}, dim=dim, n=store_n)
+
+
+def _time_prediction(net, *, dim: int, n: int) -> float:
+    import torch
+
+    from mgtoolkit.infer import unseen_fields
+
+    x = torch.as_tensor(unseen_fields(dim=dim, n=n, count=1)[0], dtype=torch.float32)[None]
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(3):
+            t0 = time.perf_counter()
+            net(x)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _training_resolution(source: str) -> int:
+    """Cells per side of the fields the network was trained on (finest level)."""
+    from mgtoolkit import pretrained
+    from mgtoolkit.data import check_store
+    from mgtoolkit.rundir import RunDir
+    from mgtoolkit.train import load_config
+
+    if Path(source).is_dir():
+        return int(check_store(load_config(RunDir(source).config).data.store)["resolution"])
+    return int(pretrained.get(source).card["resolution"])
+
+
+def _package(args, checkpoint, metrics: dict, *, dim: int, n: int) -> None:
+    from mgtoolkit.rundir import Checkpoint, RunDir, save_checkpoint
+
+    if not Path(args.source).is_dir():
+        sys.exit("--package needs a run directory (its report gives the training time)")
+    report = json.loads(RunDir(args.source).report_json.read_text())
+    out = ROOT / "mgtoolkit" / "pretrained"
+    model_only = Checkpoint(
+        config=checkpoint.config,
+        growth=checkpoint.growth,
+        model={k: v.float().contiguous() for k, v in checkpoint.model.items()},
+        state=checkpoint.state,
+    )
+    save_checkpoint(out / f"{args.package}.pt", model_only)
+    card = {
+        "description": args.description,
+        "dim": dim,
+        "resolution": n,
+        "family": "kl",
+        "config": checkpoint.config,
+        "commit": args.commit,
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "training_s": report["wall_s"],
+        "training_elapsed_s": report["elapsed_s"],
+        "metrics": {
+            "heldout_store": {
+                k: report["validation"][k]
+                for k in ("val_rel_l2", "val_max_abs")
+                if k in report.get("validation", {})
+            },
+            **metrics,
+        },
+        "command": "benchmarks/pretrained.py " + " ".join(sys.argv[1:]),
+    }
+    (out / f"{args.package}.json").write_text(json.dumps(card, indent=2) + "\n")
+    size = (out / f"{args.package}.pt").stat().st_size / 2**20
+    print(f"wrote {out / args.package}.pt ({size:.1f} MiB) and .json")
+
+
+if __name__ == "__main__":
+    main()
