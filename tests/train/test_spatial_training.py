@@ -20,6 +20,7 @@ from mgtoolkit import comm
 from mgtoolkit.cli import main
 from mgtoolkit.launch import spawn
 from mgtoolkit.nn import UNet, UNetConfig
+from mgtoolkit.rundir import request_stop
 from mgtoolkit.spatial import SlabLayout, slab_loss, to_slabs
 from mgtoolkit.train import (
     CycleConfig,
@@ -85,13 +86,19 @@ def _mesh_runs(runs: list[tuple[int, str]]) -> list[list[torch.Tensor]]:
     return [_steps(*run) for run in runs]
 
 
-def _trainer_runs(jobs: list[tuple[TrainConfig, str]]) -> list[object]:
+def _trainer_runs(jobs: list[tuple]) -> list[object]:
     """Each job's final parameters and validation metrics, or the text of the error it
-    raised."""
+    raised. A job is ``(config, run_dir)``, or ``(config, run_dir, "stop")`` to stop the run
+    (checkpoint, reason "stopped") at the first batch of its second step."""
     out = []
-    for config, run_dir in jobs:
+    for config, run_dir, *stop in jobs:
+
+        def stop_after_first_step(event, run_dir=run_dir, stop=stop):
+            if stop and event["type"] == "step_end" and event["step"] == 0:
+                request_stop(run_dir)
+
         try:
-            trainer = Trainer(config, run_dir, progress=False)
+            trainer = Trainer(config, run_dir, progress=False, listeners=[stop_after_first_step])
             result = trainer.run()
             params = [p.detach().clone() for p in trainer.model.parameters()]
             out.append((params, result.validation))
@@ -168,12 +175,19 @@ def test_trainer_on_slabs_matches_one_rank_and_refuses_thin_slabs(store2d, tmp_p
         # level 3 has 4 cells per side: 2 slabs of 2 planes, fewer than 2^depth = 4
         (_config(store2d, spatial=2, levels=3), str(tmp_path / "thin")),
     ] + [(_config(store2d, spatial=2, **kw), str(tmp_path / f"two-{k}")) for k, kw in other.items()]
+    jobs.append((_config(store2d, spatial=2), str(tmp_path / "switch"), "stop"))
     ranks = spawn(_trainer_runs, 2, jobs)
+    # the run stopped on 2 ranks with 2 slabs resumes on one rank (parallel is not part of
+    # the trajectory) and ends where one rank alone does
+    stopped = [r[-1] for r in ranks]
+    assert all(len(p[0]) == len(ref) for p in stopped)
+    (resumed, _), *_ = _trainer_runs([(_config(store2d), str(tmp_path / "switch"))])
+    assert _rel(resumed, ref) < 1e-3 < _rel(stopped[0][0], ref)
     assert len(refs[0][0]) > len(ref)  # the network did grow
     steps = read_events(tmp_path / "two-level layouts" / "events.jsonl")
     layouts = [(e["level"], e["spatial"]) for e in steps if e["type"] == "step_start"]
     assert layouts == [(1, 2), (2, 1), (1, 2)]
-    for rank, ((params, val), refusal, *runs) in enumerate(ranks):
+    for rank, ((params, val), refusal, *runs, _) in enumerate(ranks):
         for name, (got, _), (want, _) in zip(other, runs, refs, strict=True):
             err = _rel(got, want)
             assert err < 1e-3, f"rank {rank}, {name}: relative difference {err:.2e} from one rank"
