@@ -106,6 +106,11 @@ def test_large_store_opens_lazily(tmp_path):
     elapsed = time.perf_counter() - t0
     assert sel["nu"].shape == (512, 512) and np.isnan(sel["nu"]).all()  # never written
     assert elapsed < 5.0, f"opening and slicing a 512³ store took {elapsed:.1f} s"
+    v.field = "nu"  # the 3D view reads 64³ of the 512³ cells (the store has no coarser level)
+    vol = v.volume()
+    assert vol.array.shape == (64, 64, 64) and vol.source == "every 8th cell of level 1"
+    surf = v.isosurface()
+    assert len(surf.triangles) == 0 and "64³ cells shown of 512³" in surf.title
 
 
 def test_browser_picks_samples_by_omega(store2d):
