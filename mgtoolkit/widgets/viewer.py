@@ -156,6 +156,7 @@ class FieldViewer(param.Parameterized):
         self.store = Path(store)
         self.attrs = check_store(self.store)
         self._levels: dict[int, object] = {}
+        self._surface: tuple[tuple, Surface] | None = None  # the last isosurface and its key
         super().__init__(**params)
         self.param.level.bounds = (1, self.attrs["levels"])
         self.param.sample.bounds = (0, self.attrs["samples"] - 1)
@@ -392,10 +393,24 @@ class FieldViewer(param.Parameterized):
         """The isosurface of :meth:`volume` at ``min + iso · (max − min)`` of its values.
 
         A surface of more than ``max_triangles`` triangles is made again from a volume of half
-        the resolution, until it fits. Raises like :meth:`volume`.
+        the resolution, until it fits. The last surface is kept: turning the view (azimuth,
+        elevation) reads nothing again; any other change of the selection reads the volume
+        afresh. Raises like :meth:`volume`.
         """
         from mgtoolkit.widgets import isosurface as marching
 
+        key = (
+            self.level,
+            self.sample,
+            self.field,
+            self.prediction,
+            self.reference,
+            self.iso,
+            max_cells,
+            max_triangles,
+        )
+        if self._surface is not None and self._surface[0] == key:
+            return self._surface[1]
         while True:
             vol = self.volume(max_cells=max_cells)
             finite = vol.array[np.isfinite(vol.array)]
@@ -411,7 +426,8 @@ class FieldViewer(param.Parameterized):
             f"{vol.label} = {value:.3g}, sample {self.sample}\n{vol.cells}³ cells shown of "
             f"{self.n()}³ ({vol.source})"
         )
-        return Surface(vol, value, triangles, title)
+        self._surface = (key, Surface(vol, value, triangles, title))
+        return self._surface[1]
 
     def isosurface_figure(self, *, size: float = 4.2):
         """:meth:`isosurface` drawn with matplotlib, seen from :attr:`azimuth`, :attr:`elevation`

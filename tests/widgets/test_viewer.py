@@ -265,6 +265,12 @@ def test_isosurface_of_the_shown_volume(store3d):
     assert coarse.volume.cells == 2 and "2³ cells shown of 8³" in coarse.title
     fig = v.isosurface_figure()
     assert fig.axes[0].name == "3d" and len(fig.axes[0].collections) == 1
+    # turning the view reuses the surface; another sample reads its own volume
+    v.azimuth = 30.0
+    assert v.isosurface(max_cells=4**3) is v.isosurface(max_cells=4**3)
+    v.sample = 1
+    other = raw(store3d, 1, "u_fem")[1].astype(np.float64)[::2, ::2, ::2]
+    np.testing.assert_array_equal(v.isosurface(max_cells=4**3).volume.array, other)
 
 
 def test_3d_view_needs_a_3d_store_and_the_field(store2d, store3d):
