@@ -30,7 +30,7 @@ import param
 from mgtoolkit.grids import AXES
 from mgtoolkit.widgets._view import Slot, holoviews, named
 
-__all__ = ["DatasetBrowser", "FieldViewer", "MissingFieldError"]
+__all__ = ["DatasetBrowser", "FieldViewer", "MissingFieldError", "Surface", "Volume"]
 
 #: Bokeh figure names (tests look them up).
 VIEWER_NAME = "mgtoolkit-field-viewer"
@@ -78,7 +78,8 @@ class Volume:
     cells : int
         Cells per side of the volume.
     source : str
-        Where it was read, in words (a level of the store, or one node in s per axis).
+        Where it was read, in words: ``"level 3 of the store"``, ``"every 8th node of level
+        1"``, ``"every 2nd cell of level 2"``.
     """
 
     array: np.ndarray
