@@ -40,6 +40,7 @@ __all__ = [
     "Schedule",
     "Step",
     "canonical_name",
+    "epoch_cost",
     "schedule",
 ]
 
@@ -51,6 +52,12 @@ DEFAULT_EPOCHS = 5
 DEFAULT_PATIENCE = 5
 DEFAULT_MIN_REL_IMPROVEMENT = 1e-3
 DEFAULT_MAX_EPOCHS = 50
+
+
+def epoch_cost(level: int, dim: int) -> float:
+    """Cost of one epoch on ``level`` (1 = finest) in finest-level epochs: ``2**(-dim·(ℓ-1))``,
+    the level's share of the finest level's cells (work is proportional to them)."""
+    return 2.0 ** (-dim * (level - 1))
 
 
 def _check_int(value, name: str, *, minimum: int, fix: str) -> int:
@@ -317,15 +324,14 @@ class Schedule:
     def cost_by_level(self, dim: int) -> dict[int, float]:
         """Upper-bound cost per level in finest-level epoch equivalents.
 
-        An epoch on level ℓ costs ``2**(-dim * (ℓ - 1))`` of a finest-level epoch (work is
-        proportional to the number of cells). Early-stopping steps are counted at their epoch
-        cap ``max_epochs``, so the figure is an upper bound.
+        An epoch on level ℓ costs :func:`epoch_cost` finest-level epochs. Early-stopping
+        steps are counted at their epoch cap ``max_epochs``, so the figure is an upper bound.
         """
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3 (got {dim!r})")
         out: dict[int, float] = {}
         for s in self.steps:
-            out[s.level] = out.get(s.level, 0.0) + s.rule.max_epochs * 2.0 ** (-dim * (s.level - 1))
+            out[s.level] = out.get(s.level, 0.0) + s.rule.max_epochs * epoch_cost(s.level, dim)
         return dict(sorted(out.items()))
 
     def cost(self, dim: int = 2) -> float:

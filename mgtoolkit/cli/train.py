@@ -1,4 +1,5 @@
-"""``mgtoolkit train``, ``mgtoolkit compare-cycles`` and ``mgtoolkit predict``."""
+"""``mgtoolkit train``, ``mgtoolkit compare-cycles``, ``mgtoolkit predict`` and
+``mgtoolkit export-tensorboard``."""
 
 from __future__ import annotations
 
@@ -80,6 +81,23 @@ def register(subparsers) -> None:
     add_scheduler_option(pr)
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(run=_predict)
+
+    tb = subparsers.add_parser(
+        "export-tensorboard",
+        help="write runs' events (losses per level, validation, learning rate) for TensorBoard",
+        description="Convert each run directory's events.jsonl into a TensorBoard event file: "
+        "loss per batch and per epoch for every level, the finest-level validation metrics, the "
+        "learning rate and the cost in finest-level epochs, against the global batch and the "
+        "wall time. Exporting again replaces the file (a running run can be exported often).",
+    )
+    tb.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    tb.add_argument(
+        "--out",
+        default=None,
+        help="write RUN_DIR's file into OUT/<run name> (one --logdir for all runs; default: "
+        "RUN_DIR/tensorboard)",
+    )
+    tb.set_defaults(run=_export_tensorboard)
 
 
 def _target(text: str) -> float | str:
@@ -256,4 +274,23 @@ def _predict(args: argparse.Namespace) -> int:
             f"wrote {args.name} for {len(rows)} samples; the store has no complete u_fem at "
             f"level {args.level} to compare with (add it with `mgtoolkit fem solve`)"
         )
+    return 0
+
+
+def _export_tensorboard(args: argparse.Namespace) -> int:
+    from mgtoolkit.train import export_tensorboard
+
+    runs = [Path(p) for p in args.run_dirs]
+    names = [p.resolve().name for p in runs]
+    if args.out is not None and len(set(names)) < len(names):
+        raise ValueError(
+            f"run directories with the same name ({', '.join(sorted(names))}) would share a "
+            "folder under --out; export them to different --out folders"
+        )
+    for run, name in zip(runs, names, strict=True):
+        out = None if args.out is None else Path(args.out) / name
+        path = export_tensorboard(run, out=out)
+        print(f"{run}: {path}")
+    logdir = args.out if args.out is not None else " ".join(str(p / "tensorboard") for p in runs)
+    print(f"view with: tensorboard --logdir {logdir}")
     return 0

@@ -1,5 +1,5 @@
 """Training: configuration, the multigrid trainer, its losses, rates, events and reports,
-comparisons of cycles.
+comparisons of cycles, export of the events to TensorBoard.
 
 Nothing here imports dask or widget libraries; data parallelism goes through
 :mod:`mgtoolkit.comm` (torch.distributed, no-ops in a single process), spatial parallelism
@@ -18,6 +18,7 @@ from mgtoolkit.train.config import (
 )
 from mgtoolkit.train.events import EventLog, read_events
 from mgtoolkit.train.report import RunResult
+from mgtoolkit.train.tensorboard import export_tensorboard
 from mgtoolkit.train.toml import to_toml
 from mgtoolkit.train.trainer import Trainer, train
 
@@ -32,6 +33,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "compare_cycles",
+    "export_tensorboard",
     "load_config",
     "read_events",
     "to_toml",

@@ -4,13 +4,13 @@ against the cost in finest-level epochs (the paper's Table-1 view), from their r
 Everything is read from each run's ``events.jsonl``:
 
 - ``epoch_end`` events give each level's epoch loss and the epoch's training time (``wall_s``);
-- the cost of an epoch on level ℓ is ``2**(-dim·(ℓ-1))`` finest-level epochs (the level has
-  that fraction of the finest level's cells), as in the cycle composer's estimate;
+- the cost of an epoch on level ℓ is ``2**(-dim·(ℓ-1))`` finest-level epochs
+  (:func:`mgtoolkit.cycles.epoch_cost`), as in the cycle composer's estimate;
 - ``validation`` events give the finest-level error at that moment (``wall_s`` = training time
   so far).
 
-TensorBoard export is not provided: neither ``tensorboard`` nor ``tensorboardX`` is a dependency
-(``torch.utils.tensorboard`` needs the ``tensorboard`` package).
+To look at the same curves in TensorBoard, export the events with
+:func:`mgtoolkit.train.export_tensorboard` (``mgtoolkit export-tensorboard``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import param
 
+from mgtoolkit.cycles import epoch_cost
 from mgtoolkit.rundir import RunDir
 from mgtoolkit.widgets._view import holoviews, named
 
@@ -66,7 +67,7 @@ def run_curves(run_dir: str | Path, *, name: str | None = None) -> RunCurves:
         elif kind == "epoch_end":
             level = int(ev["level"])
             wall += float(ev.get("wall_s", 0.0))
-            cost += 2.0 ** (-curves.dim * (level - 1))
+            cost += epoch_cost(level, curves.dim)
             series = curves.levels.setdefault(level, {"wall": [], "epochs": [], "loss": []})
             series["wall"].append(wall)
             series["epochs"].append(cost)

@@ -3,8 +3,12 @@
 :class:`FieldViewer` shows ν, the prediction, the FEM reference and their difference side by
 side for one sample and level — a 2D field whole, a 3D field as a slice through a chosen axis
 and node index, or as three orthogonal slices through a cursor point — with shared colour
-scales and the sample's error figures. :meth:`FieldViewer.save` writes the figure to a file
-(HTML with inline JavaScript, or PNG/SVG/PDF through matplotlib).
+scales and the sample's error figures. Clicking a point in one of the three slices moves the
+cursor there (the other two slices follow). For 3D fields :meth:`FieldViewer.isosurface` adds an
+isosurface of u, log ν or the error, read from a downsampled volume (:meth:`FieldViewer.volume`:
+at most ``SURFACE_MAX_CELLS`` cells, from a coarser level of the store or every s-th node).
+:meth:`FieldViewer.save` writes the figure to a file (HTML with inline JavaScript, or
+PNG/SVG/PDF through matplotlib).
 :class:`DatasetBrowser` picks samples by their family parameters ω.
 
 Everything reads lazily through :func:`mgtoolkit.data.open_level`: opening a 512³ store reads
@@ -17,6 +21,7 @@ shown on that node plane, ν on the layer of cells just above it (cell index
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +30,18 @@ import param
 from mgtoolkit.grids import AXES
 from mgtoolkit.widgets._view import Slot, holoviews, named
 
-__all__ = ["DatasetBrowser", "FieldViewer", "MissingFieldError"]
+__all__ = ["DatasetBrowser", "FieldViewer", "MissingFieldError", "Surface", "Volume"]
 
 #: Bokeh figure names (tests look them up).
 VIEWER_NAME = "mgtoolkit-field-viewer"
 
 #: Largest sample (cells) for which the energy gap is computed in memory (float64 copies).
 ENERGY_GAP_MAX_CELLS = 256**3
+
+#: Most cells of the volume behind the 3D view (a 512³ field is shown at 64³).
+SURFACE_MAX_CELLS = 64**3
+#: Most triangles drawn: a rougher surface is read at half the resolution until it fits.
+SURFACE_MAX_TRIANGLES = 60_000
 
 
 class MissingFieldError(ValueError):
@@ -50,6 +60,64 @@ def _how_to_add(name: str, store: Path, level: int) -> str:
             f"--level {level}` (or mgtoolkit.infer.predict)"
         )
     return f"add the node field {name!r} with mgtoolkit.data.map_samples(..., name={name!r})"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D field of one sample as the 3D view shows it, downsampled to fit.
+
+    Attributes
+    ----------
+    array : ndarray
+        The values, axes (z, y, x): shape ``(cells + 1,) * 3`` on nodes, ``(cells,) * 3`` on
+        cells; log10 ν for ν.
+    label : str
+        What the values are (``"log10 ν"``, a node field's name, or ``"pred − ref"``).
+    nodes : bool
+        Node values (points ``i / cells``) or cell values (centres ``(i + ½) / cells``).
+    cells : int
+        Cells per side of the volume.
+    source : str
+        Where it was read, in words: ``"level 3 of the store"``, ``"every 8th node of level
+        1"``, ``"every 2nd cell of level 2"``.
+    """
+
+    array: np.ndarray
+    label: str
+    nodes: bool
+    cells: int
+    source: str
+
+    @property
+    def origin(self) -> float:
+        """Coordinate of the first grid point on every axis (the domain is [0, 1]³)."""
+        return 0.0 if self.nodes else 0.5 / self.cells
+
+
+@dataclass(frozen=True)
+class Surface:
+    """An isosurface of a :class:`Volume`.
+
+    Attributes
+    ----------
+    volume : Volume
+    value : float
+        The level of the surface (in the volume's values: log10 ν for ν).
+    triangles : ndarray, shape (triangles, 3, 3)
+        Vertices as (z, y, x) coordinates in [0, 1]
+        (:func:`~mgtoolkit.widgets.isosurface.isosurface`).
+    title : str
+        Says the field, the level, the sample and the resolution shown.
+    """
+
+    volume: Volume
+    value: float
+    triangles: np.ndarray
+    title: str
+
+
+def _ordinal(k: int) -> str:
+    return {1: "every", 2: "every 2nd"}.get(k, f"every {k}th")
 
 
 class FieldViewer(param.Parameterized):
@@ -71,8 +139,17 @@ class FieldViewer(param.Parameterized):
     field = param.Selector(
         default="nu",
         objects=["nu", "prediction", "reference", "difference"],
-        doc="The field shown in the three orthogonal slices.",
+        doc="The field shown in the three orthogonal slices and the isosurface.",
     )
+    surface = param.Boolean(default=False, doc="3D: also show an isosurface of the field.")
+    iso = param.Number(
+        default=0.5,
+        bounds=(0.0, 1.0),
+        doc="Isosurface level as a fraction of the shown volume's range (log10 ν for ν).",
+    )
+    azimuth = param.Number(default=-60.0, bounds=(-180.0, 180.0), doc="3D view, degrees.")
+    elevation = param.Number(default=25.0, bounds=(-90.0, 90.0), doc="3D view, degrees.")
+    moved = param.Event(doc="Fires when :meth:`click` moved the cursor.")
 
     def __init__(self, store: str | Path, **params):
         from mgtoolkit.data import check_store
@@ -80,6 +157,7 @@ class FieldViewer(param.Parameterized):
         self.store = Path(store)
         self.attrs = check_store(self.store)
         self._levels: dict[int, object] = {}
+        self._surface: tuple[tuple, Surface] | None = None  # the last isosurface and its key
         super().__init__(**params)
         self.param.level.bounds = (1, self.attrs["levels"])
         self.param.sample.bounds = (0, self.attrs["samples"] - 1)
@@ -213,12 +291,7 @@ class FieldViewer(param.Parameterized):
                     f"slice index {index} is out of range for axis {axis} at level "
                     f"{self.level} ({n} cells per side): use a node index 0..{n}"
                 )
-        names = (
-            [self.prediction, self.reference] if self.field == "difference" else [self.field_name()]
-        )
-        for name in names:
-            if name != "nu":
-                self.require(name)
+        names = self._sources()
         out = {}
         for axis in AXES[3]:
             cuts = [
@@ -227,6 +300,161 @@ class FieldViewer(param.Parameterized):
             ]
             out[axis] = cuts[0] - cuts[1] if len(cuts) == 2 else cuts[0]
         return out
+
+    def _sources(self) -> list[str]:
+        """The store fields behind :attr:`field` (two for the difference), checked present."""
+        names = (
+            [self.prediction, self.reference] if self.field == "difference" else [self.field_name()]
+        )
+        for name in names:
+            if name != "nu":
+                self.require(name)
+        return names
+
+    def click(self, axis: str, x: float, y: float) -> None:
+        """Move the cursor to the node nearest to the point clicked in a slice (3D).
+
+        Parameters
+        ----------
+        axis : {"z", "y", "x"}
+            Normal of the clicked slice.
+        x, y : float
+            Horizontal and vertical coordinates of the click in [0, 1], as the slice is
+            drawn (:meth:`plane_axes`). The two other slices move through the new point.
+        """
+        if self.dim != 3:
+            raise ValueError("the cursor exists in 3D stores only; this store is 2D")
+        n = self.n()
+        vert, horiz = self.plane_axes(axis)
+        self.cursor[horiz] = int(np.clip(round(x * n), 0, n))
+        self.cursor[vert] = int(np.clip(round(y * n), 0, n))
+        # One batch: the view redraws once, whether or not the selected axis' index changed.
+        self.param.update(index=self.cursor[self.axis], moved=True)
+
+    def volume(self, *, max_cells: int = SURFACE_MAX_CELLS) -> Volume:
+        """:attr:`field` of the selected sample in 3D, with at most ``max_cells`` cells.
+
+        The resolution is halved until it fits (a 512³ level gives 64³ by default). ν is read
+        from the store's coarser level of that resolution when there is one (its own
+        coarsening), else as the cell at the centre of each block; node fields and their
+        difference are read at every s-th node of the selected level (a coarser level's u
+        solves the coarsened problem: another field). Only the chunks holding those values
+        are read, one sample at a time.
+
+        Raises
+        ------
+        ValueError
+            A 2D store; :class:`MissingFieldError` for a missing field.
+        """
+        if self.dim != 3:
+            raise ValueError(
+                f"the 3D view needs a 3D store; {self.store} holds 2D fields: show them with "
+                "FieldViewer.view() or images()"
+            )
+        names = self._sources()
+        n = self.n()
+        stride = 1
+        while (n // stride) ** 3 > max_cells and n // stride > 2:
+            stride *= 2
+        cells = n // stride
+        if names == ["nu"]:
+            coarse = self.level + stride.bit_length() - 1
+            if coarse <= self.attrs["levels"]:
+                da = self.dataset(coarse)["nu"].isel(sample=self.sample)
+                source = f"level {coarse} of the store"
+            else:
+                pick = slice(stride // 2, None, stride)
+                da = self.dataset()["nu"].isel(sample=self.sample, z=pick, y=pick, x=pick)
+                source = f"{_ordinal(stride)} cell of level {self.level}"
+            nu = np.asarray(da.values, dtype=np.float64)
+            return Volume(np.log10(nu), "log10 ν", nodes=False, cells=cells, source=source)
+        pick = slice(None, None, stride)
+        arrays = [
+            np.asarray(
+                self.dataset()[name]
+                .isel(sample=self.sample, z_node=pick, y_node=pick, x_node=pick)
+                .values,
+                dtype=np.float64,
+            )
+            for name in names
+        ]
+        if len(arrays) == 2:
+            array, label = arrays[0] - arrays[1], f"{names[0]} − {names[1]}"
+        else:
+            array, label = arrays[0], names[0]
+        source = f"{_ordinal(stride)} node of level {self.level}"
+        return Volume(array, label, nodes=True, cells=cells, source=source)
+
+    def isosurface(
+        self,
+        *,
+        max_cells: int = SURFACE_MAX_CELLS,
+        max_triangles: int = SURFACE_MAX_TRIANGLES,
+    ) -> Surface:
+        """The isosurface of :meth:`volume` at ``min + iso · (max − min)`` of its values.
+
+        A surface of more than ``max_triangles`` triangles is made again from a volume of half
+        the resolution, until it fits. The last surface is kept: turning the view (azimuth,
+        elevation) reads nothing again; any other change of the selection reads the volume
+        afresh. Raises like :meth:`volume`.
+        """
+        from mgtoolkit.widgets import isosurface as marching
+
+        key = (
+            self.level,
+            self.sample,
+            self.field,
+            self.prediction,
+            self.reference,
+            self.iso,
+            max_cells,
+            max_triangles,
+        )
+        if self._surface is not None and self._surface[0] == key:
+            return self._surface[1]
+        while True:
+            vol = self.volume(max_cells=max_cells)
+            finite = vol.array[np.isfinite(vol.array)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+            value = lo + self.iso * (hi - lo)
+            triangles = marching.isosurface(
+                vol.array, value, spacing=1.0 / vol.cells, origin=vol.origin
+            )
+            if len(triangles) <= max_triangles or vol.cells <= 2:
+                break
+            max_cells = (vol.cells // 2) ** 3
+        title = (
+            f"{vol.label} = {value:.3g}, sample {self.sample}\n{vol.cells}³ cells shown of "
+            f"{self.n()}³ ({vol.source})"
+        )
+        self._surface = (key, Surface(vol, value, triangles, title))
+        return self._surface[1]
+
+    def isosurface_figure(self, *, size: float = 4.2):
+        """:meth:`isosurface` drawn with matplotlib, seen from :attr:`azimuth`, :attr:`elevation`
+        (a static image: no JavaScript, so it renders offline and saves as PNG/SVG/PDF)."""
+        from matplotlib.figure import Figure
+        from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+        surf = self.isosurface()
+        fig = Figure(figsize=(size, size), layout="constrained")
+        ax = fig.add_subplot(projection="3d")
+        if len(surf.triangles):
+            color = {"nu": "#009E73", "difference": "#CC79A7"}.get(self.field, "#E69F00")
+            # matplotlib's 3D axes are (x, y, z), the arrays' (z, y, x)
+            faces = Poly3DCollection(
+                surf.triangles[..., ::-1], shade=True, facecolors=color, linewidths=0
+            )
+            ax.add_collection3d(faces)
+        else:
+            ax.text2D(
+                0.5, 0.5, "the field does not cross this level", ha="center", transform=ax.transAxes
+            )
+        ax.set(xlim=(0, 1), ylim=(0, 1), zlim=(0, 1), xlabel="x", ylabel="y", zlabel="z")
+        ax.set_box_aspect((1, 1, 1))
+        ax.view_init(elev=self.elevation, azim=self.azimuth)
+        ax.set_title(surf.title, fontsize=9)
+        return fig
 
     def selection(self) -> dict[str, np.ndarray]:
         """The arrays shown for the current selection.
@@ -469,8 +697,10 @@ class FieldViewer(param.Parameterized):
         """Widgets over the figure and the error figures.
 
         Level and sample; for 3D fields the slice axis, a slider over the node index and an
-        index box (Enter or leaving the box applies it), and *three slices* with the field
-        they show. The panels have a fixed size and wrap to the notebook's width; an invalid
+        index box (Enter or leaving the box applies it), *three slices* with the field
+        they show (clicking a slice moves the cursor there), and *isosurface* of that field
+        with its level and view angles. The panels have a fixed size and wrap to the notebook's
+        width; an invalid
         selection shows a warning instead of the figure (never a stale figure under it), and
         a valid one removes the warning. *Save figure* downloads the figure as PNG.
         """
@@ -512,7 +742,21 @@ class FieldViewer(param.Parameterized):
             field = pn.widgets.Select(
                 label="field", options=list(self.param.field.objects), value=self.field, width=120
             )
-            widgets.update(slider=slider, box=box, three=three, field=field)
+            surface = pn.widgets.Checkbox(label="isosurface", value=self.surface)
+            angles = {
+                name: pn.widgets.FloatSlider(
+                    label=label, start=lo, end=hi, step=step, value=getattr(self, name), width=150
+                )
+                for name, label, lo, hi, step in (
+                    ("iso", "iso level (fraction)", 0.0, 1.0, 0.05),
+                    ("azimuth", "azimuth °", -180.0, 180.0, 5.0),
+                    ("elevation", "elevation °", -90.0, 90.0, 5.0),
+                )
+            }
+            for name, w in angles.items():  # on release: each redraw reads the volume
+                w.param.watch(lambda e, name=name: setattr(self, name, e.new), "value_throttled")
+            widgets.update(slider=slider, box=box, three=three, field=field, surface=surface)
+            widgets.update(angles)
 
             def from_slider(event):
                 self.index = event.new
@@ -532,13 +776,20 @@ class FieldViewer(param.Parameterized):
                     slider.value = self.index
                 box.value = str(self.index)
                 three.value, field.value = self.three, self.field
+                surface.value = self.surface
+                for name, w in angles.items():
+                    w.value = getattr(self, name)
 
             slider.param.watch(from_slider, "value")
             box.param.watch(from_box, "value")  # TextInput.value changes on Enter (or blur)
             three.param.watch(lambda e: setattr(self, "three", e.new), "value")
             field.param.watch(lambda e: setattr(self, "field", e.new), "value")
-            self.param.watch(to_widgets, ["index", "level", "axis", "three", "field"])
-            row += [slider, box, three, field]
+            surface.param.watch(lambda e: setattr(self, "surface", e.new), "value")
+            self.param.watch(
+                to_widgets,
+                ["index", "level", "axis", "three", "field", "surface", *angles],
+            )
+            row += [slider, box, three, field, surface, *angles.values()]
 
         def png():
             buffer = io.BytesIO()
@@ -552,11 +803,29 @@ class FieldViewer(param.Parameterized):
         widgets["download"] = download
         plots = pn.FlexBox(sizing_mode="stretch_width")  # panels wrap: nothing is clipped
         text, alert = Slot(), Slot()
+        taps: list = []  # the three slices' click streams (replaced on every redraw)
+
+        def clicked(axis):
+            def move(x, y):
+                if x is not None and y is not None:
+                    self.click(axis, x, y)
+
+            return move
 
         def redraw(*_):
             try:
                 figures = self.figures()
-                plots.objects = [pn.pane.HoloViews(f, linked_axes=False) for f in figures]
+                panes = [pn.pane.HoloViews(f, linked_axes=False) for f in figures]
+                taps.clear()
+                if self.dim == 3 and self.three:  # figures are the slices in AXES order
+                    hv = holoviews()
+                    for axis, figure in zip(AXES[3], figures, strict=True):
+                        taps.append(hv.streams.Tap(source=figure, x=None, y=None))
+                        taps[-1].add_subscriber(clicked(axis))
+                if self.dim == 3 and self.surface:
+                    figure = self.isosurface_figure()
+                    panes.append(pn.pane.Matplotlib(figure, dpi=96, tight=True, format="png"))
+                plots.objects = panes
                 text.show(self.error_text())
                 alert.clear()
             except ValueError as exc:  # out of range, or a missing field (MissingFieldError)
@@ -565,11 +834,25 @@ class FieldViewer(param.Parameterized):
 
         self.param.watch(
             redraw,
-            ["level", "sample", "axis", "index", "prediction", "reference", "three", "field"],
+            [
+                "level",
+                "sample",
+                "axis",
+                "index",
+                "prediction",
+                "reference",
+                "three",
+                "field",
+                "surface",
+                "iso",
+                "azimuth",
+                "elevation",
+                "moved",
+            ],
         )
         redraw()
         #: The view's parts (tests and notebooks reach the widgets and panes through it).
-        self.parts = dict(plots=plots, alert=alert, text=text, **widgets)
+        self.parts = dict(plots=plots, alert=alert, text=text, taps=taps, **widgets)
         top = pn.FlexBox(*row, download, sizing_mode="stretch_width")  # wraps when narrow
         return pn.Column(top, alert.layout, plots, text.layout, sizing_mode="stretch_width")
 

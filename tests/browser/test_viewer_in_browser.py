@@ -1,6 +1,7 @@
 """The field viewer served by panel in headless Chromium: the panels fit the page at 1500 px and
-wrap at 700 px (nothing clipped), and typing an index and pressing Enter shows that slice —
-read back from the Bokeh models in the page and compared with the zarr store."""
+wrap at 700 px (nothing clipped), typing an index and pressing Enter shows that slice, clicking
+in a slice moves the other two — read back from the Bokeh models in the page and compared with
+the zarr store — and ticking *isosurface* shows the 3D view (an inline image: no request)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ IMAGES_JS = """() => {
     }
   }
   return out;
+}"""
+
+
+#: Page coordinates of the data point (x, y) in the figure titled ``title``.
+POINT_JS = """([title, x, y]) => {
+  const view = Bokeh.index.query_one(
+    v => v.frame !== undefined && v.model.title != null && v.model.title.text === title);
+  const box = view.el.getBoundingClientRect();
+  return [box.left + view.frame.x_scale.compute(x), box.top + view.frame.y_scale.compute(y)];
 }"""
 
 
@@ -129,6 +139,24 @@ def test_viewer_fits_the_page_and_applies_an_index_on_enter(
         )
         assert viewer.cursor == {"z": 4, "y": 4, "x": 2}
         page.screenshot(path=str(tmp_path / "viewer-index2.png"), full_page=True)
+
+        # click the point (x, y) = (6, 2) / 8 in the z slice: the y and x slices move there
+        wait_for(lambda: shows(page, "u_fem, sample 1, z node 4", u[4]), what="the z slice")
+        x, y = page.evaluate(POINT_JS, ["u_fem, sample 1, z node 4", 0.75, 0.25])
+        page.mouse.click(x, y)
+        wait_for(lambda: viewer.cursor == {"z": 4, "y": 2, "x": 6}, what="the clicked cursor")
+        for title, want in (("y node 2", u[:, 2, :]), ("x node 6", u[:, :, 6])):
+            wait_for(
+                lambda t=f"u_fem, sample 1, {title}", w=want: shows(page, t, w),
+                what=f"the {title} slice after the click",
+            )
+
+        # tick "isosurface": the 3D view appears as an inline PNG
+        page.locator(".bk-Checkbox", has_text="isosurface").locator("input").check()
+        wait_for(lambda: viewer.surface, what="the isosurface box")
+        png = page.locator("img[src^='data:image/png']")
+        wait_for(lambda: png.count() == 1, what="the isosurface image")
+        page.screenshot(path=str(tmp_path / "viewer-isosurface.png"), full_page=True)
     finally:
         server.stop()
     outside = [r for r in problems.failed_requests if "127.0.0.1" not in r]

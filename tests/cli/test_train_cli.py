@@ -1,4 +1,5 @@
-"""`mgtoolkit train`, `compare-cycles` and `predict` as a user runs them (real processes)."""
+"""`mgtoolkit train`, `compare-cycles`, `predict` and `export-tensorboard` as a user runs them
+(real processes)."""
 
 import os
 import subprocess
@@ -206,3 +207,32 @@ def test_compare_cycles_needs_u_fem_and_a_target(store2d, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["compare-cycles", str(cfg), "--target", "fast", "--out", str(tmp_path / "c")])
     assert "a number (e.g. 0.05) or 'base'" in capsys.readouterr().err
+
+
+def test_export_tensorboard_command(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mgtoolkit.train import EventLog
+
+    for name, loss in (("a", 2.0), ("b", 3.0)):
+        log = EventLog(name, tmp_path / "runs" / name / "events.jsonl")
+        log.emit("run_start", dim=2)
+        log.emit("batch_end", step=0, level=1, epoch=0, batch=0, loss=loss)
+        log.close()
+    runs = [str(tmp_path / "runs" / n) for n in ("a", "b")]
+    assert main(["export-tensorboard", *runs, "--out", str(tmp_path / "tb")]) == 0
+    printed = capsys.readouterr().out
+    assert f"view with: tensorboard --logdir {tmp_path / 'tb'}" in printed
+    for name, loss in (("a", 2.0), ("b", 3.0)):  # one folder per run under --out
+        acc = EventAccumulator(str(tmp_path / "tb" / name))
+        acc.Reload()
+        assert [(s.step, s.value) for s in acc.Scalars("loss/batch/level1")] == [(1, loss)]
+    assert main(["export-tensorboard", runs[0]]) == 0  # default: RUN_DIR/tensorboard
+    assert any((tmp_path / "runs" / "a" / "tensorboard").iterdir())
+    capsys.readouterr()
+    assert main(["export-tensorboard", str(tmp_path / "nothing")]) == 2
+    assert "has no events.jsonl: pass a run directory" in capsys.readouterr().err
+    (tmp_path / "other" / "a").mkdir(parents=True)
+    twin = str(tmp_path / "other" / "a")
+    assert main(["export-tensorboard", runs[0], twin, "--out", str(tmp_path / "tb2")]) == 2
+    assert "would share a folder under --out" in capsys.readouterr().err

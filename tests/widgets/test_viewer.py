@@ -106,6 +106,11 @@ def test_large_store_opens_lazily(tmp_path):
     elapsed = time.perf_counter() - t0
     assert sel["nu"].shape == (512, 512) and np.isnan(sel["nu"]).all()  # never written
     assert elapsed < 5.0, f"opening and slicing a 512³ store took {elapsed:.1f} s"
+    v.field = "nu"  # the 3D view reads 64³ of the 512³ cells (the store has no coarser level)
+    vol = v.volume()
+    assert vol.array.shape == (64, 64, 64) and vol.source == "every 8th cell of level 1"
+    surf = v.isosurface()
+    assert len(surf.triangles) == 0 and "64³ cells shown of 512³" in surf.title
 
 
 def test_browser_picks_samples_by_omega(store2d):
@@ -220,3 +225,91 @@ def test_browser_and_viewer_linked_both_ways(store2d):
     assert b.sample == 2
     b.sample = 4
     assert v.sample == 4
+
+
+# ---------------------------------------------------------------- 3D view and click-to-move
+def test_volume_is_the_coarsened_or_strided_store(store3d):
+    from mgtoolkit.widgets.viewer import SURFACE_MAX_CELLS
+
+    v = FieldViewer(store3d, sample=1, field="reference")
+    u = raw(store3d, 1, "u_fem")[1]
+    full = v.volume()  # 8³ cells fit under the cap: every node
+    assert 8**3 <= SURFACE_MAX_CELLS and full.cells == 8 and full.nodes
+    np.testing.assert_array_equal(full.array, u)
+    half = v.volume(max_cells=4**3)  # every 2nd node of level 1
+    assert half.cells == 4 and half.source == "every 2nd node of level 1"
+    np.testing.assert_array_equal(half.array, u[::2, ::2, ::2])
+    v.field = "nu"  # ν at 4³: the store's own level 2, as log10
+    nu = v.volume(max_cells=4**3)
+    assert nu.source == "level 2 of the store" and not nu.nodes and nu.origin == 1 / 8
+    np.testing.assert_allclose(nu.array, np.log10(raw(store3d, 2, "nu")[1]), rtol=1e-6)
+    v.level = 2  # no level 3 to read: the cell at the centre of each 2³ block of level 2
+    nu2 = v.volume(max_cells=2**3)
+    assert nu2.cells == 2 and nu2.source == "every 2nd cell of level 2"
+    np.testing.assert_allclose(nu2.array, np.log10(raw(store3d, 2, "nu")[1][1::2, 1::2, 1::2]))
+
+
+def test_isosurface_of_the_shown_volume(store3d):
+    from mgtoolkit.widgets.isosurface import isosurface
+
+    v = FieldViewer(store3d, sample=0, field="reference", iso=0.3)
+    u = raw(store3d, 1, "u_fem")[0].astype(np.float64)[::2, ::2, ::2]
+    surf = v.isosurface(max_cells=4**3)
+    value = u.min() + 0.3 * (u.max() - u.min())
+    assert surf.value == pytest.approx(value)
+    np.testing.assert_array_equal(surf.triangles, isosurface(u, value, spacing=0.25))
+    assert len(surf.triangles) > 0
+    assert "u_fem = " in surf.title and "4³ cells shown of 8³ (every 2nd node" in surf.title
+    # too many triangles: the surface is made again from half the resolution
+    coarse = v.isosurface(max_triangles=len(surf.triangles) - 1, max_cells=4**3)
+    assert coarse.volume.cells == 2 and "2³ cells shown of 8³" in coarse.title
+    fig = v.isosurface_figure()
+    assert fig.axes[0].name == "3d" and len(fig.axes[0].collections) == 1
+    # turning the view reuses the surface; another sample reads its own volume
+    v.azimuth = 30.0
+    assert v.isosurface(max_cells=4**3) is v.isosurface(max_cells=4**3)
+    v.sample = 1
+    other = raw(store3d, 1, "u_fem")[1].astype(np.float64)[::2, ::2, ::2]
+    np.testing.assert_array_equal(v.isosurface(max_cells=4**3).volume.array, other)
+
+
+def test_3d_view_needs_a_3d_store_and_the_field(store2d, store3d):
+    with pytest.raises(ValueError, match=r"3D view needs a 3D store; .*s2\.zarr holds 2D fields"):
+        FieldViewer(store2d).volume()
+    with pytest.raises(MissingFieldError, match="mgtoolkit predict"):
+        FieldViewer(store3d, field="difference").isosurface()
+
+
+def test_view_shows_the_isosurface(store3d):
+    import panel as pn
+    import param
+
+    v = FieldViewer(store3d, sample=1, field="reference")
+    v.view()
+    assert len(v.parts["plots"].objects) == 2
+    v.parts["surface"].value = True  # ticking "isosurface"
+    panes = v.parts["plots"].objects
+    assert len(panes) == 3 and isinstance(panes[2], pn.pane.Matplotlib)
+    assert panes[2].object.axes[0].get_title() == v.isosurface().title
+    slider = v.parts["elevation"]
+    with param.edit_constant(slider):  # what the browser sends when the slider is released
+        slider.value_throttled = 60.0
+    assert v.elevation == 60.0 and v.parts["plots"].objects[2].object.axes[0].elev == 60.0
+
+
+def test_clicking_a_slice_moves_the_cursor(store3d):
+    v = FieldViewer(store3d, sample=0, three=True, field="reference")
+    v.view()
+    u = raw(store3d, 1, "u_fem")[0]
+    assert v.cursor == {"z": 4, "y": 4, "x": 4}
+    z_plane = shown(v.parts["plots"].objects[0])
+    v.parts["taps"][0].event(x=0.26, y=0.74)  # a click in the z slice at (x, y) ≈ (2, 6) / 8
+    assert v.cursor == {"z": 4, "y": 6, "x": 2}
+    panes = v.parts["plots"].objects
+    np.testing.assert_allclose(shown(panes[0]), z_plane)  # the clicked plane stays
+    np.testing.assert_allclose(shown(panes[1]), u[:, 6, :], rtol=1e-6)  # the others follow
+    np.testing.assert_allclose(shown(panes[2]), u[:, :, 2], rtol=1e-6)
+    assert v.panels()[0]["cross"] == (6 / 8, 2 / 8)
+    v.parts["taps"][2].event(x=0.0, y=1.2)  # in the x slice (z up, y across), clipped to 8
+    assert v.cursor == {"z": 8, "y": 0, "x": 2} and v.index == 8  # the selected axis is z
+    np.testing.assert_allclose(shown(v.parts["plots"].objects[0]), u[8], rtol=1e-6)
