@@ -17,6 +17,7 @@ __all__ = [
     "dashboard_link_through_jupyter",
     "extension",
     "holoviews",
+    "inline_holoviews_stylesheets",
     "level_color",
     "live_update",
     "named",
@@ -77,7 +78,42 @@ def extension() -> None:
 
     pn.extension(inline=True)
     hv.extension("bokeh", inline=True)
+    inline_holoviews_stylesheets()
     dashboard_link_through_jupyter()
+
+
+def inline_holoviews_stylesheets() -> None:
+    """Give holoviews' own notebook output the stylesheets panel inlines for panel objects.
+
+    A holoviews object shown as a cell's result (``hv.Layout(...)``) is rendered by holoviews'
+    bokeh renderer through panel, but without the step that panel's ``_repr_mimebundle_``
+    takes with inline resources: its models keep links to panel's CSS on cdn.holoviz.org
+    (loading, list panel, theme) — failed requests and unstyled figures offline, and again
+    each time the saved notebook is opened. This wraps the two panel functions that
+    holoviews' renderer calls so that they inline those stylesheets first, as panel does.
+    Idempotent; a no-op when panel's resources are not inline.
+    """
+    import holoviews.plotting.renderer as hv_renderer
+
+    if getattr(hv_renderer.render_model, "_mgtoolkit_inline", False):
+        return
+    from bokeh.models import UIElement
+    from panel import config
+    from panel.io.notebook import patch_inline_stylesheets
+
+    def inlined(render):
+        def wrapper(model, *args, **kwargs):
+            if config.inline:
+                for sub in model.select({"type": UIElement}):
+                    patch_inline_stylesheets(sub)
+            return render(model, *args, **kwargs)
+
+        wrapper._mgtoolkit_inline = True
+        wrapper.__wrapped__ = render
+        return wrapper
+
+    hv_renderer.render_model = inlined(hv_renderer.render_model)
+    hv_renderer.render_mimebundle = inlined(hv_renderer.render_mimebundle)
 
 
 def holoviews():

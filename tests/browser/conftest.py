@@ -1,8 +1,8 @@
 """Real-browser harness: JupyterLab on 127.0.0.1 and headless Debian Chromium via Playwright.
 
 No browser is downloaded: `.ci/setup.d/browser.sh` installs Debian's chromium, and Playwright
-drives it through ``executable_path``. Console errors and failed requests are collected for
-the test to assert on; screenshots go to the test's tmp directory.
+drives it through ``executable_path``. Console errors, failed requests and requests that leave
+localhost are collected for the test to assert on; screenshots go to the test's tmp directory.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,12 +114,27 @@ def jupyter_lab(tmp_path):
             proc.wait()
 
 
+#: Hosts a request may go to: this machine. Anything else (a CDN, a font or news server) would
+#: fail or hang on an air-gapped HPC login node, even where it works on a machine with internet.
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+def is_external(url: str) -> bool:
+    """Whether a request for ``url`` leaves this machine (``data:``/``blob:``/``about:`` stay)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("data", "blob", "about", "chrome", "chrome-extension", "devtools"):
+        return False
+    return (parts.hostname or "") not in LOCAL_HOSTS
+
+
 @dataclass
 class Problems:
-    """What the page reported: console errors, uncaught exceptions, failed requests."""
+    """What the page reported: console errors, uncaught exceptions, failed requests, and every
+    request to a host other than this machine (recorded whether or not it succeeded)."""
 
     console_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
+    external_requests: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -142,6 +158,10 @@ def browser_page(tmp_path):
             lambda m: problems.console_errors.append(m.text) if m.type == "error" else None,
         )
         page.on("pageerror", lambda e: problems.console_errors.append(f"uncaught: {e}"))
+        page.context.on(  # the context: the page, its frames and workers, any popup
+            "request",
+            lambda r: problems.external_requests.append(r.url) if is_external(r.url) else None,
+        )
         page.on(
             "requestfailed",
             lambda r: problems.failed_requests.append(f"{r.url}: {r.failure}"),

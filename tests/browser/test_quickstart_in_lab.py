@@ -14,7 +14,8 @@ What it asserts is what the user sees in the page, read from the Bokeh models an
 - rank 1 of 2 raising after its first batch shows ``rank 1: <message>`` and *failed* in the
   composer and the monitor within 10 s;
 - the dask dashboard link in the page answers 200 through JupyterLab's proxy;
-- a composer edit redraws the diagram; no console error, no failed request.
+- a composer edit redraws the diagram; no console error, no failed request, no request to a
+  host other than this machine.
 """
 
 from __future__ import annotations
@@ -293,4 +294,5 @@ def test_quickstart_is_live_in_jupyterlab(jupyter_lab, browser_page, tmp_path):
     print(f"screenshots in {shots}; timings (s): {json.dumps(timings)}")
 
     assert problems.failed_requests == [], problems.failed_requests
+    assert problems.external_requests == [], problems.external_requests
     assert problems.console_errors == [], problems.console_errors

@@ -159,6 +159,7 @@ def test_viewer_fits_the_page_and_applies_an_index_on_enter(
         page.screenshot(path=str(tmp_path / "viewer-isosurface.png"), full_page=True)
     finally:
         server.stop()
+    assert not problems.external_requests, problems.external_requests
     outside = [r for r in problems.failed_requests if "127.0.0.1" not in r]
     assert not outside, outside
     assert not problems.console_errors, problems.console_errors
