@@ -42,9 +42,11 @@ def main() -> None:
     parser.add_argument(
         "--time-at", type=int, nargs="*", default=[], help="time one prediction at n (best of 3)"
     )
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--package", metavar="NAME", default=None, help="write the package")
     parser.add_argument("--description", default="")
     parser.add_argument("--commit", default=None, help="commit the run was trained at")
+    parser.add_argument("--note", default="", help="circumstances worth knowing (card)")
     args = parser.parse_args()
 
     import torch
@@ -53,7 +55,7 @@ def main() -> None:
     from mgtoolkit.infer import corner_fields, score, unseen_fields
     from mgtoolkit.rundir import load_model, read_checkpoint
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.threads)
     checkpoint = read_checkpoint(args.source)
     dim = int(checkpoint.config["model"]["dim"])
     store_n = _training_resolution(args.source)
@@ -156,6 +158,7 @@ def _package(args, checkpoint, metrics: dict, *, dim: int, n: int) -> None:
             **metrics,
         },
         "command": "benchmarks/pretrained.py " + " ".join(sys.argv[1:]),
+        "note": args.note,
     }
     (out / f"{args.package}.json").write_text(json.dumps(card, indent=2) + "\n")
     size = (out / f"{args.package}.pt").stat().st_size / 2**20

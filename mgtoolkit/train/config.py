@@ -450,9 +450,9 @@ class TrainConfig:
     precision : str
         "fp32", or "bf16": the network's training forward pass under bfloat16 autocast
         (:func:`mgtoolkit.nn.memory.autocast`; its cells→nodes head, u, the loss, the weights
-        and validation stay float32). Faster for 2D on CPUs; for 3D on CPUs without bfloat16
-        instructions (AVX-512 BF16, AMX) much slower, and the trainer warns (measurements in
-        the performance page of the docs).
+        and validation stay float32). Faster on CPUs with bfloat16 instructions (AVX-512 BF16,
+        AMX) and GPUs; many times slower on CPUs without them, where the trainer warns
+        (measurements in the performance page of the docs).
     """
 
     data: DataConfig = field(default_factory=DataConfig)

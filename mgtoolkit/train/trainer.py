@@ -130,12 +130,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _warn_slow_precision(self) -> None:
-        """bf16 3D convolutions on a CPU without bfloat16 instructions are far slower than
-        fp32 (docs/performance.md, design measurements): say so before the run is wasted."""
+        """bf16 convolutions on a CPU without bfloat16 instructions are far slower than fp32
+        (docs/performance.md, design measurements): say so before the run is wasted."""
         capability = torch.backends.cpu.get_cpu_capability()
         if (
             self.config.precision == "bf16"
-            and self.config.model.dim == 3
             and self.device.type == "cpu"
             and "AVX512" not in capability
             and self.rank == 0
@@ -144,7 +143,7 @@ class Trainer:
 
             warnings.warn(
                 f"precision = 'bf16' on this CPU ({capability}, no bfloat16 instructions) makes "
-                "3D convolutions many times slower than fp32; set precision = 'fp32'",
+                "the convolutions many times slower than fp32; set precision = 'fp32'",
                 stacklevel=3,
             )
 

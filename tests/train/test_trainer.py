@@ -345,7 +345,7 @@ def test_bf16_training_follows_the_float32_run_closely_and_validates_in_float32(
         small_config(store2d_fem, precision="fp16")
 
 
-def test_bf16_in_3d_warns_on_a_cpu_without_bfloat16_instructions(tmp_path, dask_client):
+def test_bf16_warns_on_a_cpu_without_bfloat16_instructions(tmp_path, dask_client):
     import warnings
 
     from mgtoolkit.data import generate
