@@ -82,8 +82,8 @@ def segment_matrices() -> tuple[np.ndarray, np.ndarray]:
 def reference_stiffness(dim: int) -> np.ndarray:
     """Q1 stiffness matrix of the unit square (dim 2) or cube (dim 3), exact.
 
-    Computed once per dimension (in exact fractions, ~0.3 ms; operator set-up asks for it
-    several times per call) and returned read-only: copy it to modify it.
+    Computed once per dimension in exact fractions (operator set-up asks for it several times
+    per call) and returned read-only: copy it to modify it.
 
     Returns
     -------

@@ -29,8 +29,8 @@ from mgtoolkit.runtime import heap_reuse
 
 __all__ = ["DEFAULT_PLANES", "StreamedUNet"]
 
-#: Output planes computed per step by default. Measured at 256² planes (2 threads): 16 planes
-#: 6.5 s and 0.86 GiB, 32 planes 6.9 s and 1.77 GiB — larger steps only cost memory.
+#: Output planes computed per step by default: enough to keep the convolutions efficient;
+#: larger steps cost memory in proportion and gain almost no time (docs/performance.md).
 DEFAULT_PLANES = 16
 
 

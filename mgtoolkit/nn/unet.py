@@ -25,8 +25,8 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
 - **Layout**: on CPU, activations are channels-last (``torch.channels_last`` /
   ``channels_last_3d``) from the input on — oneDNN's native layout. In the default
   (channels-first) layout every convolution reorders its input, output and gradients to a
-  blocked layout and back, which cost as much as the convolutions themselves on this network
-  (``benchmarks/throughput.py``, 3D 64³, batch 4: one training step 1.54 s instead of 2.20 s).
+  blocked layout and back, which costs about as much as the convolutions themselves on this
+  network (figures: docs/performance.md, ``benchmarks/throughput.py``).
   Every layer here (batch norm, pooling, transposed conv, concatenation, replicate padding)
   keeps the layout, so nothing is converted between layers. The numbers are the same up to
   float rounding; the weights stay in their usual layout, so ``state_dict`` is unchanged.

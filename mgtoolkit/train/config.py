@@ -444,8 +444,8 @@ class TrainConfig:
         Keep freed memory in the process heap while training
         (:func:`mgtoolkit.runtime.heap_reuse`): every step allocates and frees the same large
         activations, and without it the kernel maps, faults in and zeroes them each time
-        (3D 64³, batch 4: 1.10 instead of 1.54 s per step) for a resident peak about a quarter
-        higher, which :func:`mgtoolkit.plan.training_estimate` counts. Process-wide (glibc
+        (a large share of a 3D step: docs/performance.md). The price is a higher resident
+        peak, which :func:`mgtoolkit.plan.training_estimate` counts. Process-wide (glibc
         malloc settings); turn it off where the memory matters more than the time.
     precision : str
         "fp32", or "bf16": the network's training forward pass under bfloat16 autocast
