@@ -129,3 +129,35 @@ def test_predict_api_mismatch_writes_nothing(files, store2d, store3d, copy_store
     model = files["ckpt3d" if case == "3d_on_2d" else "ckpt2d"]
     expect_api_error(lambda: predict(store, model, progress=False), r"is [23]D but .* holds")
     assert "u_pred" not in zarr.open_group(str(store))["level1"]
+
+
+@pytest.mark.parametrize("latest", ["crafted", "text", "empty"])
+def test_train_resume_from_a_bad_latest_checkpoint(
+    capsys, tmp_path, crafted, files, store2d_fem, latest
+):
+    """Training resume read ``latest.pt`` with full unpickling: a crafted one ran its payload."""
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    source = {"crafted": crafted, "text": files["text"], "empty": files["empty"]}[latest]
+    shutil.copyfile(source, run / "checkpoints" / "latest.pt")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        f'[data]\nstore = "{store2d_fem}"\nval_samples = 4\n[model]\ndim = 2\ndepth = 1\n'
+        "base_filters = 2\n[cycle]\nname = 'base'\nlevels = 1\nepochs = 1\n"
+    )
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    match = {
+        "crafted": r"latest.pt is not an mgtoolkit checkpoint",
+        "text": r"cannot read checkpoint .*latest.pt",
+        "empty": r"cannot read checkpoint .*latest.pt",
+    }[latest]
+    expect_error(capsys, ["train", cfg, "--run-dir", run, "--no-progress"], match)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing written
+    assert not (tmp_path / "pwned").exists()  # the payload did not run ...
+    if latest == "crafted":  # ... and it is live: the unsafe load does run it
+        torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+        assert (tmp_path / "pwned").exists()

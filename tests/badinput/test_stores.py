@@ -132,6 +132,7 @@ def test_fem_solve_refuses_truncated_nu(capsys, copy_store, store2d):  # [T] che
     store = copy_store(store2d)
     truncate(shard_file(store, index=0), 300)
     expect_error(capsys, ["fem", "solve", store], r"sample 0.*level1/nu/c/0/0/0")
+    assert "u_fem" not in zarr.open_group(str(store))["level1"]  # other samples not written
 
 
 def test_fem_solve_names_sample_with_nan_inside_a_whole_file(
