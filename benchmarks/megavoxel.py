@@ -118,7 +118,7 @@ def _net(checkpoint: str | None):
     return UNet(UNetConfig(**MODEL)).eval()
 
 
-def phase_generate(store: Path, n: int) -> dict:
+def phase_generate(store: Path, n: int, seed: int) -> dict:
     from mgtoolkit.data import generate
 
     cluster, client = _cluster(2, 1)
@@ -130,7 +130,7 @@ def phase_generate(store: Path, n: int) -> dict:
             resolution=n,
             levels=3,
             samples=1,
-            seed=0,
+            seed=seed,
             client=client,
             overwrite=True,
             progress=False,
@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--predict-workers", type=int, default=1, help="dask workers for predict (cores split)"
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="field seed (a packaged model's unseen: 10000)"
+    )
     parser.add_argument("--train-resolution", type=int, default=64)
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--run-phase", default=None, help=argparse.SUPPRESS)
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_phase:  # inside a child process
         phase = args.run_phase
         if phase == "generate":
-            result = phase_generate(store, n)
+            result = phase_generate(store, n, args.seed)
         elif phase == "fem":
             result = phase_fem(store, n)
         elif phase == "predict":
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         f"store {store}"
     )
     common = ["--out", str(out), "--resolution", str(n)]
-    common += ["--predict-workers", str(args.predict_workers)]
+    common += ["--predict-workers", str(args.predict_workers), "--seed", str(args.seed)]
     if args.checkpoint:
         common += ["--checkpoint", args.checkpoint]
     for phase in ("generate", "fem", "predict", "summary"):

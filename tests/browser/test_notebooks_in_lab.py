@@ -1,155 +1,96 @@
 """Notebooks 02, 03 and 04 in a real browser: opened, run, saved, closed and reopened in
 JupyterLab (headless Chromium), as a user who comes back to a notebook the next day.
 
-Notebooks 02 and 04 run at CI size (MGTOOLKIT_SMALL=1; 02 compares half-V with base only, see
-INJECT): *Run All Cells* from the menu, no cell error; Ctrl+S writes every cell's outputs to
-disk; *File → Close and Shut Down Notebook* closes the tab and its kernel; the page is loaded
-again and the notebook reopened from the file. What the user saw after the run must be there
-again, read from the page: every text output, and every figure — the same Bokeh figures (title
-and the number of points of each glyph) drawn at a non-zero size. Across open, run and reopen
-there is no console error, no failed request and no request to a host other than this machine.
+Each runs at CI size (MGTOOLKIT_SMALL=1; 02 compares half-V with base only, see INJECT): *Run
+All Cells* from the menu, no cell error; Ctrl+S writes every cell's outputs to disk; *File →
+Close and Shut Down Notebook* closes the tab and its kernel; the page is loaded again and the
+notebook reopened from the file. What the user saw after the run must be there again, read from
+the page: every text output, and every figure — the same Bokeh figures (title and the number of
+points of each glyph; 03's live monitors as first drawn) drawn at a non-zero size. Across open,
+run and reopen there is no console error, no failed request and no request to a host other
+than this machine.
 
-Notebook 03 submits Slurm jobs (workers, then a batch job) and runs in tests/notebooks against
-the real Slurm; here it is only opened, closed and reopened (no console error, no request leaving
-localhost), which keeps these tests inside CI's time budget for the browser.
+Notebook 03 uses the batch system it finds: where Slurm runs (CI starts a real single-node
+Slurm), its two worker jobs and its sbatch job run there, the page shows job ids and queue
+states while they start, and no job of the notebook is left in the queue afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
-from test_quickstart_in_lab import PROGRESS_JS, run_all_cells, wait_until
+from labpage import (
+    OUTPUT_TEXTS_JS,
+    PROGRESS_JS,
+    Quiet,
+    close_and_shut_down,
+    figures,
+    open_notebook,
+    run_all_cells,
+    save_and_wait,
+    wait_until,
+)
+
+from mgtoolkit.train import read_events
 
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 #: Injected after the parameters cell. Notebook 02 compares one cycle with base here (the
 #: headless test in tests/notebooks runs all of them): the same cells and figures, less time.
 INJECT = {"02_cycles.ipynb": 'CYCLES = ["half-V"]  # injected by the browser test'}
-
-#: Every Bokeh figure the page draws: walk the view tree of each root view (every panel output
-#: has its own) and report each plot's title, its number of points per glyph renderer, and the
-#: size its element takes in the page (0 × 0: the model exists, nothing is drawn).
-FIGURES_JS = """
-() => {
-  const out = [];
-  const seen = new Set();
-  const walk = (view) => {
-    if (!view || seen.has(view)) return;
-    seen.add(view);
-    const m = view.model;
-    if (m && m.renderers !== undefined && m.x_range !== undefined) {
-      const points = [];
-      for (const r of m.renderers) {
-        const src = r.data_source;
-        if (!src || !src.data) continue;
-        const data = src.data instanceof Map ? Object.fromEntries(src.data) : src.data;
-        const cols = Object.keys(data);
-        points.push(cols.length ? Array.from(data[cols[0]]).length : 0);
-      }
-      const box = view.el.getBoundingClientRect();
-      out.push({
-        title: m.title && m.title.text !== undefined ? m.title.text : "",
-        points,
-        drawn: box.width > 0 && box.height > 0,
-      });
-    }
-    const kids = typeof view.children === "function" ? [...view.children()] : [];
-    for (const kid of kids) walk(kid);
-  };
-  for (const view of Object.values((window.Bokeh && window.Bokeh.index) || {})) walk(view);
-  return out;
-}
-"""
-
-#: The text the page shows in each cell's outputs (stdout, plain-text results, Markdown).
-OUTPUT_TEXTS_JS = """
-() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')].map((cell) =>
-  [...cell.querySelectorAll('.jp-OutputArea-output')]
-    .filter((o) => ['text/plain', 'application/vnd.jupyter.stdout'].includes(o.dataset.mimeType))
-    .map((o) => o.innerText.trim()))
-"""
+#: Notebooks whose monitors are drawn before their runs start, to be watched live: JupyterLab
+#: saves a widget as its cell first drew it (docs/user-guide/notebooks.md), so reopened they show
+#: the figures they had then.
+LIVE = {"03_hpc.ipynb"}
 
 
-def figures(page) -> list[tuple[str, tuple[int, ...], bool]]:
-    return sorted((f["title"], tuple(f["points"]), f["drawn"]) for f in page.evaluate(FIGURES_JS))
+def saved_text(path: Path) -> str:
+    """Every output of the saved notebook as text (stdout, plain text, HTML, Markdown)."""
+    parts = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.extend(str(v) for v in out.get("data", {}).values())
+    return "\n".join(parts)
 
 
-def open_notebook(page, lab, name: str) -> None:
-    """Open ``name`` and wait until every cell is in the page and the kernel is idle."""
-    cells = len(nbformat.read(lab.root / name, as_version=4).cells)
-    page.goto(f"{lab.url}/lab/tree/{name}")
-    page.wait_for_function(
-        f"() => document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length === {cells}",
-        timeout=60_000,
-    )
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+def check_hpc_run(text: str, out: Path) -> None:
+    """What notebook 03 must have done on this machine's batch system (Slurm in CI)."""
+    for expected in ["#SBATCH", "#PBS", "module load", "finished (schedule complete)", "released:"]:
+        assert expected in text, f"03_hpc.ipynb: {expected!r} not in the outputs"
+    assert "released: [(" in text and "'finished')]" in text
+    if shutil.which("sinfo") is None and shutil.which("qstat") is None:
+        assert "using: local (no Slurm or PBS here)" in text
+        return
+    assert shutil.which("sinfo"), "this test runs where Slurm is (CI): PBS is checked as text"
+    assert "using: slurm (detected)" in text
+    # job ids and queue state were shown while waiting for the workers
+    assert re.search(r"\d/2 workers · slurm: job \d+ (PENDING|RUNNING|CONFIGURING)", text), text
+    assert re.search(r"submitted batch job \d+", text)
+    line = re.search(r"jobs of this notebook: ([\d, ]+) ->", text)
+    assert line, text
+    ids = [i.strip() for i in line.group(1).split(",")]
+    assert len(ids) == 3, ids  # two worker jobs, one batch job
+    # the batch job trained (its run directory has the events the monitor followed), each field
+    # split in 2 slabs across its 2 ranks
+    events = read_events(out / "runs" / "batch" / "events.jsonl")
+    assert [e["reason"] for e in events if e["type"] == "run_end"] == ["schedule complete"]
+    starts = [e for e in events if e["type"] == "step_start"]
+    assert starts and all(e["spatial"] == 2 for e in starts), starts
+    queued = subprocess.run(
+        ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not set(ids) & set(queued), f"jobs still queued after the notebook: {queued}"
 
 
-def close_and_shut_down(page, lab, name: str, quiet: Quiet) -> None:
-    """File → Close and Shut Down Notebook: the tab and its kernel are gone."""
-    page.get_by_role("menuitem", name="File", exact=True).click()
-    page.get_by_role("menuitem", name="Close and Shut Down Notebook").click()
-    page.locator(".jp-Dialog .jp-mod-accept").click()  # "Shut down the notebook?"
-    page.wait_for_selector(".jp-NotebookPanel", state="detached", timeout=30_000)
-
-    def no_kernel():
-        with urllib.request.urlopen(f"{lab.url}/api/kernels") as r:
-            return json.load(r) == []
-
-    wait_until(no_kernel, timeout=30, what=f"the kernel of {name} shut down")
-    quiet.wait()  # then the caller loads the page again (a navigation aborts what is in flight)
-
-
-def saved_outputs(path: Path) -> list[int]:
-    """Per code cell of the file on disk: its number of outputs (-1: not executed); [] while
-    the file is being written."""
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except (nbformat.reader.NotJSONError, json.JSONDecodeError):
-        return []
-    cells = [c for c in nb.cells if c.cell_type == "code"]
-    return [len(c.outputs) if c.execution_count else -1 for c in cells]
-
-
-#: Per code cell in the page: its number of outputs.
-PAGE_OUTPUTS_JS = """
-() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')].map(
-  (cell) => cell.querySelectorAll('.jp-OutputArea-child').length)
-"""
-
-
-class Quiet:
-    """Tracks the page's HTTP requests in flight, to load the page again only when none is (a
-    navigation cancels what is in flight: aborted requests, and JupyterLab logs errors about
-    them). A request without an end event after ``stale`` seconds is not waited for (Playwright
-    reports no end for a few of JupyterLab's polls; a navigation does not abort them)."""
-
-    def __init__(self, page, stale: float = 5.0):
-        self.pending: dict = {}
-        self.stale = stale
-        page.on("request", lambda r: self.pending.setdefault(r, time.monotonic()))
-        page.on("requestfinished", lambda r: self.pending.pop(r, None))
-        page.on("requestfailed", lambda r: self.pending.pop(r, None))
-
-    def wait(self, seconds: float = 1.0) -> None:
-        """Until no request younger than ``stale`` has been in flight for ``seconds``."""
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < seconds:
-            now = time.monotonic()
-            if any(now - t < self.stale for t in list(self.pending.values())):
-                quiet_since = now
-            time.sleep(0.05)
-
-
-@pytest.mark.parametrize(
-    ("name", "run"),
-    [("02_cycles.ipynb", True), ("04_fields_3d.ipynb", True), ("03_hpc.ipynb", False)],
-)
-def test_notebook_opens_runs_and_reopens(name, run, jupyter_lab, browser_page, tmp_path):
+@pytest.mark.parametrize("name", ["02_cycles.ipynb", "03_hpc.ipynb", "04_fields_3d.ipynb"])
+def test_notebook_opens_runs_and_reopens(name, jupyter_lab, browser_page, tmp_path):
     page, problems = browser_page
     quiet = Quiet(page)
     path = jupyter_lab.root / name
@@ -165,46 +106,34 @@ def test_notebook_opens_runs_and_reopens(name, run, jupyter_lab, browser_page, t
 
     open_notebook(page, jupyter_lab, name)
     timings["open"] = time.monotonic() - t0
-    if run:
-        t1 = time.monotonic()
-        run_all_cells(page, timeout=300)
-        timings["run all cells"] = time.monotonic() - t1
-        page.wait_for_timeout(1000)  # the last figures are drawn
-        page.screenshot(path=shots / f"{name}-1-run.png", full_page=True)
-        texts_run, figures_run = page.evaluate(OUTPUT_TEXTS_JS), figures(page)
-        assert figures_run, "no figure in the page after the run"
-        assert all(drawn for _, _, drawn in figures_run), figures_run
-        # Ctrl+S (command mode) writes every cell's outputs to the file.
-        page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()
-        page.keyboard.press("Escape")
-        page.keyboard.press("Control+s")
-        shown = page.evaluate(PAGE_OUTPUTS_JS)
-        assert sum(shown) > 0, shown
-
-        def saved():  # every cell ran, and each cell with outputs in the page has them on disk
-            n = saved_outputs(path)
-            return len(n) == len(shown) and all(
-                k >= 0 and (k > 0 or not v) for k, v in zip(n, shown, strict=True)
-            )
-
-        wait_until(saved, timeout=30, what=f"every cell run, outputs as shown ({shown}), in {path}")
-    else:
-        # Read it a moment: JupyterLab's debugger restores its state over the kernel's websocket
-        # after opening; shutting the kernel down within a second cancels that request and
-        # JupyterLab logs "Could not restore the debugger state" (seen here, not a user's pace).
-        page.wait_for_timeout(3000)
-        quiet.wait()
-        texts_run, figures_run = page.evaluate(OUTPUT_TEXTS_JS), figures(page)
+    t1 = time.monotonic()
+    run_all_cells(page, timeout=420)
+    timings["run all cells"] = time.monotonic() - t1
+    page.wait_for_timeout(1000)  # the last figures are drawn
+    page.screenshot(path=shots / f"{name}-1-run.png", full_page=True)
+    texts_run, figures_run = page.evaluate(OUTPUT_TEXTS_JS), figures(page)
+    assert figures_run, "no figure in the page after the run"
+    assert all(drawn for _, _, drawn in figures_run), figures_run
+    save_and_wait(page, path)
+    if name == "03_hpc.ipynb":
+        check_hpc_run(saved_text(path), jupyter_lab.root / "hpc-output")
 
     t2 = time.monotonic()
     close_and_shut_down(page, jupyter_lab, name, quiet)
     open_notebook(page, jupyter_lab, name)  # the page loaded again, the notebook from its file
     timings["reopen"] = time.monotonic() - t2
-    wait_until(
-        lambda: figures(page) == figures_run,
-        timeout=30,
-        what=f"the same figures drawn again: {figures_run}",
-    )
+    if name in LIVE:  # figures drawn again, as first drawn (their number and data not compared)
+        page.wait_for_timeout(3000)
+        reopened = figures(page)
+        print(f"{name} reopened: {reopened}; after the run: {figures_run}")
+        assert reopened and all(drawn for _, _, drawn in reopened), reopened
+        assert len(reopened) == len(figures_run), reopened
+    else:
+        wait_until(
+            lambda: figures(page) == figures_run,
+            timeout=30,
+            what=f"the same figures drawn again: {figures_run}",
+        )
     page.wait_for_timeout(1000)
     page.screenshot(path=shots / f"{name}-2-reopened.png", full_page=True)
     assert page.evaluate(OUTPUT_TEXTS_JS) == texts_run

@@ -1,8 +1,8 @@
 """Notebook 01 in a real browser, *while its run trains*: JupyterLab + headless Chromium.
 
-This test also *executes* notebook 01 (at CI size, MGTOOLKIT_SMALL=1) — the headless notebook
-tests in tests/notebooks cover 02–04. Its run is made endless (patience and epoch cap 10⁶,
-injected after the parameters cell, papermill style) so that only the Stop button ends it.
+This test also *executes* notebook 01 (at CI size, MGTOOLKIT_SMALL=1); 02–04 run in
+test_notebooks_in_lab.py. Its run is made endless (patience and epoch cap 10⁶, injected after
+the parameters cell, papermill style) so that only the Stop button ends it.
 What it asserts is what the user sees in the page, read from the Bokeh models and the text:
 
 - every cell completes while the run is still training (no cell waits for it);
@@ -14,8 +14,9 @@ What it asserts is what the user sees in the page, read from the Bokeh models an
 - rank 1 of 2 raising after its first batch shows ``rank 1: <message>`` and *failed* in the
   composer and the monitor within 10 s;
 - the dask dashboard link in the page answers 200 through JupyterLab's proxy;
-- a composer edit redraws the diagram; no console error, no failed request, no request to a
-  host other than this machine.
+- a composer edit redraws the diagram;
+- saved, closed and reopened, the notebook shows the same text outputs and draws its figures;
+- no console error, no failed request, no request to a host other than this machine.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ import time
 from pathlib import Path
 
 import nbformat
+from labpage import (
+    OUTPUT_TEXTS_JS,
+    PROGRESS_JS,
+    Quiet,
+    close_and_shut_down,
+    figures,
+    open_notebook,
+    run_all_cells,
+    save_and_wait,
+    wait_until,
+)
 
 from mgtoolkit.cycles import schedule
 from mgtoolkit.train import read_events
@@ -90,48 +102,10 @@ FIGURES_JS = """
 }
 """
 
-PROGRESS_JS = """
-() => {
-  const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
-  const outputs = [...document.querySelectorAll('.jp-OutputArea-output')];
-  const error = outputs.map((o) => o.innerText).find((t) => t.includes('Traceback (most recent'));
-  return {
-    done: prompts.length > 0 && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent)),
-    busy: prompts.filter((p) => p.textContent.includes('*')).length,
-    error: error || null,
-  };
-}
-"""
-
-
-def run_all_cells(page, *, timeout: float) -> None:
-    """Run every cell through the Run menu and wait until each has an execution count."""
-    page.locator(".jp-NotebookPanel .jp-Cell").first.click()
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    deadline = time.monotonic() + timeout
-    while True:
-        state = page.evaluate(PROGRESS_JS)
-        assert state["error"] is None, f"a cell failed in JupyterLab:\n{state['error']}"
-        if state["done"]:
-            return
-        assert time.monotonic() < deadline, f"cells still running after {timeout:g} s: {state}"
-        time.sleep(1.0)
-
 
 def events(run_dir: Path) -> list[dict]:
     path = run_dir / "events.jsonl"
     return read_events(path) if path.exists() else []
-
-
-def wait_until(predicate, *, timeout: float, what: str, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
-        time.sleep(poll)
 
 
 def loss_points(page) -> int:
@@ -291,6 +265,20 @@ def test_quickstart_is_live_in_jupyterlab(jupyter_lab, browser_page, tmp_path):
     assert len(schedule("V", 2).steps) in after[0]["points"]  # one marker per step
     page.wait_for_timeout(500)
     page.screenshot(path=shots / "05-after-composer-edit.png", full_page=True)
+
+    # Saved, closed and reopened the next day: the text outputs and the figures as saved.
+    quiet = Quiet(page)
+    save_and_wait(page, jupyter_lab.root / NOTEBOOK.name)
+    texts_run = page.evaluate(OUTPUT_TEXTS_JS)
+    close_and_shut_down(page, jupyter_lab, NOTEBOOK.name, quiet)
+    open_notebook(page, jupyter_lab, NOTEBOOK.name)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=shots / "06-reopened.png", full_page=True)
+    reopened = figures(page)
+    print("reopened figures:", reopened)
+    assert reopened and all(drawn for _, _, drawn in reopened), reopened
+    assert page.evaluate(OUTPUT_TEXTS_JS) == texts_run
+    assert page.evaluate(PROGRESS_JS)["error"] is None
     print(f"screenshots in {shots}; timings (s): {json.dumps(timings)}")
 
     assert problems.failed_requests == [], problems.failed_requests

@@ -1,6 +1,6 @@
 """Batch-system helpers: detection, queue state, job scripts (PBS as text: no PBS on Debian).
 
-Slurm itself is exercised for real by tests/notebooks (notebook 03 against this machine's Slurm).
+Slurm itself is exercised for real by tests/browser (notebook 03 against this machine's Slurm).
 """
 
 from __future__ import annotations
