@@ -9,6 +9,8 @@ run it prints:
 - the largest peak resident memory of any rank (``ru_maxrss``: what the process ever held,
   interpreter and torch included) and its ratio to one rank;
 - the median step time (forward, energy, backward, gradient all-reduce, Adam);
+- the strong-scaling efficiency E = t₁ / (p · t_p) against one rank with as many threads per rank
+  (only where the ranks have a core each);
 - the halo exchange's share of a step: the time inside the exchanges (the profiler range
   :data:`mgtoolkit.spatial.halo.EXCHANGE_RANGE`, forward and backward, waiting included) over
   the step's, in one profiled step, the largest over the ranks.
@@ -23,6 +25,7 @@ Run it alone on the machine (at 128³ it takes minutes and several GiB)::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -98,17 +101,30 @@ def main() -> None:
         )
         rows.append((p, ranks))
     base = max(r["peak_gib"] for r in rows[0][1])
+    base_step = max(r["step_s"] for r in rows[0][1])
+    cores = os.cpu_count() or 1
     print(
         f"3D {args.n}³, batch 1, U-Net depth {args.depth}, {args.filters} filters, float32, "
-        f"{args.threads} thread(s) per rank, gloo"
+        f"{args.threads} thread(s) per rank, gloo, {cores} cores"
     )
-    print("| ranks per field | peak per rank (GiB) | vs 1 rank | step (s) | halo share |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| ranks per field | peak per rank (GiB) | vs 1 rank (target) | step (s) "
+        "| strong-scaling E (target) | halo share (target) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for p, ranks in rows:
         peak = max(r["peak_gib"] for r in ranks)
         step = max(r["step_s"] for r in ranks)
         share = max(r["halo_share"] for r in ranks)
-        print(f"| {p} | {peak:.2f} | {peak / base:.2f}× | {step:.3f} | {100 * share:.1f} % |")
+        ratio = f"{peak / base:.2f}×" + {2: " (≤ 0.6×)", 4: " (≤ 0.35×)"}.get(p, "")
+        if p == 1:
+            e = "1"
+        elif p * args.threads > cores:  # ranks share cores: time says nothing of scaling
+            e = f"n/a ({p} × {args.threads} threads on {cores} cores)"
+        else:
+            e = f"{base_step / (p * step):.2f}" + (" (≥ 0.8)" if p == 2 else "")
+        halo = f"{100 * share:.1f} %" + (" (≤ 10 %)" if p == 2 else "")
+        print(f"| {p} | {peak:.2f} | {ratio} | {step:.3f} | {e} | {halo} |")
 
 
 if __name__ == "__main__":

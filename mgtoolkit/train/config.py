@@ -447,6 +447,13 @@ class TrainConfig:
         (a large share of a 3D step: docs/performance.md). The price is a higher resident
         peak, which :func:`mgtoolkit.plan.training_estimate` counts. Process-wide (glibc
         malloc settings); turn it off where the memory matters more than the time.
+    init : str, optional
+        Start from the weights of this network instead of random ones: a run directory (its
+        latest checkpoint), a checkpoint file or a pretrained model's name. Its architecture
+        must be ``model``'s. This continues a network on another level or store — e.g. a
+        32³ network trained on at 64³ for a few epochs; the optimizer and schedule start
+        afresh. A relative path is taken relative to the config file's directory; a run
+        that resumes ignores it (its own checkpoint wins).
     precision : str
         "fp32", or "bf16": the network's training forward pass under bfloat16 autocast
         (:func:`mgtoolkit.nn.memory.autocast`; its cells→nodes head, u, the loss, the weights
@@ -470,6 +477,7 @@ class TrainConfig:
     channels_last: bool = False
     heap_reuse: bool = True
     precision: str = "fp32"
+    init: str | None = None
 
     def __post_init__(self) -> None:
         _positive_int("config", "seed", self.seed, minimum=0)
@@ -489,6 +497,11 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"
+            )
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise ValueError(
+                f"init must be a run directory, checkpoint file or pretrained model name "
+                f"(got {str(self.init)[:80]!r})"
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
@@ -605,6 +618,9 @@ def load_config(path: str | Path) -> TrainConfig:
     store = raw.get("data", {}).get("store") if isinstance(raw.get("data"), dict) else None
     if store and not Path(store).is_absolute():
         raw["data"]["store"] = str((path.parent / store).resolve())
+    init = raw.get("init")
+    if isinstance(init, str) and init and (path.parent / init).exists():  # not a model's name
+        raw["init"] = str((path.parent / init).resolve())
     try:
         return TrainConfig.from_dict(raw)
     except TypeError as exc:  # e.g. a section given a non-keyword structure

@@ -41,6 +41,7 @@ from mgtoolkit.rundir import (
     RunDir,
     TrainState,
     atomic_write_text,
+    load_model,
     read_checkpoint,
     save_checkpoint,
 )
@@ -116,6 +117,10 @@ class Trainer:
                     "choose a new run directory"
                 )
             checkpoint = self._read_checkpoint()
+        # A network to start from is read before anything is written: a bad init loses nothing.
+        initial = None
+        if checkpoint is None and config.init is not None:
+            initial = self._initial_model(config.init)
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.rundir.config, to_toml(config))
@@ -124,7 +129,7 @@ class Trainer:
             self.rundir.events if self.rank == 0 else None,
             listeners if self.rank == 0 else (),
         )
-        self._build(checkpoint)
+        self._build(checkpoint, initial)
         self._val = None  # finest-level validation data, loaded on first use
         self._last_checkpoint = time.monotonic()
 
@@ -275,10 +280,28 @@ class Trainer:
             line_search_fn="strong_wolfe",
         )
 
-    def _build(self, checkpoint: Checkpoint | None) -> None:
+    def _initial_model(self, source: str) -> UNet:
+        """``[model]``'s network with the weights of ``source`` (``TrainConfig.init``)."""
+        try:
+            start = load_model(source)
+        except (CheckpointError, FileNotFoundError) as exc:  # say which setting named it
+            raise type(exc)(f"init = {source!r}: {exc}") from None
+        if start.config != self.config.model or start.growth:
+            raise ValueError(
+                f"init = {source!r} is a different network ({start.config}"
+                f"{f', grown {start.growth} times' if start.growth else ''}) than [model] "
+                f"({self.config.model}); copy its [model] section or drop init"
+            )
+        model = UNet(self.config.model)
+        model.load_state_dict(start.state_dict())  # its input scale (log_nu_scale) included
+        return model.train()
+
+    def _build(self, checkpoint: Checkpoint | None, initial: UNet | None = None) -> None:
         torch.manual_seed(self.config.seed)
         if checkpoint is not None:
             model = checkpoint.build_model()
+        elif initial is not None:
+            model = initial
         else:
             model = UNet(self.config.model)
             model.log_nu_scale.fill_(self._log_nu_scale())

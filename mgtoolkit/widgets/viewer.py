@@ -664,15 +664,27 @@ class FieldViewer(param.Parameterized):
             fig.colorbar(im, ax=ax, shrink=0.8)
         return fig
 
-    def save(self, path: str | Path) -> Path:
-        """Write the current figure to ``path``; returns it.
+    def save(self, path: str | Path, *, figure: str = "slices") -> Path:
+        """Write a figure of the current selection to ``path``; returns it.
 
-        ``.html``: the interactive bokeh figure with its JavaScript inline (opens offline);
-        ``.png``, ``.svg``, ``.pdf``: a static matplotlib figure of the same arrays.
+        Parameters
+        ----------
+        path : str or path
+            ``.html``: the interactive bokeh slices with their JavaScript inline (opens
+            offline); ``.png``, ``.svg``, ``.pdf``: a static matplotlib figure.
+        figure : {"slices", "isosurface"}
+            The slices as shown, or the 3D view (:meth:`isosurface_figure`, as seen from
+            :attr:`azimuth`, :attr:`elevation`; a 3D store, a static format).
         """
         path = Path(path)
         suffix = path.suffix.lower()
-        if suffix in (".html", ".htm"):
+        if figure not in ("slices", "isosurface"):
+            raise ValueError(f"figure is 'slices' or 'isosurface' (got {figure!r})")
+        if figure == "isosurface":
+            if suffix not in (".png", ".svg", ".pdf"):
+                raise ValueError(f"save the isosurface to .png, .svg or .pdf (got {path.name!r})")
+            self.isosurface_figure().savefig(path, dpi=120)
+        elif suffix in (".html", ".htm"):
             hv = holoviews()
             hv.save(self.images(), path, backend="bokeh", resources="inline")
         elif suffix in (".png", ".svg", ".pdf"):

@@ -44,6 +44,15 @@ NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 #: Injected after the parameters cell. Notebook 02 compares one cycle with base here (the
 #: headless test in tests/notebooks runs all of them): the same cells and figures, less time.
 INJECT = {"02_cycles.ipynb": 'CYCLES = ["half-V"]  # injected by the browser test'}
+#: Text a notebook must show (evidence that its main step ran, not only that nothing failed).
+EXPECTED = {
+    "04_fields_3d.ipynb": [
+        "mean relative L2 error",
+        "cells shown of",
+        "out of range",
+        "mgtoolkit fem solve",
+    ],
+}
 #: Notebooks whose monitors are drawn before their runs start, to be watched live: JupyterLab
 #: saves a widget as its cell first drew it (docs/user-guide/notebooks.md), so reopened they show
 #: the figures they had then.
@@ -115,8 +124,11 @@ def test_notebook_opens_runs_and_reopens(name, jupyter_lab, browser_page, tmp_pa
     assert figures_run, "no figure in the page after the run"
     assert all(drawn for _, _, drawn in figures_run), figures_run
     save_and_wait(page, path)
+    text = saved_text(path)
+    for expected in EXPECTED.get(name, []):
+        assert expected in text, f"{name}: {expected!r} not in the saved outputs"
     if name == "03_hpc.ipynb":
-        check_hpc_run(saved_text(path), jupyter_lab.root / "hpc-output")
+        check_hpc_run(text, jupyter_lab.root / "hpc-output")
 
     t2 = time.monotonic()
     close_and_shut_down(page, jupyter_lab, name, quiet)

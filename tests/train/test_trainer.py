@@ -123,6 +123,46 @@ def test_checkpoint_from_another_config_is_refused(store2d, tmp_path):
         Trainer(cfg, tmp_path / "run", progress=False, resume=False)
 
 
+def test_init_starts_from_another_networks_weights(store2d, tmp_path):
+    """``init``: the first step starts from the given network's weights (not the seed's), a
+    wrong architecture or a missing source is refused before the run directory exists, and a
+    resumed run keeps its own checkpoint."""
+    from mgtoolkit.rundir import load_model
+
+    first = small_config(store2d, seed=1)
+    train(first, tmp_path / "first", progress=False)
+    start = load_model(tmp_path / "first").state_dict()
+    seen = []
+
+    def capture(event):  # the weights as the first batch finds them
+        if event["type"] == "step_start" and event["step"] == 0 and not seen:
+            seen.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    cont = small_config(store2d, init=str(tmp_path / "first"))
+    trainer = Trainer(cont, tmp_path / "cont", listeners=[capture], progress=False)
+    trainer.run()
+    for key, value in start.items():
+        torch.testing.assert_close(seen[0][key], value, atol=0, rtol=0)
+    key = "encoder.0.0.weight"
+    fresh = Trainer(small_config(store2d), tmp_path / "fresh", progress=False)
+    assert not torch.equal(fresh.model.state_dict()[key], start[key])  # the seed's, not init's
+    # the continued run trained on from there: its weights moved
+    assert not torch.equal(load_model(tmp_path / "cont").state_dict()[key], start[key])
+    assert load_config(tmp_path / "cont" / "config.toml").init == str(tmp_path / "first")
+
+    wider = small_config(
+        store2d, init=str(tmp_path / "first"), model=UNetConfig(dim=2, depth=2, base_filters=8)
+    )
+    with pytest.raises(ValueError, match=r"init = .* is a different network .* drop init"):
+        Trainer(wider, tmp_path / "wider", progress=False)
+    assert not (tmp_path / "wider").exists()
+    with pytest.raises(ValueError, match=r"init = .*nope.*: no checkpoint at"):
+        Trainer(small_config(store2d, init=str(tmp_path / "nope")), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="init must be"):
+        small_config(store2d, init="")
+
+
 def test_adaptation_grows_when_moving_finer_and_resumes(store2d, tmp_path):
     cfg = small_config(store2d, adaptation="grow")
     result = train(cfg, tmp_path / "run", progress=False)

@@ -249,7 +249,7 @@ def test_volume_is_the_coarsened_or_strided_store(store3d):
     np.testing.assert_allclose(nu2.array, np.log10(raw(store3d, 2, "nu")[1][1::2, 1::2, 1::2]))
 
 
-def test_isosurface_of_the_shown_volume(store3d):
+def test_isosurface_of_the_shown_volume(store3d, tmp_path):
     from mgtoolkit.widgets.isosurface import isosurface
 
     v = FieldViewer(store3d, sample=0, field="reference", iso=0.3)
@@ -265,6 +265,11 @@ def test_isosurface_of_the_shown_volume(store3d):
     assert coarse.volume.cells == 2 and "2³ cells shown of 8³" in coarse.title
     fig = v.isosurface_figure()
     assert fig.axes[0].name == "3d" and len(fig.axes[0].collections) == 1
+    saved = v.save(tmp_path / "surface.png", figure="isosurface")
+    assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved.read_bytes() != v.save(tmp_path / "slices.png").read_bytes()
+    with pytest.raises(ValueError, match=r"isosurface to \.png"):
+        v.save(tmp_path / "surface.html", figure="isosurface")
     # turning the view reuses the surface; another sample reads its own volume
     v.azimuth = 30.0
     assert v.isosurface(max_cells=4**3) is v.isosurface(max_cells=4**3)
