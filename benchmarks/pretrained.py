@@ -53,6 +53,7 @@ def main() -> None:
 
     from mgtoolkit.fem import solve
     from mgtoolkit.infer import corner_fields, score, unseen_fields
+    from mgtoolkit.nn import UNet, UNetConfig
     from mgtoolkit.rundir import load_model, read_checkpoint
 
     torch.set_num_threads(args.threads)
@@ -89,9 +90,14 @@ def main() -> None:
     timings = {}
     for n in args.time_at:
         timings[str(n)] = _time_prediction(nets["network"], dim=dim, n=n)
+        # the reference: the paper's small U-Net (depth 3, 16 filters, one conv per block)
+        torch.manual_seed(0)
+        small = UNet(UNetConfig(dim=dim, depth=3, base_filters=16, convs_per_block=1)).eval()
+        reference = _time_prediction(small, dim=dim, n=n)
         print(
             f"one prediction at {n}^{dim} (one network pass, fp32, {torch.get_num_threads()} "
-            f"threads): {timings[str(n)]:.2f} s, best of 3"
+            f"threads, best of 3): {timings[str(n)]:.2f} s; the paper's small U-Net "
+            f"{reference:.2f} s (ratio {timings[str(n)] / reference:.2f})"
         )
     if args.package:
         _package(args, checkpoint, {**metrics, "prediction_s": timings}, dim=dim, n=store_n)
@@ -124,12 +130,26 @@ def _training_resolution(source: str) -> int:
     return int(pretrained.get(source).card["resolution"])
 
 
+def _stages(run_dir: Path) -> list[dict]:
+    """The run and the runs it started from (``init``), first run first: name and seconds."""
+    from mgtoolkit.rundir import RunDir
+    from mgtoolkit.train import load_config
+
+    run = RunDir(run_dir)
+    report = json.loads(run.report_json.read_text())
+    stage = {"run": run.path.name, "wall_s": report["wall_s"], "elapsed_s": report["elapsed_s"]}
+    init = load_config(run.config).init
+    earlier = _stages(Path(init)) if init and Path(init).is_dir() else []
+    return [*earlier, stage]
+
+
 def _package(args, checkpoint, metrics: dict, *, dim: int, n: int) -> None:
     from mgtoolkit.rundir import Checkpoint, RunDir, save_checkpoint
 
     if not Path(args.source).is_dir():
         sys.exit("--package needs a run directory (its report gives the training time)")
     report = json.loads(RunDir(args.source).report_json.read_text())
+    stages = _stages(Path(args.source))
     out = ROOT / "mgtoolkit" / "pretrained"
     model_only = Checkpoint(
         config=checkpoint.config,
@@ -143,12 +163,15 @@ def _package(args, checkpoint, metrics: dict, *, dim: int, n: int) -> None:
         "dim": dim,
         "resolution": n,
         "family": "kl",
-        "config": checkpoint.config,
+        # a continued run names the run it started from, not this machine's path to it
+        "config": {**checkpoint.config, **({"init": stages[-2]["run"]} if len(stages) > 1 else {})},
         "commit": args.commit,
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
-        "training_s": report["wall_s"],
-        "training_elapsed_s": report["elapsed_s"],
+        # a continued run (init) counts the training of the runs it started from
+        "training_s": sum(s["wall_s"] for s in stages),
+        "training_elapsed_s": sum(s["elapsed_s"] for s in stages),
+        "training_stages": stages,
         "metrics": {
             "heldout_store": {
                 k: report["validation"][k]
