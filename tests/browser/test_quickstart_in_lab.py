@@ -126,6 +126,25 @@ def endless_notebook(dest: Path) -> None:
     nbformat.write(nb, dest)
 
 
+#: The composer's and monitor's status lines in the page (for a failure's message).
+STATUS_JS = """
+() => document.body.innerText.split('\\n')
+  .filter((l) => /half-v|launch|running|failed|stopped/i.test(l)).slice(-12)
+"""
+
+
+def launch_in_page(page, done, *, timeout: float, what: str, shot: Path) -> None:
+    """Click Launch on cluster once the kernel is idle (what it was doing is drawn), and wait
+    for ``done``; on failure say what the page shows."""
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    page.get_by_role("button", name="Launch on cluster").click()
+    try:
+        wait_until(done, timeout=timeout, what=what)
+    except AssertionError as exc:
+        page.screenshot(path=shot, full_page=True)
+        raise AssertionError(f"{exc}; the page shows: {page.evaluate(STATUS_JS)}") from None
+
+
 def test_quickstart_is_live_in_jupyterlab(jupyter_lab, browser_page, tmp_path):
     page, problems = browser_page
     endless_notebook(jupyter_lab.root / NOTEBOOK.name)
@@ -201,8 +220,13 @@ def test_quickstart_is_live_in_jupyterlab(jupyter_lab, browser_page, tmp_path):
     page.screenshot(path=shots / "02-stopped-and-compared.png", full_page=True)
 
     # Launch again from the composer: a new run directory, and the monitor follows it.
-    page.get_by_role("button", name="Launch on cluster").click()
-    wait_until(lambda: texts(page, "launched new run half-v-2") >= 1, timeout=30, what="launch")
+    launch_in_page(
+        page,
+        lambda: texts(page, "launched new run half-v-2") >= 1,
+        timeout=30,
+        what="launch",
+        shot=shots / "failed-launch-2.png",
+    )
     wait_until(second.is_dir, timeout=30, what="the second run's directory")
     batches = wait_until(
         lambda: sum(e["type"] == "batch_end" for e in events(second)) >= 2,
@@ -236,8 +260,9 @@ def test_quickstart_is_live_in_jupyterlab(jupyter_lab, browser_page, tmp_path):
     )
     page.keyboard.press("Control+Enter")  # run in place (Shift+Enter adds a cell below)
     wait_until(lambda: page.evaluate(PROGRESS_JS)["done"], timeout=30, what="the fault cell to run")
-    page.get_by_role("button", name="Launch on cluster").click()
-    wait_until(marker.exists, timeout=120, what="rank 1 to raise")
+    launch_in_page(
+        page, marker.exists, timeout=120, what="rank 1 to raise", shot=shots / "failed-launch-3.png"
+    )
     raised = float(marker.read_text())
     monitor_text = f"failed: rank 1: {FAULT_MESSAGE}"
     composer_text = f"half-v-3: failed — rank 1: {FAULT_MESSAGE}"
