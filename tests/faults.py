@@ -30,8 +30,10 @@ def _arm(message: str, marker: str | None) -> str:
         if calls[0] == 1:
             return original(self, nu)
         Trainer._train_batch = original  # one failure only
-        if marker:
-            Path(marker).write_text(repr(time.time()))
+        if marker:  # whole or absent: the test polls for the file
+            partial = Path(f"{marker}.part")
+            partial.write_text(repr(time.time()))
+            partial.replace(marker)
         raise RuntimeError(message)
 
     Trainer._train_batch = faulty

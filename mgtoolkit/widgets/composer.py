@@ -30,6 +30,12 @@ __all__ = [
 
 #: Bokeh figure name of the diagram (the browser test looks it up).
 DIAGRAM_NAME = "mgtoolkit-cycle-diagram"
+#: Bokeh renderer name of the diagram's running-step ring (a live view moves it in place).
+RUNNING_NAME = "mgtoolkit-running-step"
+
+
+def _name_renderer(plot, element) -> None:
+    plot.handles["glyph_renderer"].name = RUNNING_NAME
 
 
 def parse_sequence(text: str, *, levels: int) -> list[int]:
@@ -166,7 +172,14 @@ def cycle_diagram(
             "step",
             "level",
             label="running",
-        ).opts(marker="circle", size=26, fill_alpha=0, line_color="red", line_width=3)
+        ).opts(
+            marker="circle",
+            size=26,
+            fill_alpha=0,
+            line_color="red",
+            line_width=3,
+            hooks=[_name_renderer],
+        )
     )
     return hv.Overlay(layers).opts(
         width=width,
@@ -508,6 +521,10 @@ class CycleComposer(param.Parameterized):
             )
         check_cluster(client)
         config = self.train_config(store=store, **settings)
+        from mgtoolkit.data import check_store
+
+        attrs = check_store(store)  # the labels follow the store the run trains on
+        self.param.update(dim=int(attrs["dim"]), resolution=int(attrs["resolution"]))
         from mgtoolkit.launch.run import train_on_cluster
 
         asked = Path(run_dir)
@@ -577,17 +594,27 @@ class CycleComposer(param.Parameterized):
             width=300,
         )
 
-        diagram, message, cost = Slot(), Slot(), Slot()
+        diagram, message = Slot(), Slot()
+        cost = LiveText()
 
         def redraw(*_):
             try:
                 diagram.show(self.diagram())
-                cost.show(self.cost_text())
+                cost.set(self.cost_text())
                 message.clear()
             except ValueError as exc:
                 diagram.clear()  # no stale diagram or cost under the alert
-                cost.clear()
+                cost.set("")
                 message.alert(str(exc))
+
+        def recost(*_):
+            # A launched run refines the time every second: the text changes in place, the
+            # diagram is left alone (rebuilding it each second starves the kernel and races
+            # the page's copy of its models).
+            try:
+                cost.set(self.cost_text())
+            except ValueError:  # an invalid cycle: its alert is already shown
+                pass
 
         self.param.watch(
             redraw,
@@ -602,13 +629,13 @@ class CycleComposer(param.Parameterized):
                 "overrides",
                 "dim",
                 "resolution",
-                "epoch_seconds",
             ],
         )
+        self.param.watch(recost, "epoch_seconds")
         redraw()
         if client is not None and store is not None and self.epoch_seconds is None:
             self._estimate_in_background(client=client, store=store, **settings)
-        right = [message.layout, diagram.layout, cost.layout, self._rule_editor()]
+        right = [message.layout, diagram.layout, cost.pane, self._rule_editor()]
         if client is not None or store is not None:
             right.append(self._launch_row(client=client, store=store, run_dir=run_dir, **settings))
         # The right column takes the notebook's width (the cost line wraps, never clipped).

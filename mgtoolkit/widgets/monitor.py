@@ -117,6 +117,7 @@ class RunMonitor(param.Parameterized):
         self.boundaries: list[tuple[int, int, int]] = []
         self.validations: list[dict] = []
         self.level_n: dict[int, int] = {}
+        self.resolution: int | None = None  # finest cells per side, for the diagram's labels
         self.stopped = False
         self._handle_seen = 0
         self.iteration = 0
@@ -168,6 +169,10 @@ class RunMonitor(param.Parameterized):
         def on_launch(event):
             if event.new is not None:
                 self.reset()
+                # What the diagram needs is known now: it is drawn before the run starts,
+                # while the kernel is not yet competing with the ranks for the CPU.
+                self.schedule = composer.schedule()
+                self.dim, self.resolution = composer.dim, composer.resolution
                 self.attach(event.new, run_dir=composer.run_dir)
 
         composer.param.watch(on_launch, "handle")
@@ -233,6 +238,8 @@ class RunMonitor(param.Parameterized):
         kind = ev.get("type")
         if kind == "run_start":
             self.dim = int(ev.get("dim", self.dim))
+            if ev.get("n"):
+                self.resolution = int(ev["n"])
             self._schedule_from(ev)
             self.status = f"run {ev.get('run')} started: {ev.get('steps')} steps"
         elif kind == "step_start":
@@ -517,8 +524,9 @@ class RunMonitor(param.Parameterized):
         self._live = _LiveFigures()
         self._summary_text = LiveText(self.summary())
         self._progress_text = LiveText(self.progress_text(), styles={"color": "#555555"})
-        self._diagram_slot = Slot(self._diagram())
-        self._diagram_key = None
+        self._diagram_slot = Slot()
+        self._diagram_key = self._running = None
+        self._show_diagram()
         self._drawn = None
         stop = pn.widgets.Button(label="Stop run", button_type="danger", width=120)
 
@@ -557,21 +565,40 @@ class RunMonitor(param.Parameterized):
         if callback is not None and not callback.running:
             callback.start()
 
-    def _diagram(self):
+    def _show_diagram(self) -> None:
+        """Draw the cycle diagram (a holoviews render: once per run, not once per step)."""
+        import panel as pn
+
+        from mgtoolkit.widgets.composer import RUNNING_NAME, cycle_diagram
+
         hv = holoviews()
-
-        from mgtoolkit.widgets.composer import cycle_diagram
-
         if self.schedule is None:
-            return hv.Curve([]).opts(width=420, height=260, title="cycle: waiting for run_start")
-        n1 = self.level_n.get(1)
-        return cycle_diagram(
-            self.schedule,
-            current=self.current_step,
-            resolution=n1,
-            dim=self.dim,
-            width=420,
-        )
+            diagram = hv.Curve([]).opts(width=420, height=260, title="cycle: waiting for run_start")
+        else:
+            diagram = cycle_diagram(
+                self.schedule,
+                current=self.current_step,
+                resolution=self.resolution,
+                dim=self.dim,
+                width=420,
+            )
+        figure = hv.render(diagram, backend="bokeh")
+        self._running = figure.select_one({"name": RUNNING_NAME})
+        self._running_step = self.current_step
+        self._diagram_slot.show(pn.pane.Bokeh(figure))
+
+    def _mark_running(self) -> None:
+        """Move the running step's ring in place (the figure's data, not a new figure)."""
+        ring = self._running
+        if ring is None or self._running_step == self.current_step:
+            return
+        self._running_step = step = self.current_step
+        steps = [] if step is None or step >= len(self.schedule.levels) else [step]
+        with live_update(self._layout, ring.data_source):
+            ring.data_source.data = {
+                ring.glyph.x: [i + 1 for i in steps],
+                ring.glyph.y: [self.schedule.levels[i] for i in steps],
+            }
 
     def _redraw(self) -> None:
         live = getattr(self, "_live", None)
@@ -580,10 +607,11 @@ class RunMonitor(param.Parameterized):
         self._drawn = self.version
         with live_update(self._layout, live.loss):
             live.show(self)
-        key = (id(self.schedule), self.current_step, self.level_n.get(1), self.dim)
-        if key != self._diagram_key:  # a new step or a new run: a few times per run
+        key = (id(self.schedule), self.resolution, self.dim)
+        if key != self._diagram_key:  # a new run (or its schedule learnt from its events)
             self._diagram_key = key
-            self._diagram_slot.show(self._diagram())
+            self._show_diagram()
+        self._mark_running()
         self._summary_text.set(self.summary())
         self._progress_text.set(self.progress_text())
 

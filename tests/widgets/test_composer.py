@@ -156,8 +156,9 @@ def test_cost_in_time_from_the_planner(store2d, dask_client):
 
     c = CycleComposer(levels=2, cycle="V", batch_size=2)
     model = UNetConfig(dim=2, depth=1, base_filters=4)
-    cost = c.view(model=model)[1][2]
-    assert "of training" not in cost[0].object
+    layout = c.view(model=model)
+    diagram, cost = layout[1][1][0], layout[1][2].object  # the diagram pane, the cost Div
+    assert "of training" not in cost.text
     with pytest.raises(ValueError, match="none is left to train on"):  # 6 samples, 8 held out
         c.estimate_time(store=store2d, model=model, ranks=2)
     data = DataConfig(store=str(store2d), val_samples=1)
@@ -165,7 +166,9 @@ def test_cost_in_time_from_the_planner(store2d, dask_client):
     assert c.epoch_seconds_source == "planner estimate, 2 rank(s)"
     per_batch = training_estimate(model, resolution=16, batch=2, ranks=2).seconds
     assert seconds == pytest.approx(per_batch * 3)  # 5 training samples: 3 batches of ≤ 2
-    assert "of training" in cost[0].object and "planner estimate, 2 rank(s)" in cost[0].object
+    assert "of training" in cost.text and "planner estimate, 2 rank(s)" in cost.text
+    # The time changes the cost line in place; the diagram (its models in the page) stays.
+    assert layout[1][1][0] is diagram and layout[1][2].object is cost
 
 
 def test_view_redraws_on_edit():
@@ -181,7 +184,7 @@ def test_view_redraws_on_edit():
     # Bad input shows the message instead of failing.
     c.param.update(cycle="custom", sequence="1 9")
     assert "level 9" in message[0].object
-    assert len(diagram) == 0 and len(layout[1][2]) == 0  # no stale diagram or cost under it
+    assert len(diagram) == 0 and layout[1][2].object.text == ""  # no stale diagram or cost
     c.sequence = "2 1"
     assert len(message) == 0 and len(diagram) == 1
 

@@ -91,6 +91,29 @@ def test_plots_render_with_data(followed_run):
     assert "samples/s" in monitor.summary()
 
 
+def test_view_draws_the_diagram_once_and_moves_the_running_ring(followed_run):
+    """Replaying the run's events into a displayed view: one diagram figure for the whole
+    run, whose ring marks the running step (schedule position and level) at every step."""
+    _, events, config, _ = followed_run
+    schedule = config.cycle.build()
+    m = RunMonitor()
+    m.view().get_root()  # displayed: a bokeh document holds its models
+    figures, rings = [m._diagram_slot.layout.objects[0].object], []
+    for ev in events:
+        m(ev)
+        m.update()
+        m._redraw()
+        figure = m._diagram_slot.layout.objects[0].object
+        if not any(f is figure for f in figures):
+            figures.append(figure)
+        if ev["type"] == "step_start":
+            data = m._running.data_source.data
+            rings.append((list(data["step"]), list(data["level"])))
+    assert len(figures) == 2  # "waiting for run_start", then the run's diagram
+    assert rings == [([k + 1], [lv]) for k, lv in enumerate(schedule.levels)]
+    assert len(m._running.data_source.data["step"]) == 0  # run_end: no step runs
+
+
 def test_listener_from_other_threads(followed_run):
     _, events, _, _ = followed_run
     m = RunMonitor()
