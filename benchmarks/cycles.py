@@ -59,12 +59,19 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--lr-schedule", default="plateau", choices=("plateau", "constant"))
+    parser.add_argument("--lr-schedule", default="plateau", choices=("plateau", "constant", "cosine"))
     parser.add_argument(
         "--loss", default="multigrid", choices=("multigrid", "scaled_energy", "energy")
     )
+    parser.add_argument(
+        "--loss-power", type=float, default=2.0, help="power of the multigrid loss"
+    )
+    parser.add_argument(
+        "--augment", action="store_true", help="train on the fields' symmetric images"
+    )
     parser.add_argument("--norm", default="none", help="U-Net normalization (paper: batch)")
     parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--base-filters", type=int, default=16, help="UNetConfig.base_filters")
     parser.add_argument("--max-filters", type=int, default=None, help="UNetConfig.max_filters")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fields and the weights")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -125,9 +132,13 @@ def main() -> None:
             f"{args.val} held-out samples (store + FEM {time.perf_counter() - t0:.0f} s)"
         )
         config = TrainConfig(
-            data=DataConfig(store=str(store), val_samples=args.val),
+            data=DataConfig(store=str(store), val_samples=args.val, augment=args.augment),
             model=UNetConfig(
-                dim=args.dim, norm=args.norm, depth=args.depth, max_filters=args.max_filters
+                dim=args.dim,
+                norm=args.norm,
+                depth=args.depth,
+                base_filters=args.base_filters,
+                max_filters=args.max_filters,
             ),
             cycle=CycleConfig(
                 levels=args.levels,
@@ -142,6 +153,7 @@ def main() -> None:
                 lr=args.lr,
                 lr_schedule=args.lr_schedule,
                 loss=args.loss,
+                loss_power=args.loss_power,
                 warmup_epochs=args.warmup_epochs,
             ),
             validate_every=1,
