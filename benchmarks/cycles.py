@@ -59,13 +59,13 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--lr-schedule", default="plateau", choices=("plateau", "constant", "cosine"))
+    parser.add_argument(
+        "--lr-schedule", default="plateau", choices=("plateau", "constant", "cosine")
+    )
     parser.add_argument(
         "--loss", default="multigrid", choices=("multigrid", "scaled_energy", "energy")
     )
-    parser.add_argument(
-        "--loss-power", type=float, default=2.0, help="power of the multigrid loss"
-    )
+    parser.add_argument("--loss-power", type=float, default=2.0, help="power of the multigrid loss")
     parser.add_argument(
         "--augment", action="store_true", help="train on the fields' symmetric images"
     )
