@@ -525,7 +525,6 @@ class RunMonitor(param.Parameterized):
         self._summary_text = LiveText(self.summary())
         self._progress_text = LiveText(self.progress_text(), styles={"color": "#555555"})
         self._diagram_slot = Slot()
-        self._diagram_key = self._running = None
         self._show_diagram()
         self._drawn = None
         stop = pn.widgets.Button(label="Stop run", button_type="danger", width=120)
@@ -565,8 +564,13 @@ class RunMonitor(param.Parameterized):
         if callback is not None and not callback.running:
             callback.start()
 
+    def _diagram_inputs(self) -> tuple:
+        """What the drawn diagram depends on (the running step moves in place)."""
+        return id(self.schedule), self.resolution, self.dim
+
     def _show_diagram(self) -> None:
         """Draw the cycle diagram (a holoviews render: once per run, not once per step)."""
+        self._diagram_key = self._diagram_inputs()
         import panel as pn
 
         from mgtoolkit.widgets.composer import RUNNING_NAME, cycle_diagram
@@ -607,10 +611,8 @@ class RunMonitor(param.Parameterized):
         self._drawn = self.version
         with live_update(self._layout, live.loss):
             live.show(self)
-        key = (id(self.schedule), self.resolution, self.dim)
-        if key != self._diagram_key:  # a new run (or its schedule learnt from its events)
-            self._diagram_key = key
-            self._show_diagram()
+        if self._diagram_key != self._diagram_inputs():
+            self._show_diagram()  # a new run (or its schedule learnt from its events)
         self._mark_running()
         self._summary_text.set(self.summary())
         self._progress_text.set(self.progress_text())
