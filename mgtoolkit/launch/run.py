@@ -89,11 +89,27 @@ def _probe(dask_worker=None) -> dict:
     """What a worker offers: GPUs it sees and GPU resources it declares (via client.run)."""
     import torch
 
+    from mgtoolkit.launch.mpi_worker import mpi_place
+
     resources = dask_worker.state.total_resources
+    place = mpi_place()
     return {
         "cuda": torch.cuda.device_count(),
         "gpu_resource": float(resources.get("GPU", 0) or resources.get("gpu", 0)),
+        "mpi": list(place) if place else None,
     }
+
+
+def _rank_order(workers: list[str], probes: dict[str, dict]) -> list[str]:
+    """Workers in rank order: by MPI rank when all are ranks of one MPI world, else by address.
+
+    Workers started by :mod:`mgtoolkit.launch.mpi_worker` then get torch rank = MPI rank, so a
+    run over the whole world can sum and exchange halos through MPI (:mod:`mgtoolkit.comm.mpi`).
+    """
+    places = [probes[a]["mpi"] for a in workers]
+    if places and all(places) and len({p[0] for p in places}) == 1:
+        return [a for _, a in sorted(zip((p[1] for p in places), workers, strict=True))]
+    return sorted(workers)
 
 
 def _check_devices(probes: dict[str, dict], backend: str | None) -> str:
@@ -478,6 +494,32 @@ def _connect(cluster, ranks: int | None, wait_s: float):
     return client, owned
 
 
+def _wait_for_workers(client, cluster, ranks: int, wait_s: float) -> None:
+    """Wait until ``ranks`` workers joined; fail early if the cluster says its job ended.
+
+    A cluster may offer ``job_failure()`` (the MPI clusters of :mod:`.clusters`): a message
+    when its batch job ended before its workers joined, else None.
+    """
+    job_failure = getattr(cluster, "job_failure", None)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.wait_for_workers(ranks, timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+            return
+        except TimeoutError:
+            failure = job_failure() if job_failure is not None else None
+            if failure:
+                raise LaunchError(failure) from None
+            if time.monotonic() >= deadline:
+                break
+    n = len(client.run_on_scheduler(_worker_addresses))
+    raise LaunchError(
+        f"asked for {ranks} ranks but only {n} dask worker(s) joined within "
+        f"{wait_s:.0f} s. Scale the cluster (cluster.scale({ranks}); on Slurm/PBS check "
+        "that the worker jobs are not pending: squeue / qstat) or ask for fewer ranks"
+    )
+
+
 def launch(
     fn: Callable[..., Any],
     *args: Any,
@@ -526,18 +568,11 @@ def launch(
         ranks = ranks or n_now
         if ranks < 1:
             raise LaunchError("the cluster has no workers: scale it (cluster.scale(n)) first")
-        try:
-            client.wait_for_workers(ranks, timeout=wait_s)
-        except TimeoutError:
-            n = len(client.run_on_scheduler(_worker_addresses))
-            raise LaunchError(
-                f"asked for {ranks} ranks but only {n} dask worker(s) joined within "
-                f"{wait_s:.0f} s. Scale the cluster (cluster.scale({ranks}); on Slurm/PBS check "
-                "that the worker jobs are not pending: squeue / qstat) or ask for fewer ranks"
-            ) from None
-        workers = sorted(client.run_on_scheduler(_worker_addresses))[:ranks]
-        probes = client.run(_probe, workers=workers)
-        backend = _check_devices(probes, backend)
+        _wait_for_workers(client, cluster, ranks, wait_s)
+        candidates = client.run_on_scheduler(_worker_addresses)
+        probes = client.run(_probe, workers=candidates)
+        workers = _rank_order(candidates, probes)[:ranks]
+        backend = _check_devices({a: probes[a] for a in workers}, backend)
         hosts = [urlparse(a).hostname for a in workers]
         local_ranks = [hosts[:r].count(h) for r, h in enumerate(hosts)]
         run_id = f"mgtoolkit-run-{uuid.uuid4().hex[:12]}"
