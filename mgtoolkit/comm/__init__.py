@@ -29,6 +29,7 @@ instead (two orders of magnitude faster; checked to be truly shared when the gro
 result. GPU tensors and multi-node groups use the process group. Ranks started by an MPI
 launcher sum CPU tensors through MPI instead (:mod:`mgtoolkit.comm.mpi`, which also says how to
 choose the transport with ``MGTOOLKIT_TRANSPORT``); :func:`transport` says which one runs.
+Halo planes between neighbouring ranks travel the same way (:mod:`mgtoolkit.comm.p2p`).
 """
 
 from mgtoolkit.comm.batchnorm import SyncBatchNorm, convert_sync_batchnorm

@@ -127,6 +127,35 @@ class _SharedMemoryChannel:
             sums.append(acc)
         return (sums[0] if len(sums) == 1 else torch.cat(sums)).view(t.shape)
 
+    def exchange(
+        self, sends: list[tuple[int, torch.Tensor]], recvs: list[tuple[int, torch.Tensor]]
+    ) -> None:
+        """Point-to-point with the ranks next to this one (:func:`mgtoolkit.comm.p2p.exchange`).
+
+        Each slot is split in two halves: messages to the rank below, to the rank above. Every
+        rank takes part in every round (as in :meth:`sum`); the number of rounds follows from
+        the largest message this rank sends or receives, which is the same on every rank
+        because each link between neighbours carries a message of each direction's shape.
+        """
+        half = self.SLOT_BYTES // 2
+        largest = max(t.numel() * t.element_size() for _, t in sends + recvs)
+        out = [
+            (0 if peer < self.rank else half, t.reshape(-1).view(torch.uint8)) for peer, t in sends
+        ]
+        into = [
+            (peer, half if peer < self.rank else 0, t.view(-1).view(torch.uint8))
+            for peer, t in recvs
+        ]
+        for start in range(0, max(largest, 1), half):
+            bank = self.banks[(self.round + 1) % 2]
+            for offset, data in out:
+                part = data[start : start + half]
+                bank[self.rank, offset : offset + part.numel()].copy_(part)
+            self._publish_and_wait()
+            for peer, offset, data in into:
+                part = data[start : start + half]
+                part.copy_(bank[peer, offset : offset + part.numel()])
+
     def _make_rows(self, dtype: torch.dtype) -> list[list[torch.Tensor]]:
         """``rows[bank][rank]``: the slots as 1-D tensors of ``dtype`` (made once per dtype)."""
         typed = self.banks.view(dtype)

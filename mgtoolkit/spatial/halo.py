@@ -11,57 +11,19 @@ import torch
 import torch.nn.functional as F
 
 from mgtoolkit.comm import all_reduce_sum
-from mgtoolkit.comm.mpi import MPI_DTYPES, mpi_communicator
+from mgtoolkit.comm.p2p import exchange
 from mgtoolkit.spatial.layout import SlabLayout
 
-__all__ = ["EXCHANGE_RANGE", "exchange_transport", "field_sum", "gather", "halo"]
+__all__ = ["EXCHANGE_RANGE", "field_sum", "gather", "halo"]
 
 #: Name of the profiler range around every halo exchange (forward and backward).
 EXCHANGE_RANGE = "mgtoolkit.spatial.halo_exchange"
-#: MPI tag of halo messages (apart from any other point-to-point traffic of the program).
-HALO_TAG = 18
-
-
-def exchange_transport(t: torch.Tensor) -> str:
-    """How halo planes like ``t`` travel between neighbours: "mpi" or "process-group".
-
-    "mpi" (``Isend``/``Irecv`` on the tensors' buffers) where the sums over ranks use MPI
-    (:func:`mgtoolkit.comm.mpi.mpi_communicator`: ranks started by an MPI launcher, mpi4py
-    installed, ``MGTOOLKIT_TRANSPORT`` not ``gloo``/``shm``) and ``t`` is a CPU tensor of a
-    dtype MPI takes; the process group's point-to-point (gloo, NCCL) otherwise. Every rank
-    decides alike (same launcher, same network), so both ends of a message use the same.
-    """
-    if t.device.type != "cpu" or t.dtype not in MPI_DTYPES:
-        return "process-group"
-    return "mpi" if mpi_communicator() is not None else "process-group"
 
 
 def _exchange(sends: list[tuple[int, torch.Tensor]], recvs: list[tuple[int, torch.Tensor]]) -> None:
-    """Post every send and receive (peer world rank, contiguous tensor) at once, then wait.
-
-    Posting all before waiting lets both neighbours of a rank exchange in any order without
-    a deadlock; between two ranks messages arrive in the order they were sent, so
-    successive exchanges never mix.
-    """
-    if not sends and not recvs:
-        return
-    how = exchange_transport((sends or recvs)[0][1])
     # A named range: torch.profiler attributes the exchange's time to it (benchmarks/spatial.py).
     with torch.profiler.record_function(EXCHANGE_RANGE):
-        if how == "mpi":
-            from mpi4py import MPI
-
-            comm = mpi_communicator()
-            requests = [comm.Isend(t.numpy(), dest=peer, tag=HALO_TAG) for peer, t in sends]
-            requests += [comm.Irecv(t.numpy(), source=peer, tag=HALO_TAG) for peer, t in recvs]
-            MPI.Request.Waitall(requests)
-            return
-        import torch.distributed as dist
-
-        ops = [dist.P2POp(dist.isend, t, peer) for peer, t in sends]
-        ops += [dist.P2POp(dist.irecv, t, peer) for peer, t in recvs]
-        for request in dist.batch_isend_irecv(ops):
-            request.wait()
+        exchange(sends, recvs)
 
 
 def _planes(x: torch.Tensor, axis: int, start: int, count: int) -> torch.Tensor:

@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 from test_slab_unet import MPI_CASES, _cases
 
+from mgtoolkit import comm
 from mgtoolkit.comm.ranks import init_from_environment
-from mgtoolkit.spatial.halo import exchange_transport
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     info = init_from_environment()
     mine = {
         "errors": _cases(MPI_CASES),
-        "transport": exchange_transport(torch.zeros(1, dtype=torch.float64)),
+        "transport": comm.transport(torch.zeros(1, dtype=torch.float64)),  # sums and halos
     }
     everyone = [None] * info.size
     dist.all_gather_object(everyone, mine)

@@ -1,9 +1,10 @@
-"""The U-Net and the energy on slabs, on real gloo process groups, against the unsplit run.
+"""The U-Net and the energy on slabs, on real process groups, against the unsplit run.
 
 Each rank builds the same network and fields (same seeds), computes the unsplit reference in
 its own process with plain batch norm, then its slab of the spatially parallel computation;
 forward output, loss, parameter gradients and batch-norm running statistics must agree to
-1e-10 in float64.
+1e-10 in float64. Halos and sums travel over each transport: shared memory (local ranks, the
+default), gloo (``MGTOOLKIT_TRANSPORT=gloo``) and MPI (under ``mpirun``).
 """
 
 from __future__ import annotations
@@ -28,13 +29,17 @@ TOL = 1e-10
 # ---------------------------------------------------------------- functions run in the ranks
 
 
-def _halo_errors(spatial: int) -> dict[str, float]:
-    """Forward and backward of a 2-below, 1-above zero-padded halo against the padded field."""
+def _halo_errors(spatial: int, width: int = 5) -> dict[str, float]:
+    """Forward and backward of a 2-below, 1-above zero-padded halo against the padded field.
+
+    A plane holds 48 · ``width`` bytes: from width 5462 on, the 2-plane messages exceed half a
+    shared-memory slot and travel in several rounds.
+    """
     layout = SlabLayout.from_world(spatial)
     gen = torch.Generator().manual_seed(1)
-    whole = torch.randn(2, 3, 4 * spatial, 5, generator=gen, dtype=torch.float64)
+    whole = torch.randn(2, 3, 4 * spatial, width, generator=gen, dtype=torch.float64)
     lo, hi, m = 2, 1, 4
-    weights = torch.randn(2, 3, m + lo + hi, 5, generator=gen, dtype=torch.float64)
+    weights = torch.randn(2, 3, m + lo + hi, width, generator=gen, dtype=torch.float64)
     # reference: every slab's window of the zero-padded whole field, weighted and summed
     ref_x = whole.clone().requires_grad_(True)
     padded = F.pad(ref_x, (0, 0, lo, hi))
@@ -107,10 +112,18 @@ def _cases(cases: list[tuple]) -> list[dict[str, float]]:
     return [run[case[0]](*case[1:]) for case in cases]
 
 
+def _transported(cases: list[tuple]) -> tuple[str, list[dict[str, float]]]:
+    """How sums and halos travel in this rank, and the cases' errors."""
+    return comm.transport(torch.zeros(1, dtype=torch.float64)), _cases(cases)
+
+
 # ---------------------------------------------------------------- tests
 
 
-def _check(results: list[list[dict[str, float]]], cases: list[tuple]) -> None:
+def _check(results: list, cases: list[tuple], transport: str | None = None) -> None:
+    if transport is not None:
+        assert [how for how, _ in results] == [transport] * len(results)
+        results = [errors for _, errors in results]
     for rank, per_case in enumerate(results):
         for case, errors in zip(cases, per_case, strict=True):
             for what, err in errors.items():
@@ -124,8 +137,9 @@ def test_two_slabs_equal_the_unsplit_network():
         ("net", 3, "none", 2, "energy"),
         ("net", 2, "batch", 2, "multigrid", 4.0),
         ("predict", 3, 2),
+        ("halo", 2, 6000),  # messages of several shared-memory rounds
     ]
-    _check(spawn(_cases, 2, cases), cases)
+    _check(spawn(_transported, 2, cases), cases, "shm")
 
 
 def test_four_slabs_and_a_two_by_two_mesh_equal_the_unsplit_network():
@@ -135,8 +149,15 @@ def test_four_slabs_and_a_two_by_two_mesh_equal_the_unsplit_network():
         ("net", 3, "batch", 2, "energy"),  # 2 data groups × 2 slabs
         ("net", 3, "batch", 4, "multigrid"),
         ("predict", 2, 2),  # 2 data groups × 2 slabs
+        ("halo", 4, 6000),
     ]
-    _check(spawn(_cases, 4, cases), cases)
+    _check(spawn(_transported, 4, cases), cases, "shm")
+
+
+def test_slabs_over_gloo_equal_the_unsplit_network(monkeypatch):
+    monkeypatch.setenv("MGTOOLKIT_TRANSPORT", "gloo")  # the spawned ranks inherit it
+    cases = [("halo", 2), ("halo", 2, 6000), ("net", 3, "batch", 2, "energy")]
+    _check(spawn(_transported, 2, cases), cases, "process-group")
 
 
 #: Cases run under mpirun by ``slab_mpi.py``: halos and sums travel over MPI there.
