@@ -17,9 +17,18 @@ run it prints:
 
 Targets (issue 18): peak ≤ 0.6× / ≤ 0.35× of one rank at p = 2 / 4; halo share ≤ 10 % at p = 2;
 at 256³, p = 4, each rank ≤ 4.5 GiB (``--n 256 --ranks 4 --steps 1 --no-single``).
+
+``--transports`` instead times the two messages of a spatially parallel step on every transport
+of :mod:`mgtoolkit.comm` (``MGTOOLKIT_TRANSPORT`` = gloo, shm, mpi), with p ranks started by
+``mpirun`` (``--ranks``): the all-reduce of the U-Net's gradient (the flat buffer that
+``comm.average_gradients`` sums) and one halo exchange of a slab of ``--filters`` channels of
+``--n``² planes, one plane to and from each neighbour (``spatial.halo``, forward); each the
+mean of ``--reps`` calls back to back, the slowest rank's, the fastest of ``--repeat`` runs.
+
 Run it alone on the machine (at 128³ it takes minutes and several GiB)::
 
     .venv/bin/python benchmarks/spatial.py
+    .venv/bin/python benchmarks/spatial.py --transports --train-steps --ranks 2
     .venv/bin/python benchmarks/spatial.py --n 16 --depth 2 --filters 4 --steps 1   # smoke
 """
 
@@ -28,7 +37,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
+
+#: Values of MGTOOLKIT_TRANSPORT compared by ``--transports``, and what comm.transport reports.
+TRANSPORTS = {"gloo": "process-group", "shm": "shm", "mpi": "mpi"}
 
 
 def _rank_run(n: int, depth: int, filters: int, spatial: int, steps: int) -> dict:
@@ -72,7 +86,114 @@ def _rank_run(n: int, depth: int, filters: int, spatial: int, steps: int) -> dic
         "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "step_s": statistics.median(times),
         "halo_share": halo_us * 1e-6 / profiled,
+        "transport": comm.transport(nu),
     }
+
+
+def transport_worker(n: int, depth: int, filters: int, reps: int, steps: int) -> None:
+    """Under mpirun: mean gradient all-reduce and halo exchange on this run's transport, and
+    with ``steps`` > 0 the median of that many training steps of one field split over the
+    ranks (as :func:`_rank_run`)."""
+    import torch
+    import torch.distributed as dist
+
+    from mgtoolkit import comm
+    from mgtoolkit.comm.ranks import init_from_environment
+    from mgtoolkit.nn import UNet
+    from mgtoolkit.spatial import SlabLayout, halo
+
+    torch.set_num_threads(1)
+    info = init_from_environment()
+    net = UNet(dim=3, depth=depth, base_filters=filters, convs_per_block=1)
+    # The buffer average_gradients sums: every parameter's gradient and one flag each.
+    params = list(net.parameters())
+    gradient = torch.ones(sum(p.numel() for p in params) + len(params))
+    layout = SlabLayout.from_world(info.size)
+    slab = torch.randn(1, filters, 4, n, n)
+
+    def timed(op) -> float:
+        op()  # warm-up: connections, buffers, the shared-memory segment
+        dist.barrier()
+        # Back to back: a barrier before each call would time the ranks' skew leaving it.
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            op()
+        return (time.perf_counter() - t0) / reps
+
+    with torch.no_grad():
+        grad_s = timed(lambda: comm.all_reduce_sum(gradient))
+        halo_s = timed(lambda: halo(slab, layout, axis=2, lo=1, hi=1, outer="zeros"))
+    step_s = _rank_run(n, depth, filters, info.size, steps)["step_s"] if steps else 0.0
+    mine = torch.tensor([grad_s, halo_s, step_s], dtype=torch.float64)
+    table = torch.zeros(info.size, 3, dtype=torch.float64)
+    table[info.rank] = mine
+    slowest = comm.all_reduce_sum(table).max(dim=0).values
+    if info.rank == 0:
+        print(
+            f"TRANSPORT {comm.transport(slab)} {gradient.numel()} {slowest[0]:.9f} "
+            f"{slowest[1]:.9f} {slowest[2]:.9f}",
+            flush=True,
+        )
+
+
+def transports(args) -> None:
+    """Each transport, each number of ranks: one mpirun per cell, the slowest rank's means."""
+    env = {
+        **os.environ,
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    rows, steps, elements = {}, {}, 0
+    for r, p in ((r, p) for r in range(args.repeat) for p in args.ranks):
+        train_steps = args.steps if r == 0 and args.train_steps else 0
+        for choice, expected in TRANSPORTS.items():
+            # Unbound, like ranks started by spawn or dask: a bound rank's shared-memory wait
+            # sees one core and sleeps instead of polling.
+            cmd = [mpirun, "-n", str(p), "--oversubscribe", "--bind-to", "none", sys.executable,
+                   __file__, "--transport-worker", str(args.n), str(args.depth), str(args.filters),
+                   str(args.reps), str(train_steps)]  # fmt: skip
+            out = subprocess.run(
+                cmd, env={**env, "MGTOOLKIT_TRANSPORT": choice}, check=True, timeout=900,
+                capture_output=True, text=True,
+            )  # fmt: skip
+            line = next(x for x in out.stdout.splitlines() if x.startswith("TRANSPORT"))
+            _, how, count, grad_s, halo_s, step_s = line.split()
+            if how != expected:
+                raise RuntimeError(f"MGTOOLKIT_TRANSPORT={choice} ran over {how}")
+            best = rows.get((p, choice), (float("inf"),) * 2)
+            rows[p, choice] = (min(best[0], float(grad_s)), min(best[1], float(halo_s)))
+            elements = int(count)
+            if train_steps:
+                steps[p, choice] = float(step_s)
+    cores = os.cpu_count() or 1
+    plane = args.filters * args.n**2 * 4 / 2**20
+    print(
+        f"messages of a spatially parallel step under mpirun, {cores} cores, 1 thread per rank, "
+        f"mean of {args.reps} calls back to back, slowest rank, fastest of {args.repeat} runs "
+        "(ms):\n"
+        f"gradient all-reduce: {elements:,} float32 (U-Net depth {args.depth}, "
+        f"{args.filters} filters); halo exchange: one {args.filters} × {args.n}² plane "
+        f"({plane:.2f} MiB) to and from each neighbour"
+    )
+    print("| ranks | message | gloo | shared memory | MPI | gloo / MPI |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for p in args.ranks:
+        for i, what in enumerate(("gradient all-reduce", "halo exchange")):
+            g, s, m = (rows[p, c][i] * 1e3 for c in TRANSPORTS)
+            note = f" ({p} ranks on {cores} cores)" if p > cores else ""
+            print(f"| {p}{note} | {what} | {g:.3f} | {s:.3f} | {m:.3f} | {g / m:.1f}× |")
+    if steps:
+        print(
+            f"\ntraining step of one {args.n}³ field split over the ranks (median of {args.steps} "
+            "steps, slowest rank, one run, s)"
+        )
+        print("| ranks | gloo | shared memory | MPI | gloo / MPI |")
+        print("| --- | --- | --- | --- | --- |")
+        for p in args.ranks:
+            g, s, m = (steps[p, c] for c in TRANSPORTS)
+            print(f"| {p} | {g:.3f} | {s:.3f} | {m:.3f} | {g / m:.2f}× |")
 
 
 def main() -> None:
@@ -84,12 +205,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="threads per rank (default 1)")
     parser.add_argument(
+        "--transports",
+        action="store_true",
+        help="time the gradient all-reduce and one halo exchange on gloo, shm and MPI instead",
+    )
+    parser.add_argument("--reps", type=int, default=50, help="calls per --transports cell")
+    parser.add_argument("--repeat", type=int, default=3, help="--transports runs, fastest kept")
+    parser.add_argument(
+        "--train-steps",
+        action="store_true",
+        help="--transports also times --steps training steps of one field per transport",
+    )
+    parser.add_argument("--transport-worker", nargs=5, type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--no-single",
         dest="single",
         action="store_false",
         help="skip the one-rank run (at 256³ it needs ~13 GiB and most of the time): no ratios",
     )
     args = parser.parse_args()
+    if args.transport_worker:
+        transport_worker(*args.transport_worker)
+        return
+    if args.transports:
+        transports(args)
+        return
 
     from mgtoolkit.launch import spawn
 
@@ -113,7 +253,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(
         f"3D {args.n}³, batch 1, U-Net depth {args.depth}, {args.filters} filters, float32, "
-        f"{args.threads} thread(s) per rank, gloo, {cores} cores"
+        f"{args.threads} thread(s) per rank, {cores} cores, sums and halos over "
+        f"{rows[-1][1][0]['transport']}"
     )
     print(
         "| ranks per field | peak per rank (GiB) | vs 1 rank (target) | step (s) "

@@ -11,8 +11,9 @@ run and reopen there is no console error, no failed request and no request to a 
 than this machine.
 
 Notebook 03 uses the batch system it finds: where Slurm runs (CI starts a real single-node
-Slurm), its two worker jobs and its sbatch job run there, the page shows job ids and queue
-states while they start, and no job of the notebook is left in the queue afterwards.
+Slurm), its worker job (two workers that are the ranks of one MPI world) and its sbatch job run
+there, the page shows job ids and queue states while they start, the run launched from the
+composer sums over MPI, and no job of the notebook is left in the queue afterwards.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def check_hpc_run(text: str, out: Path) -> None:
     line = re.search(r"jobs of this notebook: ([\d, ]+) ->", text)
     assert line, text
     ids = [i.strip() for i in line.group(1).split(",")]
-    assert len(ids) == 3, ids  # two worker jobs, one batch job
+    assert len(ids) == 2, ids  # one worker job of 2 MPI ranks, one batch job
+    # the composer's run trained on the worker job's MPI ranks, summing over MPI
+    events = read_events(out / "runs" / "notebook" / "events.jsonl")
+    assert (events[0]["world_size"], events[0]["transport"]) == (2, "mpi"), events[0]
     # the batch job trained (its run directory has the events the monitor followed), each field
     # split in 2 slabs across its 2 ranks
     events = read_events(out / "runs" / "batch" / "events.jsonl")
