@@ -25,6 +25,7 @@ __all__ = [
     "cycle_diagram",
     "diagram_data",
     "fresh_run_dir",
+    "parse_layouts",
     "parse_sequence",
 ]
 
@@ -76,6 +77,39 @@ def parse_sequence(text: str, *, levels: int) -> list[int]:
     return out
 
 
+def parse_layouts(text: str, *, levels: int) -> dict[int, int]:
+    """Parse per-level layouts such as ``"3=1 2=1"``: level → ranks per field there.
+
+    Parameters
+    ----------
+    text : str
+        ``level=ranks`` pairs separated by spaces or commas (1 = finest); empty: none.
+    levels : int
+        Number of levels available: every level must lie in ``1..levels``.
+
+    Raises
+    ------
+    ValueError
+        A pair that is not ``level=ranks`` with positive integers, or a level outside
+        ``1..levels`` (the message names the form and the valid levels).
+    """
+    out: dict[int, int] = {}
+    for token in (t for t in re.split(r"[\s,;]+", str(text).strip()) if t):
+        match = re.fullmatch(r"([0-9]+)=([0-9]+)", token)
+        if not match or int(match[2]) < 1:
+            raise ValueError(
+                f"{token!r} is not a layout: write level=ranks per field, e.g. '3=1 2=1' "
+                "(level 3 and 2 data-parallel, the others split as 'ranks per field' says)"
+            )
+        level = int(match[1])
+        if not 1 <= level <= levels:
+            raise ValueError(
+                f"layout for level {level}, but the cycle has levels 1..{levels} (1 = finest)"
+            )
+        out[level] = int(match[2])
+    return out
+
+
 def _rule_fields(rule: Rule) -> dict:
     """A rule as the override fields :class:`~mgtoolkit.train.CycleConfig` takes."""
     return {"epochs": rule.epochs} if isinstance(rule, FixedEpochs) else asdict(rule)
@@ -115,6 +149,7 @@ def cycle_diagram(
     current: int | None = None,
     resolution: int | None = None,
     dim: int = 2,
+    spatial: dict[int, int] | None = None,
     width: int = 520,
     height: int = 260,
 ):
@@ -131,18 +166,23 @@ def cycle_diagram(
         Finest cells per side; labels the axis "2 (32²)".
     dim : int
         2 or 3, for the axis labels.
+    spatial : dict, optional
+        Ranks per field on each level (:meth:`CycleComposer.layout`); a level split over more
+        than one rank is labelled "2 (32², 4 slabs)".
     """
     hv = holoviews()
 
     data = diagram_data(schedule, current=current)
     top = max(levels or 0, schedule.coarsest)
-    ticks = [
-        (
-            lv,
-            f"{lv} ({resolution >> (lv - 1)}{'²' if dim == 2 else '³'})" if resolution else str(lv),
-        )
-        for lv in range(1, top + 1)
-    ]
+    spatial = spatial or {}
+
+    def tick(lv: int) -> str:
+        parts = [f"{resolution >> (lv - 1)}{'²' if dim == 2 else '³'}"] if resolution else []
+        if spatial.get(lv, 1) > 1:
+            parts.append(f"{spatial[lv]} slabs")
+        return f"{lv} ({', '.join(parts)})" if parts else str(lv)
+
+    ticks = [(lv, tick(lv)) for lv in range(1, top + 1)]
     path = hv.Curve((data["step"], data["level"]), "step", "level").opts(
         color="#888888", line_width=2
     )
@@ -285,6 +325,17 @@ class CycleComposer(param.Parameterized):
     optimizer = param.Selector(default="adam", objects=["adam", "lbfgs"])
     lr = param.Number(default=1e-3, bounds=(0, None), inclusive_bounds=(False, True))
     batch_size = param.Integer(default=64, bounds=(1, None), doc="Global mini-batch.")
+    spatial = param.Integer(
+        default=1,
+        bounds=(1, None),
+        label="ranks per field",
+        doc="Ranks each field is split over, in slabs (1: data parallelism only).",
+    )
+    layouts = param.String(
+        default="",
+        label="per-level layouts",
+        doc="Ranks per field on particular levels, e.g. '3=1' (level 3 data-parallel).",
+    )
     dim = param.Selector(default=2, objects=[2, 3], doc="Dimension (for cost and labels).")
     resolution = param.Integer(default=None, allow_None=True, doc="Finest cells per side.")
     epoch_seconds = param.Number(
@@ -339,6 +390,31 @@ class CycleComposer(param.Parameterized):
             raise ValueError(f"step index {index!r} out of range: the cycle has {n} steps")
         self.overrides = {**self.overrides, index % n: rule}
 
+    def parallel_config(self):
+        """The :class:`~mgtoolkit.train.ParallelConfig`: ranks per field, per-level layouts.
+
+        Raises
+        ------
+        ValueError
+            An invalid layout, or one for a level the cycle does not train (level 1 always
+            counts: validation runs there).
+        """
+        from mgtoolkit.train import ParallelConfig
+
+        layouts = parse_layouts(self.layouts, levels=self.levels)
+        trained = {1, *self.schedule().levels}
+        if unused := sorted(set(layouts) - trained):
+            raise ValueError(
+                f"layout for level {unused[0]}, which this cycle does not train: give layouts "
+                f"for levels {', '.join(map(str, sorted(trained)))}"
+            )
+        return ParallelConfig(spatial=self.spatial, levels={str(k): v for k, v in layouts.items()})
+
+    def layout(self) -> dict[int, int]:
+        """Ranks per field on each level of the cycle (1 = finest ... ``levels``)."""
+        parallel = self.parallel_config()
+        return {lv: parallel.spatial_at(lv) for lv in range(1, self.levels + 1)}
+
     def optim_config(self):
         """The :class:`~mgtoolkit.train.OptimConfig` (optimizer, learning rate, batch)."""
         from mgtoolkit.train import OptimConfig
@@ -365,6 +441,7 @@ class CycleComposer(param.Parameterized):
         attrs = check_store(store)
         self.schedule().check_levels(attrs["levels"])
         data = settings.pop("data", None) or DataConfig(store=str(store))
+        settings.setdefault("parallel", self.parallel_config())
         return TrainConfig(
             data=data,
             model=model or UNetConfig(dim=attrs["dim"]),
@@ -383,6 +460,11 @@ class CycleComposer(param.Parameterized):
             f"estimated cost ≤ {s.cost(self.dim):.3g} finest-level epochs ({self.dim}D; "
             f"early-stopping steps counted at their cap) — {parts}"
         )
+        layout = self.layout()
+        if any(p > 1 for p in layout.values()):
+            text += "; ranks per field: " + ", ".join(
+                f"level {lv}: {p}" for lv, p in layout.items() if lv in by_level or lv == 1
+            )
         if self.epoch_seconds is not None:
             text += (
                 f"; ≤ {duration(s.cost(self.dim) * self.epoch_seconds)} of training "
@@ -521,6 +603,14 @@ class CycleComposer(param.Parameterized):
             )
         check_cluster(client)
         config = self.train_config(store=store, **settings)
+        world = ranks or len(client.scheduler_info()["workers"])
+        bad = sorted({p for p in self.layout().values() if world % p})
+        if bad:
+            fits = [p for p in range(1, world + 1) if world % p == 0]
+            raise ValueError(
+                f"{bad[0]} ranks per field do not divide the {world} ranks of this launch: "
+                f"choose ranks per field (and per-level layouts) from {', '.join(map(str, fits))}"
+            )
         from mgtoolkit.data import check_store
 
         attrs = check_store(store)  # the labels follow the store the run trains on
@@ -565,6 +655,7 @@ class CycleComposer(param.Parameterized):
             current=current,
             resolution=self.resolution,
             dim=self.dim,
+            spatial=self.layout(),
         )
 
     def view(self, *, client=None, store: str | Path | None = None, run_dir=None, **settings):
@@ -585,6 +676,8 @@ class CycleComposer(param.Parameterized):
                 "optimizer",
                 "lr",
                 "batch_size",
+                "spatial",
+                "layouts",
             ],
             widgets={
                 "cycle": pn.widgets.RadioButtonGroup,
@@ -629,6 +722,8 @@ class CycleComposer(param.Parameterized):
                 "overrides",
                 "dim",
                 "resolution",
+                "spatial",
+                "layouts",
             ],
         )
         self.param.watch(recost, "epoch_seconds")

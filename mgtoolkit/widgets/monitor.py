@@ -118,6 +118,7 @@ class RunMonitor(param.Parameterized):
         self.validations: list[dict] = []
         self.level_n: dict[int, int] = {}
         self.resolution: int | None = None  # finest cells per side, for the diagram's labels
+        self.spatial: dict[int, int] = {}  # ranks per field on each level, for the labels
         self.stopped = False
         self._handle_seen = 0
         self.iteration = 0
@@ -173,6 +174,7 @@ class RunMonitor(param.Parameterized):
                 # while the kernel is not yet competing with the ranks for the CPU.
                 self.schedule = composer.schedule()
                 self.dim, self.resolution = composer.dim, composer.resolution
+                self.spatial = composer.layout()
                 self.attach(event.new, run_dir=composer.run_dir)
 
         composer.param.watch(on_launch, "handle")
@@ -297,7 +299,9 @@ class RunMonitor(param.Parameterized):
         if config is not None and config.exists():
             from mgtoolkit.train import load_config
 
-            self.schedule = load_config(config).cycle.build()
+            loaded = load_config(config)
+            self.schedule = loaded.cycle.build()
+            self.spatial = {lv: loaded.parallel.spatial_at(lv) for lv in self.schedule.levels}
         elif ev.get("levels"):
             from mgtoolkit.cycles import Schedule
 
@@ -566,7 +570,7 @@ class RunMonitor(param.Parameterized):
 
     def _diagram_inputs(self) -> tuple:
         """What the drawn diagram depends on (the running step moves in place)."""
-        return id(self.schedule), self.resolution, self.dim
+        return id(self.schedule), self.resolution, self.dim, tuple(sorted(self.spatial.items()))
 
     def _show_diagram(self) -> None:
         """Draw the cycle diagram (a holoviews render: once per run, not once per step)."""
@@ -584,6 +588,7 @@ class RunMonitor(param.Parameterized):
                 current=self.current_step,
                 resolution=self.resolution,
                 dim=self.dim,
+                spatial=self.spatial,
                 width=420,
             )
         figure = hv.render(diagram, backend="bokeh")

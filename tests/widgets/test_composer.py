@@ -7,7 +7,7 @@ import pytest
 
 from mgtoolkit.cycles import CYCLE_NAMES, EarlyStopping, FixedEpochs, Schedule, schedule
 from mgtoolkit.widgets import CycleComposer, check_cluster, cycle_diagram, diagram_data
-from mgtoolkit.widgets.composer import DIAGRAM_NAME, parse_sequence
+from mgtoolkit.widgets.composer import DIAGRAM_NAME, parse_layouts, parse_sequence
 
 RULES = dict(epochs=3, patience=4, min_rel_improvement=0.01, max_epochs=17)
 
@@ -333,3 +333,83 @@ def test_a_failing_rank_is_named_and_a_relaunch_is_a_new_run(store2d, tmp_path, 
     monitor.stop()
     monitor.wait(timeout=60, poll_s=0.1)
     assert monitor.stopped
+
+
+# ---------------------------------------------------------------- spatial layouts
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("3", "is not a layout: write level=ranks"),
+        ("3=0", "is not a layout"),
+        ("x=2", "is not a layout"),
+        ("4=1", "levels 1..3"),
+    ],
+)
+def test_invalid_layouts_name_the_problem(text, words):
+    with pytest.raises(ValueError, match=words):
+        parse_layouts(text, levels=3)
+
+
+def test_layouts_reach_the_config_the_diagram_and_the_cost(store2d):
+    c = CycleComposer(levels=2, cycle="half-V", resolution=16, spatial=2, layouts="2=1")
+    assert parse_layouts(" 2=1, 1=4 ", levels=2) == {2: 1, 1: 4}
+    assert c.layout() == {1: 2, 2: 1}
+    cfg = c.train_config(store=store2d)
+    assert (cfg.parallel.spatial, cfg.parallel.levels) == (2, {"2": 1})
+    assert [cfg.parallel.spatial_at(lv) for lv in (1, 2)] == [2, 1]
+    fig = hv.render(c.diagram(), backend="bokeh")
+    ticks = fig.yaxis[0].major_label_overrides
+    assert ticks[1] == "1 (16², 2 slabs)" and ticks[2] == "2 (8²)"
+    assert c.cost_text().endswith("ranks per field: level 1: 2, level 2: 1")
+    c.spatial = 1  # data parallelism only: nothing about slabs
+    ticks = hv.render(c.diagram(), backend="bokeh").yaxis[0].major_label_overrides
+    assert "slabs" not in str(ticks)
+    assert "ranks per field" not in c.cost_text()
+    # a layout for a level the cycle does not train (a custom sequence skipping level 2)
+    c.param.update(levels=3, cycle="custom", sequence="3 1", layouts="2=1")
+    with pytest.raises(ValueError, match="level 2, which this cycle does not train: give "
+                       "layouts for levels 1, 3"):  # fmt: skip
+        c.train_config(store=store2d)
+
+
+def test_view_shows_a_bad_layout_and_redraws_on_a_good_one():
+    c = CycleComposer(levels=2, cycle="V", resolution=16)
+    layout = c.view()
+    message, diagram = layout[1][0], layout[1][1]
+    c.layouts = "2=x"
+    assert "is not a layout" in message[0].object and len(diagram) == 0
+    c.param.update(layouts="2=1", spatial=2)
+    assert len(message) == 0
+    ticks = hv.render(diagram[0].object, backend="bokeh").yaxis[0].major_label_overrides
+    assert ticks[1] == "1 (16², 2 slabs)"
+
+
+def test_launch_splits_fields_as_the_layouts_say(store2d, tmp_path, dask_client):
+    """A real launch on 2 LocalCluster ranks: level 1 in 2 slabs, level 2 data-parallel."""
+    from mgtoolkit.nn import UNetConfig
+    from mgtoolkit.train import DataConfig, read_events
+    from mgtoolkit.widgets import RunMonitor
+
+    c = CycleComposer(levels=2, cycle="V", epochs=1, max_epochs=1, batch_size=4, spatial=3)
+    settings = dict(
+        client=dask_client,
+        store=store2d,
+        model=UNetConfig(dim=2, depth=2, base_filters=2, convs_per_block=1),
+        data=DataConfig(store=str(store2d), val_samples=4),
+        device="cpu",
+    )
+    with pytest.raises(ValueError, match=r"3 ranks per field do not divide the 2 ranks of this "
+                       r"launch: choose ranks per field .* from 1, 2"):  # fmt: skip
+        c.launch(run_dir=tmp_path / "refused", ranks=2, **settings)
+    assert not (tmp_path / "refused").exists()
+    c.param.update(spatial=2, layouts="2=1")
+    monitor = RunMonitor().watch(c)
+    run = c.launch(run_dir=tmp_path / "slabs", ranks=2, **settings)
+    assert monitor.spatial == {1: 2, 2: 1}  # the monitor's diagram labels the slabs too
+    assert run.result(timeout=300)["reason"] == "schedule complete"
+    run.close()
+    events = read_events(tmp_path / "slabs" / "events.jsonl")
+    steps = [e for e in events if e["type"] == "step_start"]
+    assert [(e["level"], e["spatial"]) for e in steps] == [(1, 2), (2, 1), (1, 2)]
