@@ -52,6 +52,7 @@ __all__ = [
     "prolong",
     "prolong_add",
     "restrict",
+    "stencil_level",
 ]
 
 
@@ -388,29 +389,39 @@ class Hierarchy:
         ones = (1,) * dim
         fine_dinv = _zero_faces(operator_diagonal(nu, dim=dim).reciprocal_())
         lam = torch.full((batch, *ones), max_eig_ratio(dim), dtype=nu.dtype, device=nu.device)
-        levels = [Level(dim, n, fine_dinv, lam, nu=nu)]
-        stencil = None
+        return cls._coarsened([Level(dim, n, fine_dinv, lam, nu=nu)], config)
+
+    @classmethod
+    def from_stencil(
+        cls, stencil: torch.Tensor, *, dim: int, config: MultigridConfig | None = None
+    ) -> Hierarchy:
+        """The hierarchy whose finest level is the half-stored ``stencil`` (the coarse part of
+        a V-cycle whose fine levels live elsewhere: :mod:`mgtoolkit.spatial.multigrid`)."""
+        return cls._coarsened([stencil_level(stencil, dim)], config or MultigridConfig())
+
+    @classmethod
+    def _coarsened(cls, levels: list[Level], config: MultigridConfig) -> Hierarchy:
+        """Coarsen ``levels[-1]`` until the coarsest is small enough; factorize that one."""
+        dim = levels[0].dim
+        stencil = levels[-1].stencil
         while (levels[-1].n + 1) ** dim > config.coarsest_nodes and levels[-1].n >= 4:
             if stencil is None:
-                stencil = stencil_from_cells(nu, dim)
+                stencil = stencil_from_cells(levels[0].nu, dim)
             else:
                 stencil = coarsen_stencil(stencil, dim)
-            dinv = _zero_faces(stencil[:, 0].reciprocal())
-            row_abs = apply_stencil(stencil.abs(), torch.ones_like(dinv), dim)  # Σ_j |S_ij|
-            gersh = (row_abs * dinv).flatten(1).amax(dim=1).reshape(batch, *ones)
-            del row_abs
-            levels.append(Level(dim, levels[-1].n // 2, dinv, gersh, stencil=stencil))
+            levels.append(stencil_level(stencil, dim))
         coarsest = levels[-1]
         dense = _dense_matrix(coarsest)
         nodes = (coarsest.n + 1) ** dim
+        device, dtype = coarsest.dinv.device, coarsest.dinv.dtype
         free = _zero_faces(torch.ones((coarsest.n + 1,) * dim)).flatten().nonzero().flatten()
-        free = free.to(nu.device)
+        free = free.to(device)
         dense = dense[:, free][:, :, free].to(torch.float64)
         factor, failed = torch.linalg.cholesky_ex(dense)
         if bool(failed.any()) or not bool(torch.isfinite(factor).all()):
             bad = failed.nonzero().flatten().tolist() or "non-finite factor"
             raise CoarseFactorError(
-                f"the coarsest-level operator ({dense.shape[-1]} free nodes, {nu.dtype} "
+                f"the coarsest-level operator ({dense.shape[-1]} free nodes, {dtype} "
                 f"stencils) is not numerically positive definite (samples {bad})"
             )
         stats = {
@@ -445,10 +456,14 @@ class Hierarchy:
         _, r, _, ad = work
         x = self._smooth(level, b, None, work)
         torch.sub(b, level.apply(x, out=ad), out=r)
-        rc = _zero_faces(restrict(r, level.dim))
+        rc = self._restrict(index, r)
         prolong_add(self._cycle(index + 1, rc), x, level.dim)
         del rc
         return self._smooth(level, b, x, work)
+
+    def _restrict(self, index: int, r: torch.Tensor) -> torch.Tensor:
+        """Level ``index``'s residual on the next level (zero on the Dirichlet nodes)."""
+        return _zero_faces(restrict(r, self.levels[index].dim))
 
     def _smooth(self, level: Level, b: torch.Tensor, x: torch.Tensor | None, work) -> torch.Tensor:
         """Chebyshev–Jacobi smoothing, ``config.degree`` steps (Saad, Alg. 12.1), in place in
@@ -483,6 +498,15 @@ class Hierarchy:
         out = torch.zeros_like(flat)
         out[:, self.coarse_free] = sol.to(b.dtype)
         return out.reshape(b.shape)
+
+
+def stencil_level(stencil: torch.Tensor, dim: int) -> Level:
+    """A stencil level: its inverse diagonal and Gershgorin bound from the half-stored stencil."""
+    batch, ones = stencil.shape[0], (1,) * dim
+    dinv = _zero_faces(stencil[:, 0].reciprocal())
+    row_abs = apply_stencil(stencil.abs(), torch.ones_like(dinv), dim)  # Σ_j |S_ij|
+    gersh = (row_abs * dinv).flatten(1).amax(dim=1).reshape(batch, *ones)
+    return Level(dim, stencil.shape[-1] - 1, dinv, gersh, stencil=stencil)
 
 
 def _dense_matrix(level: Level) -> torch.Tensor:
@@ -533,14 +557,20 @@ def preconditioned_gradient(nu: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return hierarchy.vcycle(grad).clone()
 
 
-def power_weights(c: torch.Tensor, power: float) -> torch.Tensor | None:
+def power_weights(c: torch.Tensor, power: float, *, mean=None) -> torch.Tensor | None:
     """Per-node weights ``|c|^(p−2)`` over each sample's mean of them; None for p = 2.
 
     ``c``: (B,) + nodes, the correction of each whole field. Weighting the multigrid loss's
-    terms by them makes its gradient ≈ that of mean |u − u_fem|^p / p per sample.
+    terms by them makes its gradient ≈ that of mean |u − u_fem|^p / p per sample. ``mean``
+    (optional) maps the unnormalized weights to each sample's mean over its whole field,
+    shape (B,), when ``c`` holds only part of it (a slab).
     """
     if power == 2:
         return None
     spatial = tuple(range(1, c.dim()))
     w = c.abs().pow(power - 2)
-    return w / w.mean(dim=spatial, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    if mean is None:
+        scale = w.mean(dim=spatial, keepdim=True)
+    else:
+        scale = mean(w).reshape((-1,) + (1,) * len(spatial))
+    return w / scale.clamp_min(torch.finfo(w.dtype).tiny)

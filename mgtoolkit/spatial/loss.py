@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 
 from mgtoolkit.fem import slab_energy
-from mgtoolkit.fem.multigrid import power_weights, preconditioned_gradient
-from mgtoolkit.spatial.halo import field_sum, gather
+from mgtoolkit.fem.multigrid import power_weights
+from mgtoolkit.spatial.halo import field_sum
 from mgtoolkit.spatial.layout import SlabLayout
+from mgtoolkit.spatial.multigrid import slab_preconditioned_gradient
 
 __all__ = ["SLAB_LOSSES", "slab_loss"]
 
@@ -37,10 +38,9 @@ def slab_loss(
     ----------
     kind : {"energy", "scaled_energy", "multigrid"}
         As :func:`mgtoolkit.train.losses.batch_loss`; "scaled_energy" divides ν by each whole
-        field's geometric mean. "multigrid": the V-cycle of its correction runs on the whole
-        fields, gathered on every slab (a few node fields per sample, small next to the
-        network's activations; a V-cycle on slabs is not built); the mean over nodes counts
-        each node plane once, by its owner.
+        field's geometric mean. "multigrid": the V-cycle of its correction runs on the
+        slabs (:mod:`mgtoolkit.spatial.multigrid`; its coarse levels whole); the mean over
+        nodes counts each node plane once, by its owner.
     nu : torch.Tensor, shape ``(B, m) + (n,) * (d − 1)`` on cells
         This rank's slab of ν.
     u : torch.Tensor, shape ``(B, m + 1) + (n + 1,) * (d − 1)`` on nodes
@@ -75,13 +75,16 @@ def _multigrid_part(
     over the whole field's node count."""
     dim = nu.dim() - 1
     n = int(nu.shape[-1])
-    nu_all = gather(nu, layout, grid="cells", dim=dim)
-    c_all = preconditioned_gradient(nu_all, gather(u, layout, grid="nodes", dim=dim))
-    c = layout.split(c_all, grid="nodes", dim=dim)
-    terms = (u - (u.detach() - c)).square()
-    w = power_weights(c_all, power)
-    if w is not None:
-        terms = terms * layout.split(w, grid="nodes", dim=dim)
+    spatial = tuple(range(1, dim + 1))
     own = layout.nodes(n, held=False)
-    terms = terms.narrow(1, 0, own.stop - own.start)  # the next slab counts its own plane
-    return 0.5 * terms.sum(dim=tuple(range(1, dim + 1))) / (n + 1) ** dim
+    owned = own.stop - own.start  # the next slab counts the plane both hold
+
+    def field_mean(w: torch.Tensor) -> torch.Tensor:
+        return field_sum(w.narrow(1, 0, owned).sum(dim=spatial), layout) / (n + 1) ** dim
+
+    c = slab_preconditioned_gradient(nu, u, layout)
+    terms = (u - (u.detach() - c)).square()
+    w = power_weights(c, power, mean=field_mean)
+    if w is not None:
+        terms = terms * w
+    return 0.5 * terms.narrow(1, 0, owned).sum(dim=spatial) / (n + 1) ** dim

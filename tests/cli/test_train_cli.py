@@ -81,33 +81,45 @@ def test_train_command_writes_a_run_directory(store2d_fem, tmp_path):
     )
 
 
-def test_train_spatial_under_torchrun_matches_one_process(store2d_fem, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "mpirun", "srun"])
+def test_train_spatial_under_each_launcher_matches_one_process(launcher, store2d_fem, tmp_path):
+    # The same configuration, each field in 2 slabs over 2 ranks, under the three batch
+    # launchers; srun needs the real single-node Slurm (.ci/setup.d/slurm.sh).
+    import shutil
+
     from mgtoolkit.comm.ranks import free_port
 
+    if launcher == "srun" and (
+        shutil.which("srun") is None or subprocess.run(["sinfo"], capture_output=True).returncode
+    ):
+        pytest.fail("no Slurm here: run `bash .ci/setup.d/slurm.sh` (as root) first")
     cfg = _write(tmp_path, store2d_fem)
     assert main(["train", str(cfg), "--run-dir", str(tmp_path / "one"), "--no-progress"]) == 0
     bindir = os.path.dirname(sys.executable)
-    cmd = [
-        f"{bindir}/torchrun",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),  # torchrun's static rendezvous does not accept port 0
-        "-m",
-        "mgtoolkit",
-        "train",
-        str(cfg),
-        "--run-dir",
-        str(tmp_path / "two"),
-        "--spatial",
-        "2",
-        "--no-progress",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    prefix = {
+        # torchrun's static rendezvous does not accept port 0
+        "torchrun": [f"{bindir}/torchrun", "--nproc-per-node", "2", "--master-port",
+                     str(free_port())],
+        "mpirun": [f"{bindir}/mpirun", "-n", "2", "--oversubscribe"],
+        "srun": ["srun", "-n", "2", "--mpi=none"],
+    }[launcher]  # fmt: skip
+    cmd = [*prefix, sys.executable, "-m", "mgtoolkit", "train", str(cfg), "--run-dir",
+           str(tmp_path / "two"), "--spatial", "2", "--no-progress"]  # fmt: skip
+    if launcher == "torchrun":
+        cmd.remove(sys.executable)  # torchrun runs `-m mgtoolkit` itself
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        # Open MPI refuses root without these; CI containers run as root.
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    }
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     start = read_events(tmp_path / "two" / "events.jsonl")[0]
     assert (start["type"], start["world_size"], start["spatial"]) == ("run_start", 2, 2)
+    # sums and halos: over MPI under mpirun, shared memory otherwise (one machine)
+    assert start["transport"] == ("mpi" if launcher == "mpirun" else "shm")
     one, two = load_model(tmp_path / "one"), load_model(tmp_path / "two")
     for a, b in zip(one.parameters(), two.parameters(), strict=True):
         # float32 with batch norm and Adam: rounding only (measured in docs/spatial.md)
