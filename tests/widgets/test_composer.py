@@ -371,7 +371,7 @@ def test_layouts_reach_the_config_the_diagram_and_the_cost(store2d):
     c.param.update(levels=3, cycle="custom", sequence="3 1", layouts="2=1")
     with pytest.raises(ValueError, match="level 2, which this cycle does not train: give "
                        "layouts for levels 1, 3"):  # fmt: skip
-        c.train_config(store=store2d)
+        c.parallel_config()
 
 
 def test_view_shows_a_bad_layout_and_redraws_on_a_good_one():
