@@ -1,9 +1,10 @@
 """Spatial parallelism: per-rank peak memory and the halo exchange's share of a training step.
 
 One 3D field (default 128³, batch 1) trains the paper's U-Net (depth 3, 16 filters, one conv
-per block, batch norm, float32) for ``--steps`` steps after one warm-up step, on 1 rank (the
-unsplit network) and split in slabs over p ranks (``--ranks``, default 2 and 4), each rank a
-fresh local process with ``--threads`` threads (:func:`mgtoolkit.launch.spawn`, gloo). Per
+per block, batch norm, float32; the energy loss, or ``--loss multigrid``) for ``--steps`` steps
+after one warm-up step, on 1 rank (the unsplit network) and split in slabs over p ranks
+(``--ranks``, default 2 and 4), each rank a fresh local process with ``--threads`` threads
+(:func:`mgtoolkit.launch.spawn`: sums and halos through shared memory). Per
 run it prints:
 
 - the largest peak resident memory of any rank (``ru_maxrss``: what the process ever held,
@@ -45,7 +46,9 @@ import time
 TRANSPORTS = {"gloo": "process-group", "shm": "shm", "mpi": "mpi"}
 
 
-def _rank_run(n: int, depth: int, filters: int, spatial: int, steps: int) -> dict:
+def _rank_run(
+    n: int, depth: int, filters: int, spatial: int, steps: int, loss: str = "energy"
+) -> dict:
     """Train ``steps`` steps on this rank's slab; peak memory, step times, halo share."""
     import resource
 
@@ -67,7 +70,7 @@ def _rank_run(n: int, depth: int, filters: int, spatial: int, steps: int) -> dic
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        slab_loss("energy", nu, slab(nu), layout).backward()
+        slab_loss(loss, nu, slab(nu), layout).backward()
         comm.average_gradients(net.parameters())
         opt.step()
 
@@ -205,6 +208,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="threads per rank (default 1)")
     parser.add_argument(
+        "--loss",
+        choices=["energy", "multigrid"],
+        default="energy",
+        help="the loss of each step (multigrid: its V-cycle runs on the slabs too)",
+    )
+    parser.add_argument(
         "--transports",
         action="store_true",
         help="time the gradient all-reduce and one halo exchange on gloo, shm and MPI instead",
@@ -243,6 +252,7 @@ def main() -> None:
             args.filters,
             p,
             args.steps,
+            args.loss,
             threads_per_rank=args.threads,
             timeout_s=3600,
         )
@@ -253,6 +263,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(
         f"3D {args.n}³, batch 1, U-Net depth {args.depth}, {args.filters} filters, float32, "
+        f"{args.loss} loss, "
         f"{args.threads} thread(s) per rank, {cores} cores, sums and halos over "
         f"{rows[-1][1][0]['transport']}"
     )
