@@ -94,24 +94,16 @@ def step_worker(model: dict, n: int, batch: int, steps: int) -> None:
 
 def transport_steps(args, model: dict) -> None:
     """Time the same 2-rank training step under mpirun with each transport."""
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    from _mpirun import run_worker
+
     best: dict[str, tuple[float, float]] = {}
     for _ in range(args.repeat):
         for choice in ("mpi", "shm", "gloo"):
-            cmd = [mpirun, "-n", "2", "--oversubscribe", sys.executable, __file__,
-                   "--step-worker", str(args.dim), str(args.n), str(args.batch), args.norm,
-                   str(args.steps)]  # fmt: skip
-            out = subprocess.run(
-                cmd, env={**env, "MGTOOLKIT_TRANSPORT": choice}, check=True, timeout=600,
-                capture_output=True, text=True,
-            )  # fmt: skip
-            line = next(x for x in out.stdout.splitlines() if x.startswith("TRANSPORT"))
-            _, how, step, allreduce = line.split()
-            if how != {"gloo": "process-group"}.get(choice, choice):
-                raise RuntimeError(f"MGTOOLKIT_TRANSPORT={choice} ran over {how}")
-            if choice not in best or float(step) < best[choice][0]:
-                best[choice] = (float(step), float(allreduce))
+            worker = ["--step-worker", str(args.dim), str(args.n), str(args.batch), args.norm,
+                      str(args.steps)]  # fmt: skip
+            step, allreduce = map(float, run_worker(__file__, worker, ranks=2, transport=choice))
+            if choice not in best or step < best[choice][0]:
+                best[choice] = (step, allreduce)
     print(
         f"\n2-rank training step under mpirun ({args.dim}D n = {args.n}, global batch "
         f"{args.batch}, norm {args.norm}), fastest of {args.repeat} runs, median of "

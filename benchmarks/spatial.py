@@ -36,14 +36,10 @@ Run it alone on the machine (at 128³ it takes minutes and several GiB)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
-import subprocess
-import sys
 import time
-
-#: Values of MGTOOLKIT_TRANSPORT compared by ``--transports``, and what comm.transport reports.
-TRANSPORTS = {"gloo": "process-group", "shm": "shm", "mpi": "mpi"}
 
 
 def _rank_run(
@@ -141,30 +137,19 @@ def transport_worker(n: int, depth: int, filters: int, reps: int, steps: int) ->
 
 def transports(args) -> None:
     """Each transport, each number of ranks: one mpirun per cell, the slowest rank's means."""
-    env = {
-        **os.environ,
-        "OMPI_ALLOW_RUN_AS_ROOT": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    from _mpirun import TRANSPORTS, run_worker
+
     rows, steps, elements = {}, {}, 0
-    for r, p in ((r, p) for r in range(args.repeat) for p in args.ranks):
+    for r, p in itertools.product(range(args.repeat), args.ranks):
         train_steps = args.steps if r == 0 and args.train_steps else 0
-        for choice, expected in TRANSPORTS.items():
+        for choice in TRANSPORTS:
+            worker = ["--transport-worker", str(args.n), str(args.depth), str(args.filters),
+                      str(args.reps), str(train_steps)]  # fmt: skip
             # Unbound, like ranks started by spawn or dask: a bound rank's shared-memory wait
             # sees one core and sleeps instead of polling.
-            cmd = [mpirun, "-n", str(p), "--oversubscribe", "--bind-to", "none", sys.executable,
-                   __file__, "--transport-worker", str(args.n), str(args.depth), str(args.filters),
-                   str(args.reps), str(train_steps)]  # fmt: skip
-            out = subprocess.run(
-                cmd, env={**env, "MGTOOLKIT_TRANSPORT": choice}, check=True, timeout=900,
-                capture_output=True, text=True,
-            )  # fmt: skip
-            line = next(x for x in out.stdout.splitlines() if x.startswith("TRANSPORT"))
-            _, how, count, grad_s, halo_s, step_s = line.split()
-            if how != expected:
-                raise RuntimeError(f"MGTOOLKIT_TRANSPORT={choice} ran over {how}")
+            count, grad_s, halo_s, step_s = run_worker(
+                __file__, worker, ranks=p, transport=choice, options=("--bind-to", "none")
+            )
             best = rows.get((p, choice), (float("inf"),) * 2)
             rows[p, choice] = (min(best[0], float(grad_s)), min(best[1], float(halo_s)))
             elements = int(count)

@@ -277,7 +277,8 @@ def slurm_cluster(
         *([f"--gpus-per-task={gpus}"] if gpus else []),
         *directives,
     ]
-    return _mpi_class(SLURMCluster)(mpi_ranks, **options, job_extra_directives=directives)
+    cluster_class = _mpi_class(SLURMCluster, job_ended=_slurm_ended)
+    return cluster_class(mpi_ranks, **options, job_extra_directives=directives)
 
 
 def pbs_cluster(
@@ -329,11 +330,16 @@ def pbs_cluster(
         options["resource_spec"] = f"select=1:ncpus={cores * ranks}{mpi}{gpu}:mem={mem_gb}GB"
     if mpi_ranks is None:
         return PBSCluster(**options)
-    return _mpi_class(PBSCluster)(mpi_ranks, **options)
+    return _mpi_class(PBSCluster, job_ended=None)(mpi_ranks, **options)
 
 
-def _mpi_class(base: type) -> type:
-    """``base`` (a dask-jobqueue cluster class) restricted to one job of MPI-rank workers."""
+def _mpi_class(base: type, *, job_ended) -> type:
+    """``base`` (a dask-jobqueue cluster class) restricted to one job of MPI-rank workers.
+
+    ``job_ended(job_id)`` gives the state in which a job ended, or None while its workers may
+    still join; None where the batch system is not asked (PBS: a failed job shows only as the
+    end of the wait).
+    """
 
     class MPIJobCluster(base):
         """One batch job whose workers are the ranks of one MPI world (``mpi_ranks``)."""
@@ -365,17 +371,17 @@ def _mpi_class(base: type) -> type:
 
         def job_failure(self) -> str | None:
             """Why the job ended before its workers joined (its log quoted), or None."""
-            if base.__name__ != "SLURMCluster":
+            if job_ended is None:
                 return None
             for job in list(self.workers.values()):
                 job_id = getattr(job, "job_id", None)
                 if job_id is None:
                     continue
-                state = _slurm_state(job_id)
-                if state in _SLURM_ALIVE:
+                state = job_ended(job_id)
+                if state is None:
                     continue
                 return (
-                    f"the MPI cluster's Slurm job {job_id} ended ({state or 'gone'}) before its "
+                    f"the MPI cluster's batch job {job_id} ended ({state}) before its "
                     f"{self.mpi_ranks} workers joined. The end of its log:\n"
                     f"{_log_tail(self._job_kwargs.get('log_directory'), job_id)}"
                 )
@@ -385,8 +391,9 @@ def _mpi_class(base: type) -> type:
     return MPIJobCluster
 
 
-def _slurm_state(job_id: str) -> str:
-    """The Slurm state of ``job_id`` ("" once Slurm forgot the job)."""
+def _slurm_ended(job_id: str) -> str | None:
+    """The state in which Slurm job ``job_id`` ended ("gone" once Slurm forgot it), or None
+    while it may still run."""
     import subprocess
 
     out = subprocess.run(
@@ -395,7 +402,8 @@ def _slurm_state(job_id: str) -> str:
         text=True,
         timeout=30,
     )
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+    state = out.stdout.strip().splitlines()[0] if out.stdout.strip() else "gone"
+    return None if state in _SLURM_ALIVE else state
 
 
 def _log_tail(directory: str | None, job_id: str, lines: int = 20) -> str:

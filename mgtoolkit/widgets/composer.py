@@ -604,9 +604,9 @@ class CycleComposer(param.Parameterized):
         check_cluster(client)
         config = self.train_config(store=store, **settings)
         world = ranks or len(client.scheduler_info()["workers"])
-        bad = sorted({p for p in self.layout().values() if world % p})
-        if bad:
-            fits = [p for p in range(1, world + 1) if world % p == 0]
+        sizes = {config.parallel.spatial_at(lv) for lv in range(1, self.levels + 1)}
+        fits = [p for p in range(1, world + 1) if world % p == 0]
+        if bad := sorted(sizes - set(fits)):
             raise ValueError(
                 f"{bad[0]} ranks per field do not divide the {world} ranks of this launch: "
                 f"choose ranks per field (and per-level layouts) from {', '.join(map(str, fits))}"
