@@ -75,7 +75,14 @@ def register(subparsers) -> None:
         action="store_false",
         help="training returns freed memory to the OS (TrainConfig.heap_reuse = false)",
     )
-    plan.add_argument("--ranks", type=int, default=1, help="data-parallel ranks (default 1)")
+    plan.add_argument("--ranks", type=int, default=1, help="ranks, processes (default 1)")
+    plan.add_argument(
+        "--levels",
+        type=int,
+        default=None,
+        help="choose ranks per field (spatial parallelism) for levels 1..LEVELS of a cycle "
+        "over --ranks ranks, and print the [parallel] section that sets them",
+    )
     plan.add_argument("--tile", type=_tile, default=None, help="prediction tile (nodes)")
     plan.add_argument("--workers", type=int, default=1, help="prediction workers (default 1)")
     plan.add_argument("--memory", type=float, default=None, help="GiB per rank (default: RAM)")
@@ -163,7 +170,7 @@ def check_model_fits(model_dim: int, store_dim: int, model: str, store: str) -> 
 
 def _plan(args) -> int:
     from mgtoolkit.nn import UNetConfig
-    from mgtoolkit.plan import plan
+    from mgtoolkit.plan import plan, plan_layouts
 
     _check_memory(args.memory)
 
@@ -180,19 +187,27 @@ def _plan(args) -> int:
             base_filters=args.base_filters,
             convs_per_block=args.convs_per_block,
         )
-    result = plan(
-        config,
+    memory = None if args.memory is None else int(args.memory * GiB)
+    train = dict(
         resolution=args.resolution,
         batch=args.batch,
         precision=args.precision,
         checkpointing=args.checkpointing,
         heap_reuse=args.heap_reuse,
         ranks=args.ranks,
-        tile=args.tile,
-        workers=args.workers,
         growth=growth,
-        memory=None if args.memory is None else int(args.memory * GiB),
-        phases=tuple(args.phases),
+        memory=memory,
     )
-    print(result)
-    return 0 if result.fits else 1
+    # With --levels, training is planned per level (layouts) instead of data-parallel only.
+    per_level = args.levels is not None
+    phases = tuple(p for p in args.phases if not (per_level and p == "train"))
+    fits = True
+    if phases:
+        result = plan(config, **train, tile=args.tile, workers=args.workers, phases=phases)
+        print(result)
+        fits = result.fits
+    if per_level and "train" in args.phases:
+        layouts = plan_layouts(config, levels=args.levels, **train)
+        print(layouts)
+        fits = fits and layouts.fits
+    return 0 if fits else 1

@@ -17,7 +17,10 @@ this machine (:func:`machine_gflops`, a short convolution benchmark), and for th
 from the probe's own wall time scaled by the node count. They are estimates for planning.
 
 Data parallelism over p ranks splits the global batch into p equal local batches: memory per
-rank follows the local batch, plus one gradient-sized communication buffer.
+rank follows the local batch, plus one gradient-sized communication buffer. Fields split in
+slabs over S ranks (spatial parallelism) give each rank 1/S of a field's cells plus the halo
+planes its convolutions copy, counted by probing the network on slabs; :func:`plan_layouts`
+chooses the ranks per field of every level of a cycle.
 """
 
 from mgtoolkit.plan.estimates import (
@@ -27,7 +30,7 @@ from mgtoolkit.plan.estimates import (
     suggest_tile,
     training_estimate,
 )
-from mgtoolkit.plan.planner import Plan, plan
+from mgtoolkit.plan.planner import LayoutPlan, LevelLayout, Plan, plan, plan_layouts
 from mgtoolkit.plan.probes import (
     HEAP_SLACK,
     INFER_RUNTIME_BYTES,
@@ -42,6 +45,8 @@ __all__ = [
     "INFER_RUNTIME_BYTES",
     "RUNTIME_BYTES",
     "Estimate",
+    "LayoutPlan",
+    "LevelLayout",
     "LiveTensorBytes",
     "Plan",
     "PlanError",
@@ -49,6 +54,7 @@ __all__ = [
     "inference_estimate",
     "machine_gflops",
     "plan",
+    "plan_layouts",
     "suggest_tile",
     "training_estimate",
 ]

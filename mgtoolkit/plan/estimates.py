@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mgtoolkit.plan.probes import (
+    CONV3D_SLACK,
     DEFAULT_FILL,
     HEAP_SLACK,
     INFER_RUNTIME_BYTES,
@@ -55,6 +56,7 @@ def training_estimate(
     precision: str = "fp32",
     checkpointing: bool = False,
     ranks: int = 1,
+    spatial: int = 1,
     growth: int = 0,
     heap_reuse: bool = True,
 ) -> Estimate:
@@ -71,38 +73,66 @@ def training_estimate(
     checkpointing : bool
         Activation checkpointing of the conv blocks (:func:`mgtoolkit.nn.memory.checkpoint_blocks`).
     ranks : int
-        Data-parallel processes.
+        Processes in all (the world size).
+    spatial : int
+        Ranks per field (``ParallelConfig.spatial``): each field is split in ``spatial`` slabs
+        of ``resolution / spatial`` cell planes, one per rank, and ``ranks / spatial``
+        data-parallel groups share the batch. A slab's activations are those of a field of
+        its cells plus one halo plane on each side of every convolution's input, counted by
+        a probe of the network on slabs (:mod:`mgtoolkit.spatial`).
     growth : int
         Grown block pairs of the network.
     heap_reuse : bool
         Training keeps freed memory in the heap (``TrainConfig.heap_reuse``, the default):
         the activations count :data:`TRAIN_HEAP_SLACK` times.
     """
-    if batch % ranks:
+    if spatial < 1 or ranks % spatial:
         raise PlanError(
-            f"a global batch of {batch} does not split into {ranks} equal local batches; "
-            f"use a batch that is a multiple of {ranks}"
+            f"{spatial} ranks per field do not divide {ranks} ranks; use a divisor of {ranks}"
         )
-    local = batch // ranks
+    if spatial > 1 and resolution % (spatial * 2**config.depth):
+        raise PlanError(
+            f"{resolution} cells per side do not split into {spatial} slabs of a multiple of "
+            f"2^depth = {2**config.depth} planes"
+        )
+    groups = ranks // spatial
+    if batch % groups:
+        raise PlanError(
+            f"a global batch of {batch} does not split into {groups} equal local batches; "
+            f"use a batch that is a multiple of {groups}"
+            + (f" (or more ranks per field than {spatial})" if groups > 1 else "")
+        )
+    local = batch // groups
     s1, s2 = _probe_sides(config)
     # The probe batch of 2 keeps batch norm's training statistics defined at the bottom level.
     (p1, _), (p2, f2) = (
-        _train_probe(config, growth, s, 2, precision, checkpointing) for s in (s1, s2)
+        _train_probe(config, growth, s, 2, precision, checkpointing, spatial > 1) for s in (s1, s2)
     )
     d = config.dim
-    slope = (p2 - p1) / (s2**d - s1**d)
-    per_sample = slope * resolution**d / 2 + 4 * resolution**d  # + the float32 ν of the batch
+
+    def seen(planes: int, side: int) -> int:
+        # Cells a convolution's input holds: on slabs, a halo (or padding) plane on each side.
+        return (planes + (2 if spatial > 1 else 0)) * side ** (d - 1)
+
+    slope = (p2 - p1) / (seen(s2, s2) - seen(s1, s1))
+    cells = resolution**d // spatial
+    per_sample = slope * seen(resolution // spatial, resolution) / 2
+    if d == 3:
+        per_sample *= CONV3D_SLACK
     if heap_reuse:
         per_sample *= TRAIN_HEAP_SLACK
+    per_sample += 4 * cells  # the float32 ν of the batch
     # Weights and Adam's two moments exist before the probe counts; gradients are counted.
     params = _param_bytes(config, growth)
-    fixed = 3 * params + max(0.0, p1 - slope * s1**d)
+    fixed = 3 * params + max(0.0, p1 - slope * seen(s1, s1))
     comm = params if ranks > 1 else 0
     total = RUNTIME_BYTES + fixed + comm + per_sample * local
-    flops = f2 / (2 * s2**d) * resolution**d * local
+    flops = f2 / (2 * s2**d) * cells * local
     seconds = flops / (machine_gflops() * 1e9)
+    split = f"1/{spatial} of a field" if spatial > 1 else ""
+    per_rank = f"{local} {split} per rank" if split else f"{local} per rank"
     detail = (
-        f"train {d}D {resolution}^{d}, batch {batch} ({local} per rank × {ranks}), {precision}"
+        f"train {d}D {resolution}^{d}, batch {batch} ({per_rank} × {ranks}), {precision}"
         f"{', checkpointing' if checkpointing else ''}{', heap reuse' if heap_reuse else ''}: "
         f"{per_sample * local / GiB:.2f} GiB "
         f"activations + {(fixed + comm) / GiB:.2f} GiB weights/optimizer"

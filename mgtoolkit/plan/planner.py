@@ -246,3 +246,214 @@ def _infer_alternatives(config, kw: dict, memory: int) -> list[str]:
             f"~{_duration(est.seconds)}"
         )
     return tips or ["no tile size fits: free memory or use a machine with more"]
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    """The layout chosen for one level of a cycle.
+
+    Attributes
+    ----------
+    level : int
+        1 = the finest.
+    resolution : int
+        Cells per side there.
+    spatial : int or None
+        Ranks per field; None when no layout fits.
+    estimate : Estimate or None
+        Training memory per rank with that layout (None when no layout is possible at all).
+    choices : dict
+        Every possible ranks-per-field at this level → its estimate (bytes per rank).
+    hint : str
+        Why nothing fits and what would ("" when a layout fits).
+    """
+
+    level: int
+    resolution: int
+    spatial: int | None
+    estimate: Estimate | None
+    choices: dict
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class LayoutPlan:
+    """Per-level layouts of training a ``dim``-D network over ``ranks`` ranks, judged against
+    ``memory`` bytes per rank.
+
+    ``str()`` prints a table and the ``[parallel]`` section of the training config that sets
+    them; :attr:`parallel` is that section as :class:`mgtoolkit.train.ParallelConfig`'s fields.
+    """
+
+    dim: int
+    ranks: int
+    batch: int
+    memory: int
+    levels: tuple[LevelLayout, ...]
+
+    @property
+    def fits(self) -> bool:
+        return all(lv.spatial is not None for lv in self.levels)
+
+    @property
+    def parallel(self) -> dict:
+        """``{"spatial": S, "levels": {"3": 1, ...}}``: level 1's ranks per field, and those of
+        the other levels where they differ (what ``[parallel]`` in the config takes)."""
+        if not self.fits:
+            raise PlanError(f"no layout fits every level:\n{self}")
+        finest = self.levels[0].spatial
+        others = {str(lv.level): lv.spatial for lv in self.levels[1:] if lv.spatial != finest}
+        return {"spatial": finest, "levels": others}
+
+    def __str__(self) -> str:
+        lines = [
+            f"layouts: {self.ranks} rank(s), global batch {self.batch}, "
+            f"memory {self.memory / GiB:.1f} GiB per rank"
+        ]
+        for lv in self.levels:
+            tried = (
+                ", ".join(f"{s}: {b / GiB:.2f}" for s, b in sorted(lv.choices.items()))
+                or "none possible"
+            )
+            if lv.spatial is None:
+                chosen = f"DOES NOT FIT ({lv.hint})"
+            else:
+                chosen = f"{lv.spatial} rank(s) per field, {lv.estimate.gib:.2f} GiB"
+            lines.append(
+                f"  level {lv.level} ({lv.resolution}^{self.dim}): {chosen}"
+                f"  — GiB per rank by ranks per field: {tried}"
+            )
+        if self.fits:
+            par = self.parallel
+            table = ", ".join(f'"{k}" = {v}' for k, v in par["levels"].items())
+            lines += ["", "[parallel]", f"spatial = {par['spatial']}"]
+            if table:
+                lines.append(f"levels = {{ {table} }}")
+        return "\n".join(lines)
+
+
+def plan_layouts(
+    config,
+    *,
+    resolution: int,
+    levels: int,
+    ranks: int,
+    batch: int = 1,
+    memory: int | None = None,
+    precision: str = "fp32",
+    checkpointing: bool = False,
+    heap_reuse: bool = True,
+    growth: int = 0,
+) -> LayoutPlan:
+    """Choose ranks per field for each level of a cycle so that training fits ``memory``.
+
+    A rank's share of a global batch of ``B`` fields is ``B / ranks`` fields whatever the
+    layout — whole fields when the ranks are data-parallel, slabs when fields are split — so
+    splitting fields saves memory only where the batch cannot be shared out as whole fields
+    (``B`` smaller than ``ranks``, or not a multiple of it). Each level therefore gets the
+    fewest ranks per field that the batch and the slab thickness allow (fewer halos to
+    exchange) among those that fit; its cells per side must split into slabs of a multiple
+    of ``2**depth`` planes.
+
+    Parameters
+    ----------
+    config : mgtoolkit.nn.UNetConfig
+    resolution : int
+        Cells per side of level 1 (the finest).
+    levels : int
+        How many levels the cycle trains on (1 … ``levels``; level l has ``resolution /
+        2**(l − 1)`` cells per side).
+    ranks : int
+        Processes of the run (the world size).
+    batch : int
+        Global mini-batch (``optim.batch_size``), the same on every level.
+    memory : int, optional
+        Bytes per rank; default :data:`DEFAULT_FILL` of this machine's memory over ``ranks``.
+    precision, checkpointing, heap_reuse, growth
+        As :func:`training_estimate`.
+
+    Returns
+    -------
+    LayoutPlan
+        ``.fits``, ``.parallel`` (the ``[parallel]`` section) and a printable table.
+    """
+    from mgtoolkit.grids import check_resolution, level_resolution
+
+    check_resolution(resolution)
+    for name, value in (("levels", levels), ("ranks", ranks), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer (got {value!r})")
+    if resolution >> (levels - 1) < 2:
+        raise ValueError(
+            f"{resolution} cells per side have at most {resolution.bit_length() - 1} levels "
+            f"of ≥ 2 cells (got levels = {levels})"
+        )
+    memory = default_memory(ranks) if memory is None else int(memory)
+    settings = dict(
+        batch=batch,
+        precision=precision,
+        checkpointing=checkpointing,
+        growth=growth,
+        heap_reuse=heap_reuse,
+    )
+    out = []
+    for level in range(1, levels + 1):
+        n = level_resolution(resolution, level)
+        choices = {
+            s: training_estimate(config, resolution=n, ranks=ranks, spatial=s, **settings)
+            for s in _layouts(config, n, ranks, batch)
+        }
+        fitting = [s for s, est in choices.items() if est.bytes <= memory]
+        chosen = min(fitting) if fitting else None
+        smallest = min(choices.values(), key=lambda e: e.bytes) if choices else None
+        hint = ""
+        if not choices:
+            need = min(s for s in _divisors(ranks) if batch % (ranks // s) == 0)
+            hint = (
+                f"no layout: a batch of {batch} over {ranks} ranks needs {need} ranks per "
+                f"field, and {n} cells do not split into {need} slabs of a multiple of "
+                f"2^depth = {2**config.depth} planes; use a batch that is a multiple of "
+                f"{ranks}, or fewer levels"
+            )
+        elif chosen is None:
+            hint = _more_ranks(config, n, ranks, memory, settings)
+        out.append(
+            LevelLayout(
+                level,
+                n,
+                chosen,
+                choices[chosen] if chosen is not None else smallest,
+                {s: est.bytes for s, est in choices.items()},
+                hint,
+            )
+        )
+    return LayoutPlan(config.dim, ranks, batch, memory, tuple(out))
+
+
+def _divisors(k: int) -> list[int]:
+    return [d for d in range(1, k + 1) if k % d == 0]
+
+
+def _layouts(config, n: int, ranks: int, batch: int) -> list[int]:
+    """Ranks per field possible for ``n`` cells per side: the data groups share the batch
+    equally, and slabs are a multiple of ``2**depth`` planes."""
+    return [
+        s
+        for s in _divisors(ranks)
+        if batch % (ranks // s) == 0 and (s == 1 or n % (s * 2**config.depth) == 0)
+    ]
+
+
+def _more_ranks(config, n: int, ranks: int, memory: int, settings: dict) -> str:
+    """What would fit a level that does not: more ranks (up to 64 times as many), or
+    settings that use less memory per sample."""
+    tip = "use checkpointing or bf16, or a smaller batch"
+    for more in (ranks * 2**k for k in range(1, 7)):
+        for s in _layouts(config, n, more, settings["batch"]):
+            est = training_estimate(config, resolution=n, ranks=more, spatial=s, **settings)
+            if est.bytes <= memory:
+                return f"fits on {more} ranks, {s} per field, {est.gib:.1f} GiB each; or {tip}"
+    return tip

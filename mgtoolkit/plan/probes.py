@@ -25,8 +25,13 @@ HEAP_SLACK = 1.2
 #: in fresh processes, in units of the activation estimate (it varies between identical runs):
 #: 1.1–1.2 (2D 1024², 4 filters, batch 1), 1.0–1.4 (2D 256², batch 8), 1.3–1.8 (3D 64³, batch 4,
 #: the paper's block). With 1.3 the estimate is 7–16 %, −6 to +14 % and 0 to −21 % off the
-#: measured peaks of these three.
+#: measured peaks of these three (in 3D, before :data:`CONV3D_SLACK` applied as well).
 TRAIN_HEAP_SLACK = 1.3
+#: Resident bytes per activation byte of 3D training beyond the tensors the probe counts: the
+#: CPU kernels of 3D convolutions allocate work buffers that are not tensors. Measured in fresh
+#: processes, the paper's block (depth 3, 16 filters, one conv per block), one thread, freed
+#: memory returned: 1.30 at 64³ (0.66 GiB peak), 1.33 at 128³ (2.06 GiB).
+CONV3D_SLACK = 1.3
 #: Fraction of a machine's memory a plan may fill by default (the OS and page cache need some).
 DEFAULT_FILL = 0.85
 
@@ -100,8 +105,16 @@ def _model(config, growth: int):
 
 
 @functools.lru_cache(maxsize=64)
-def _train_probe(config, growth: int, side: int, batch: int, precision: str, ckpt: bool):
-    """(peak live bytes, forward+backward FLOPs) of one Adam step of ``batch`` fields."""
+def _train_probe(
+    config, growth: int, side: int, batch: int, precision: str, ckpt: bool, slabs: bool = False
+):
+    """(peak live bytes, forward+backward FLOPs) of one Adam step of ``batch`` fields.
+
+    ``slabs``: the network and loss as a slab of a spatial group runs them
+    (:func:`mgtoolkit.spatial.to_slabs`, :func:`~mgtoolkit.spatial.slab_loss`), here on a group
+    of one rank: every convolution copies its input with a halo plane on each side, as on an
+    inner slab, so the probe counts those copies.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -112,12 +125,26 @@ def _train_probe(config, growth: int, side: int, batch: int, precision: str, ckp
     net = checkpoint_blocks(_model(config, growth), enabled=ckpt).train()
     opt = torch.optim.Adam(net.parameters())
     nu = torch.exp(torch.randn((batch,) + (side,) * config.dim))
+    if slabs:
+        from mgtoolkit.spatial import SlabLayout, slab_loss, to_slabs
+
+        layout = SlabLayout(1, 0, 1)
+        slab = to_slabs(net, layout)
+
+        def loss(u):
+            return slab_loss("energy", nu, u.float(), layout)
+
+    else:
+        slab = net
+
+        def loss(u):
+            return energy(nu, u.float()).mean()
 
     def step():
         opt.zero_grad(set_to_none=True)
         with autocast(precision, model=net):
-            u = net(nu)
-        energy(nu, u.float()).mean().backward()
+            u = slab(nu)
+        loss(u).backward()
         opt.step()
 
     # Adam's moments appear in the first step's opt.step(), after backward has freed the

@@ -58,6 +58,8 @@ def test_generate_options(capsys, tmp_path, change, match):
         (["--memory", "inf"], "--memory must be a positive"),
         (["--batch", "0"], "batch must be a positive"),
         (["--ranks", "0"], "ranks must be a positive"),
+        (["--levels", "0"], "levels must be a positive"),
+        (["--levels", "9"], "at most 6 levels"),
         (["--workers", "0"], "workers must be a positive"),
         (["--precision", "fp8"], "precision must be one of"),
         (["--phases", "sing"], "phases must be among"),

@@ -75,6 +75,22 @@ def test_plan_fits_and_refuses(capsys):
     assert "DOES NOT FIT" in out and "would fit with" in out
 
 
+def test_plan_layouts_per_level(capsys):
+    base = ["plan", "--dim", "3", "--depth", "2", "--base-filters", "8", "--resolution", "64"]
+    base += ["--ranks", "2", "--levels", "3", "--phases", "train"]
+    # a batch of 2 over 2 ranks: whole fields, one per rank
+    assert _run([*base, "--batch", "2", "--memory", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "level 3 (16^3): 1 rank(s) per field" in out and "spatial = 1" in out
+    # a batch of 1: both ranks on the field; 16³ still splits into 2 slabs of 8 planes
+    assert _run([*base, "--batch", "1", "--memory", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "level 1 (64^3): 2 rank(s) per field" in out and "spatial = 2" in out
+    # a budget below the runtime fits nothing, and says so
+    assert _run([*base, "--batch", "1", "--memory", "0.3"]) == 1
+    assert "DOES NOT FIT" in capsys.readouterr().out
+
+
 def test_predict_tiled_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="no dataset"):
         _run(["predict-tiled", str(tmp_path / "missing.zarr"), str(tmp_path)])
