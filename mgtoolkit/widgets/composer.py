@@ -495,6 +495,7 @@ class CycleComposer(param.Parameterized):
             resolution=n,
             batch=self.batch_size,
             ranks=ranks,
+            spatial=config.parallel.spatial_at(1),
             precision=config.precision,
         )
         return est.seconds * -(-train // self.batch_size)

@@ -169,6 +169,11 @@ def test_cost_in_time_from_the_planner(store2d, dask_client):
     assert "of training" in cost.text and "planner estimate, 2 rank(s)" in cost.text
     # The time changes the cost line in place; the diagram (its models in the page) stays.
     assert layout[1][1][0] is diagram and layout[1][2].object is cost
+    # Fields split over the 2 ranks: a batch of 1 is planned as two slabs of one field.
+    split = CycleComposer(levels=2, cycle="V", batch_size=1, spatial=2)
+    seconds = split.estimate_time(store=store2d, model=model, ranks=2, data=data)
+    per_batch = training_estimate(model, resolution=16, batch=1, ranks=2, spatial=2).seconds
+    assert seconds == pytest.approx(per_batch * 5)
 
 
 def test_view_redraws_on_edit():
