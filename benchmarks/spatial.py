@@ -60,13 +60,23 @@ def _rank_run(
         UNet(dim=3, depth=depth, base_filters=filters, convs_per_block=1)
     )
     layout = SlabLayout.from_world(spatial)
-    slab = to_slabs(net, layout)
     nu = layout.split(torch.exp(torch.randn(1, n, n, n)), grid="cells", dim=3).clone()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    if spatial == 1:  # what the trainer runs on one rank: the whole network and loss
+        from mgtoolkit.train.losses import batch_loss
+
+        def value() -> torch.Tensor:
+            return batch_loss(loss, nu, net(nu))
+
+    else:
+        slab = to_slabs(net, layout)
+
+        def value() -> torch.Tensor:
+            return slab_loss(loss, nu, slab(nu), layout)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        slab_loss(loss, nu, slab(nu), layout).backward()
+        value().backward()
         comm.average_gradients(net.parameters())
         opt.step()
 
