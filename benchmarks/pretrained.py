@@ -36,6 +36,13 @@ def main() -> None:
     parser.add_argument("--test-fields", type=int, default=32, help="unseen-seed fields")
     parser.add_argument("--seed", type=int, default=0, help="training seed (unseen = +10000)")
     parser.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="n of the unseen and corner groups and of the card (default: the training store's; "
+        "a model continued briefly at a finer level is still scored where it was trained)",
+    )
+    parser.add_argument(
         "--transfer", type=int, nargs="*", default=[], help="also score unseen fields at n"
     )
     parser.add_argument("--transfer-fields", type=int, default=4)
@@ -59,7 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     checkpoint = read_checkpoint(args.source)
     dim = int(checkpoint.config["model"]["dim"])
-    store_n = _training_resolution(args.source)
+    store_n = args.resolution or _training_resolution(args.source)
     nets = {
         "network": load_model(args.source),
         "averaged": load_model(args.source, mirror_average=True),
@@ -72,7 +79,7 @@ def main() -> None:
         groups[f"unseen-{n}"] = unseen_fields(
             dim=dim, n=n, count=args.transfer_fields, seed=args.seed
         )
-    print(f"{args.source}: {dim}D, trained at n = {store_n}; load average {os.getloadavg()[0]:.1f}")
+    print(f"{args.source}: {dim}D, scored at n = {store_n}; load average {os.getloadavg()[0]:.1f}")
     header = ("group", "fields", "model", "rel L2", "max abs", "worst", "s")
     print("{:<14} {:>6} {:<9} {:>8} {:>8} {:>8} {:>6}".format(*header))
     metrics: dict = {}
