@@ -150,6 +150,23 @@ def _stages(run_dir: Path) -> list[dict]:
     return [*earlier, stage]
 
 
+def _full_commit(commit: str | None) -> str | None:
+    """The 40-digit form of an abbreviated commit (the card records the full one)."""
+    import subprocess
+
+    if commit is None:
+        return None
+    out = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        sys.exit(f"--commit {commit}: not a commit of this repository")
+    return out.stdout.strip()
+
+
 def _package(args, checkpoint, metrics: dict, *, dim: int, n: int) -> None:
     from mgtoolkit.rundir import Checkpoint, RunDir, save_checkpoint
 
@@ -172,7 +189,7 @@ def _package(args, checkpoint, metrics: dict, *, dim: int, n: int) -> None:
         "family": "kl",
         # a continued run names the run it started from, not this machine's path to it
         "config": {**checkpoint.config, **({"init": stages[-2]["run"]} if len(stages) > 1 else {})},
-        "commit": args.commit,
+        "commit": _full_commit(args.commit),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         # a continued run (init) counts the training of the runs it started from
