@@ -201,13 +201,16 @@ def _plan(args) -> int:
     # With --levels, training is planned per level (layouts) instead of data-parallel only.
     per_level = args.levels is not None
     phases = tuple(p for p in args.phases if not (per_level and p == "train"))
+    # The layouts first: bad --levels is refused before the other phases' probes run.
+    layouts = None
+    if per_level and "train" in args.phases:
+        layouts = plan_layouts(config, levels=args.levels, **train)
     fits = True
     if phases:
         result = plan(config, **train, tile=args.tile, workers=args.workers, phases=phases)
         print(result)
         fits = result.fits
-    if per_level and "train" in args.phases:
-        layouts = plan_layouts(config, levels=args.levels, **train)
+    if layouts is not None:
         print(layouts)
         fits = fits and layouts.fits
     return 0 if fits else 1
