@@ -129,8 +129,7 @@ def training_estimate(
     total = RUNTIME_BYTES + fixed + comm + per_sample * local
     flops = f2 / (2 * s2**d) * cells * local
     seconds = flops / (machine_gflops() * 1e9)
-    split = f"1/{spatial} of a field" if spatial > 1 else ""
-    per_rank = f"{local} {split} per rank" if split else f"{local} per rank"
+    per_rank = f"{local}{f' 1/{spatial} of a field' if spatial > 1 else ''} per rank"
     detail = (
         f"train {d}D {resolution}^{d}, batch {batch} ({per_rank} × {ranks}), {precision}"
         f"{', checkpointing' if checkpointing else ''}{', heap reuse' if heap_reuse else ''}: "

@@ -67,6 +67,12 @@ class Plan:
         return self
 
 
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer (got {value!r})")
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
@@ -143,9 +149,7 @@ def plan(
         raise ValueError(f"phases must be among train, infer, fem (got {sorted(unknown)})")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-    for name, value in (("batch", batch), ("ranks", ranks), ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer (got {value!r})")
+    _check_positive(batch=batch, ranks=ranks, workers=workers)
     memory = default_memory(ranks) if memory is None else int(memory)
     settings = {
         **config.to_dict(),
@@ -383,9 +387,7 @@ def plan_layouts(
     from mgtoolkit.grids import check_resolution, level_resolution
 
     check_resolution(resolution)
-    for name, value in (("levels", levels), ("ranks", ranks), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer (got {value!r})")
+    _check_positive(levels=levels, ranks=ranks, batch=batch)
     if resolution >> (levels - 1) < 2:
         raise ValueError(
             f"{resolution} cells per side have at most {resolution.bit_length() - 1} levels "
@@ -402,10 +404,7 @@ def plan_layouts(
     out = []
     for level in range(1, levels + 1):
         n = level_resolution(resolution, level)
-        choices = {
-            s: training_estimate(config, resolution=n, ranks=ranks, spatial=s, **settings)
-            for s in _layouts(config, n, ranks, batch)
-        }
+        choices = _choices(config, n, ranks, settings)
         fitting = [s for s, est in choices.items() if est.bytes <= memory]
         chosen = min(fitting) if fitting else None
         smallest = min(choices.values(), key=lambda e: e.bytes) if choices else None
@@ -437,14 +436,17 @@ def _divisors(k: int) -> list[int]:
     return [d for d in range(1, k + 1) if k % d == 0]
 
 
-def _layouts(config, n: int, ranks: int, batch: int) -> list[int]:
-    """Ranks per field possible for ``n`` cells per side: the data groups share the batch
-    equally, and slabs are a multiple of ``2**depth`` planes."""
-    return [
-        s
-        for s in _divisors(ranks)
-        if batch % (ranks // s) == 0 and (s == 1 or n % (s * 2**config.depth) == 0)
-    ]
+def _choices(config, n: int, ranks: int, settings: dict) -> dict[int, Estimate]:
+    """Ranks per field → training estimate, for every layout :func:`training_estimate`
+    accepts at ``n`` cells per side (the data groups share the batch equally, slabs are a
+    multiple of ``2**depth`` planes; it refuses the others before probing)."""
+    out = {}
+    for s in _divisors(ranks):
+        try:
+            out[s] = training_estimate(config, resolution=n, ranks=ranks, spatial=s, **settings)
+        except PlanError:
+            continue
+    return out
 
 
 def _more_ranks(config, n: int, ranks: int, memory: int, settings: dict) -> str:
@@ -452,8 +454,7 @@ def _more_ranks(config, n: int, ranks: int, memory: int, settings: dict) -> str:
     settings that use less memory per sample."""
     tip = "use checkpointing or bf16, or a smaller batch"
     for more in (ranks * 2**k for k in range(1, 7)):
-        for s in _layouts(config, n, more, settings["batch"]):
-            est = training_estimate(config, resolution=n, ranks=more, spatial=s, **settings)
+        for s, est in _choices(config, n, more, settings).items():
             if est.bytes <= memory:
                 return f"fits on {more} ranks, {s} per field, {est.gib:.1f} GiB each; or {tip}"
     return tip

@@ -129,13 +129,13 @@ def _train_probe(
         from mgtoolkit.spatial import SlabLayout, slab_loss, to_slabs
 
         layout = SlabLayout(1, 0, 1)
-        slab = to_slabs(net, layout)
+        model = to_slabs(net, layout)
 
         def loss(u):
             return slab_loss("energy", nu, u.float(), layout)
 
     else:
-        slab = net
+        model = net
 
         def loss(u):
             return energy(nu, u.float()).mean()
@@ -143,7 +143,7 @@ def _train_probe(
     def step():
         opt.zero_grad(set_to_none=True)
         with autocast(precision, model=net):
-            u = slab(nu)
+            u = model(nu)
         loss(u).backward()
         opt.step()
 
