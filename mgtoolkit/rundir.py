@@ -339,12 +339,15 @@ def load_model(
     *,
     device: str | torch.device = "cpu",
     mirror_average: bool | tuple[str, ...] = False,
+    predict_at: int | None = None,
 ) -> UNet:
     """The trained network of a run directory, a checkpoint file or a pretrained model's name.
 
     Returns the :class:`~mgtoolkit.nn.UNet` in eval mode on ``device``. ``mirror_average``
     makes it predict the mean over the field's images under the problem's symmetries (see
-    :class:`~mgtoolkit.nn.UNet`: exactly symmetric, at one network pass per image).
+    :class:`~mgtoolkit.nn.UNet`: exactly symmetric, at one network pass per image);
+    ``predict_at`` makes it run on ν coarsened to that many cells per side and interpolate u
+    back (for fields finer than it was trained on).
     """
     checkpoint = read_checkpoint(source)
     try:
@@ -355,4 +358,5 @@ def load_model(
             f"describes ({str(exc)[:200]})"
         ) from None
     model.mirror_average = mirror_average
+    model.predict_at = predict_at
     return model.to(device).eval()

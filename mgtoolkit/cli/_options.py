@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-__all__ = ["add_scheduler_option", "scheduler_address"]
+__all__ = ["add_predict_at_option", "add_scheduler_option", "scheduler_address"]
 
 _ADDRESS = re.compile(
     r"^(?:(?P<proto>[a-z]+)://)?(?P<host>[^/\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+)$"
@@ -31,4 +31,32 @@ def add_scheduler_option(parser) -> None:
         default=None,
         type=scheduler_address,
         help="address of a running dask scheduler (default: an embedded LocalCluster)",
+    )
+
+
+def _cells_per_side(text: str) -> int:
+    from mgtoolkit.nn.unet import check_predict_at
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--predict-at takes cells per side, a power of two such as 64 (got {text!r})"
+        ) from None
+    try:
+        return check_predict_at(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("predict_at", "--predict-at")) from None
+
+
+def add_predict_at_option(parser) -> None:
+    """``--predict-at N``: run the network on ν coarsened to N cells per side, interpolate u."""
+    parser.add_argument(
+        "--predict-at",
+        type=_cells_per_side,
+        default=None,
+        metavar="N",
+        help="run the network on ν coarsened to N cells per side (e.g. the resolution it was "
+        "trained at) and interpolate u back to the field's nodes; far more accurate on smooth "
+        "fields much finer than the training fields (default: the field's own resolution)",
     )

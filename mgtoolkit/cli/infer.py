@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mgtoolkit.cli._options import add_scheduler_option
+from mgtoolkit.cli._options import add_predict_at_option, add_scheduler_option
 
 __all__ = ["register"]
 
@@ -47,6 +47,7 @@ def register(subparsers) -> None:
     pred.add_argument(
         "--memory", type=float, default=None, help="GiB the workers may use (default: 85%% of RAM)"
     )
+    add_predict_at_option(pred)
     add_scheduler_option(pred)
     pred.add_argument("--no-progress", action="store_true", help="no progress bar")
     pred.set_defaults(run=_predict)
@@ -107,11 +108,14 @@ def _predict(args) -> int:
     _check_memory(args.memory)
     if not 1 <= args.level <= attrs["levels"]:
         raise ValueError(f"--level must be 1 .. {attrs['levels']} for {args.store}")
-    model = load_model(args.model)
+    model = load_model(args.model, predict_at=args.predict_at)
     check_model_fits(model.config.dim, attrs["dim"], args.model, args.store)
     from mgtoolkit.grids import level_resolution
+    from mgtoolkit.nn.unet import coarsening
 
+    # the tiles cover the grid the network runs on: the coarse one with --predict-at
     n = level_resolution(attrs["resolution"], args.level)
+    n //= coarsening(n, model.predict_at)
     memory = None if args.memory is None else int(args.memory * GiB)
     tile = args.tile
     if tile is None:
@@ -121,6 +125,8 @@ def _predict(args) -> int:
     est = inference_estimate(
         model.config, resolution=n, tile=tile, workers=args.workers, growth=model.growth
     )
+    if model.predict_at:
+        print(f"predicting at {n}^{model.config.dim} cells, u interpolated to the level's nodes")
     print(f"plan: {est.detail}; ~{est.gib:.1f} GiB, ~{est.seconds:.0f} s per sample")
     if memory is not None and est.bytes > memory:
         better = suggest_tile(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mgtoolkit.cli._options import add_scheduler_option
+from mgtoolkit.cli._options import add_predict_at_option, add_scheduler_option
 from mgtoolkit.cluster import client_context
 
 __all__ = ["register"]
@@ -78,6 +78,7 @@ def register(subparsers) -> None:
         help="average the network over each field's images under the problem's symmetries "
         "(4 in 2D, 16 in 3D: exactly symmetric, more accurate, that many times the cost)",
     )
+    add_predict_at_option(pr)
     add_scheduler_option(pr)
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(run=_predict)
@@ -255,6 +256,7 @@ def _predict(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             metrics_csv=args.metrics,
             mirror_average=args.mirror_average,
+            predict_at=args.predict_at,
         )
     if rows and "rel_l2" in rows[0]:
         print(f"{'sample':>7} {'rel L2':>9} {'max abs':>9} {'energy gap':>11}")

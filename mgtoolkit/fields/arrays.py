@@ -25,23 +25,26 @@ __all__ = ["ArrayFamily", "geometric_coarsen"]
 _PIECE_BYTES = 64 * 2**20
 
 
-def geometric_coarsen(nu: np.ndarray, factor: int, *, batched: bool = False) -> np.ndarray:
+def geometric_coarsen(nu, factor: int, *, batched: bool = False):
     """Geometric mean over ``factor**d`` blocks of cells.
 
     Parameters
     ----------
-    nu : ndarray
+    nu : ndarray or torch.Tensor
         Cell field ``(n,) * d`` (or ``(batch,) + (n,) * d`` when ``batched``), positive.
     factor : int
         Cells per side merged into one coarse cell (a power of two dividing n).
 
     Returns
     -------
-    ndarray, float64, shape ``(n // factor,) * d`` (batch axis kept).
+    ndarray, float64, shape ``(n // factor,) * d`` (batch axis kept); a tensor of ``nu``'s
+    dtype and device when ``nu`` is one (differentiable).
     """
-    nu = np.asarray(nu, dtype=np.float64)
+    tensor = hasattr(nu, "detach")
+    if not tensor:
+        nu = np.asarray(nu, dtype=np.float64)
     if factor == 1:
-        return nu.copy()
+        return nu.clone() if tensor else nu.copy()
     lead = nu.shape[:1] if batched else ()
     spatial = nu.shape[len(lead) :]
     split: list[int] = list(lead)
@@ -50,6 +53,8 @@ def geometric_coarsen(nu: np.ndarray, factor: int, *, batched: bool = False) -> 
             raise ValueError(f"a side of {s} cells cannot be coarsened by a factor {factor}")
         split += [s // factor, factor]
     axes = tuple(len(lead) + 2 * k + 1 for k in range(len(spatial)))
+    if tensor:
+        return nu.log().reshape(split).mean(dim=axes).exp()
     return np.exp(np.log(nu).reshape(split).mean(axis=axes))
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgtoolkit.grids import level_resolution
 from mgtoolkit.nn import UNet, UNetConfig
+from mgtoolkit.nn.unet import check_predict_at, coarsening
 
 __all__ = ["PredictFn", "predict", "sample_metrics"]
 
@@ -26,18 +28,30 @@ class PredictFn:
     growth: int
     state: dict
     threads: int = 1
-    mirror_average: bool = False
+    mirror_average: bool | tuple[str, ...] = False
+    predict_at: int | None = None
 
     @classmethod
     def from_model(cls, model: UNet, *, threads: int = 1) -> PredictFn:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        return cls(model.config.to_dict(), model.growth, state, threads, model.mirror_average)
+        return cls(
+            model.config.to_dict(),
+            model.growth,
+            state,
+            threads,
+            model.mirror_average,
+            model.predict_at,
+        )
 
     def __call__(self, nu: np.ndarray) -> np.ndarray:
         net = getattr(self, "_net", None)
         if net is None:
             torch.set_num_threads(self.threads)
-            net = UNet(UNetConfig(**self.model_config), mirror_average=self.mirror_average)
+            net = UNet(
+                UNetConfig(**self.model_config),
+                mirror_average=self.mirror_average,
+                predict_at=self.predict_at,
+            )
             for _ in range(self.growth):
                 net.grow()
             net.load_state_dict(self.state)
@@ -70,6 +84,7 @@ def predict(
     progress: bool = True,
     metrics_csv: str | Path | None = None,
     mirror_average: bool | None = None,
+    predict_at: int | None = None,
 ) -> list[dict]:
     """Write the network's prediction as node field ``name`` at ``level`` and score it.
 
@@ -92,6 +107,10 @@ def predict(
         Predict the mean over each field's mirror images (:class:`~mgtoolkit.nn.UNet`;
         one network pass per image). Default: the network's own setting (off when loaded
         from a run).
+    predict_at : int, optional
+        Run the network on ν coarsened to this many cells per side and interpolate u back
+        (:class:`~mgtoolkit.nn.UNet`); default: the network's own setting (off when loaded
+        from a run).
 
     Returns
     -------
@@ -112,6 +131,10 @@ def predict(
     fn = PredictFn.from_model(model)
     if mirror_average is not None:
         fn.mirror_average = mirror_average
+    if predict_at is not None:
+        fn.predict_at = check_predict_at(predict_at)
+    # refused here, before any worker runs: a level coarser than the network predicts at
+    coarsening(level_resolution(attrs["resolution"], level), fn.predict_at)
     map_samples(
         store,
         fn,

@@ -12,7 +12,8 @@ to every tile, and the x-coordinate channel uses global cell positions. Instance
 normalization use statistics of the whole field and cannot be tiled exactly: they are refused.
 A network with ``mirror_average`` runs the tiles of every image of a field under its symmetry
 maps (read through a view, box by box) and averages the images mapped back, as untiled
-inference does.
+inference does. A network with ``predict_at`` runs the tiles of ν coarsened to that resolution
+and interpolates u back, as untiled inference does.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from mgtoolkit.grids import level_resolution
 from mgtoolkit.infer.tiles import Tile, downsampling, tiles
+from mgtoolkit.nn.unet import coarsening, interpolate_nodes
 
 __all__ = [
     "TiledPredictor",
@@ -177,6 +179,18 @@ class TiledPredictor:
             raise ValueError(
                 f"expected one field of shape (n,)*{dim} on cells (got {tuple(nu.shape)})"
             )
+        factor = coarsening(n, self.model.predict_at)
+        if factor == 1:
+            return self._predict(nu, n=n, dim=dim)
+        from mgtoolkit.fields import geometric_coarsen
+
+        coarse = self._predict(geometric_coarsen(np.asarray(nu), factor), n=n // factor, dim=dim)
+        return interpolate_nodes(torch.from_numpy(coarse)[None], factor, dim)[0].numpy()
+
+    def _predict(self, nu, *, n: int, dim: int) -> np.ndarray:
+        """u of one field at its own resolution, tile by tile (the model's ``predict_at`` aside)."""
+        import torch
+
         if n % downsampling(self.model.config):  # coarse grid: the network pads it itself
             with torch.inference_mode():
                 x = torch.as_tensor(np.asarray(nu), dtype=self.model.log_nu_scale.dtype)
@@ -357,7 +371,10 @@ def predict_store(
     allocate_node_field(path, level, name)
     group = zarr.open_group(str(path), mode="r+")[level_group(level)]
     field, marker = group[name], group[marker_name(name)]
-    if field.chunks[1] >= n + 1 or n % downsampling(model.config):
+    # predict_at: each sample is read whole, coarsened and predicted in one task (the network
+    # runs on the coarse field, small), and u interpolated back
+    if field.chunks[1] >= n + 1 or n % downsampling(model.config) or model.predict_at:
+        coarsening(n, model.predict_at)  # a level coarser than predict_at: refused here
         fn = TiledPredictor(model, tile=tile, threads=1)
         map_samples(path, fn, level=level, name=name, client=client, progress=progress)
         return Path(path)

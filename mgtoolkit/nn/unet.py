@@ -38,6 +38,15 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
   the whole group, or a chosen subgroup, each mapped back: exactly invariant under that
   subgroup, at (its size) times the cost. Its errors partly cancel, so the averaged network is
   more accurate (docs/performance.md has the figures).
+- **Prediction at a coarser resolution** (optional, at inference; attribute ``predict_at``):
+  the network runs on ν coarsened to ``predict_at`` cells per side (geometric mean of each
+  block of cells, as a store's coarse levels of array data) and its u is interpolated
+  (trilinear: the multigrid prolongation) back to the field's nodes. Why: a network sees a
+  fixed number of cells (its receptive field), so on a field finer than it was trained on it
+  sees a smaller part of the domain, while u depends on ν everywhere; at the resolution it was
+  trained at it sees what it learned from. Worth it where u varies on scales the coarse grid
+  resolves (the KL family: the 64³ FEM solution interpolated to 128³ is within 10⁻⁴ of the
+  128³ one); fine-scale features of ν (inclusions a few cells wide) are averaged away.
 - **Growth** (architectural adaptation, paper §4.1.2): :meth:`UNet.grow` adds a pair of fresh
   residual blocks at full resolution (after the first encoder block and before the head), their
   last conv zero-initialised, so the network's function is unchanged at the moment of growth and
@@ -239,6 +248,53 @@ class _Residual(nn.Module):
         return x + self.body(x)
 
 
+def check_predict_at(value: int | None) -> int | None:
+    """``value`` as :attr:`UNet.predict_at` takes it: None or a power of two ≥ 2 (else raise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"predict_at must be an int or None (got {value!r})")
+    if value < 2 or value & (value - 1):
+        raise ValueError(
+            f"predict_at must be a power of two ≥ 2 cells per side (got {value}); use the "
+            "resolution the network was trained at, e.g. 64"
+        )
+    return int(value)
+
+
+def coarsening(n: int, predict_at: int | None) -> int:
+    """Cells per side of an ``n``-cell field merged into one where the network runs (1: none).
+
+    Raises
+    ------
+    ValueError
+        If the field is coarser than ``predict_at`` or ``n / predict_at`` is not a power of two.
+    """
+    if predict_at is None:
+        return 1
+    factor = n // predict_at
+    if n % predict_at or factor & (factor - 1):
+        raise ValueError(
+            f"the network predicts at {predict_at} cells per side (predict_at) but the field "
+            f"has {n}: it can only coarsen a field {predict_at} × 2^k cells wide; set predict_at "
+            "to the field's side or less (a power of two), or None"
+        )
+    return factor
+
+
+def interpolate_nodes(u: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
+    """u on nodes ``(B,) + (m + 1,) * dim`` interpolated to ``(B,) + (factor·m + 1,) * dim``.
+
+    Trilinear (bilinear in 2D) interpolation, the multigrid prolongation applied log2(factor)
+    times: nodal values, and so the exact Dirichlet faces, are kept.
+    """
+    from mgtoolkit.fem.multigrid import prolong
+
+    for _ in range(factor.bit_length() - 1):
+        u = prolong(u, dim)
+    return u
+
+
 class UNet(nn.Module):
     """U-Net from ν on cells to u on nodes with exact Dirichlet values.
 
@@ -263,6 +319,11 @@ class UNet(nn.Module):
         set) and is not saved with the weights; it reads back as ``True`` (the whole group,
         also when named map by map), ``False`` (also for ``("identity",)``) or the tuple of the
         subgroup's normal-form names. :attr:`symmetry_maps` gives the maps.
+    predict_at : int, optional
+        Run on ν coarsened to this many cells per side (a power of two ≥ 2) and interpolate
+        u back to the field's nodes (module notes); ``None`` (default): run at the field's
+        own resolution. A field coarser than ``predict_at`` is refused (ValueError). An
+        attribute like ``mirror_average``: validated when set, not saved with the weights.
 
     Notes
     -----
@@ -278,6 +339,7 @@ class UNet(nn.Module):
         *,
         channels_last: bool | None = None,
         mirror_average: bool | str | Sequence[str] = False,
+        predict_at: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -288,6 +350,7 @@ class UNet(nn.Module):
             raise TypeError("pass either a UNetConfig or keyword arguments, not both")
         self.config = cfg = config
         self.mirror_average = mirror_average
+        self.predict_at = predict_at
         d, f = cfg.dim, cfg.base_filters
         cap = cfg.max_filters or f * 2**cfg.depth
         widths = [min(f * 2**i, cap) for i in range(cfg.depth + 1)]
@@ -330,6 +393,15 @@ class UNet(nn.Module):
                 f"of symmetry map names (got {value!r})"
             )
         self._mirror_average, self._symmetry_maps = value, maps
+
+    @property
+    def predict_at(self) -> int | None:
+        """Cells per side the network runs at (ν coarsened, u interpolated back), or None."""
+        return self._predict_at
+
+    @predict_at.setter
+    def predict_at(self, value: int | None) -> None:
+        self._predict_at = check_predict_at(value)
 
     @property
     def symmetry_maps(self) -> tuple[symmetry.SymmetryMap, ...]:
@@ -389,9 +461,16 @@ class UNet(nn.Module):
         return torch.stack(channels, dim=1)
 
     def forward(self, nu: torch.Tensor) -> torch.Tensor:
+        factor = coarsening(nu.shape[-1], self._predict_at)
+        if factor > 1:
+            from mgtoolkit.fields import geometric_coarsen
+
+            nu = geometric_coarsen(nu, factor, batched=True)
         if len(self._symmetry_maps) > 1:
-            return symmetry.group_mean(self._forward, nu, self._symmetry_maps)
-        return self._forward(nu)
+            u = symmetry.group_mean(self._forward, nu, self._symmetry_maps)
+        else:
+            u = self._forward(nu)
+        return interpolate_nodes(u, factor, self.config.dim)
 
     def _forward(self, nu: torch.Tensor) -> torch.Tensor:
         cfg = self.config
