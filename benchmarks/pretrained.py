@@ -3,7 +3,9 @@
 Scores a run directory, checkpoint or packaged model on two groups of fresh KL fields — N with
 ω drawn from a seed no training store uses, and the 16 corners of the ω box — for the network
 and for the network averaged over the problem's symmetry group; ``--transfer`` adds unseen
-fields at other resolutions (the networks are fully convolutional). With ``--package NAME`` it
+fields at other resolutions (the networks are fully convolutional), scored also with the
+network run at the training resolution on ν coarsened to it, u interpolated back (models
+``network@N``, ``averaged@N``: ``UNet.predict_at``). With ``--package NAME`` it
 writes ``mgtoolkit/pretrained/NAME.pt`` (model only, no optimizer state) and ``NAME.json``, the
 card that ``mgtoolkit models`` prints: these figures, the training configuration and time (from
 the run's report), the commit the run was trained at and the machine.
@@ -81,17 +83,23 @@ def main() -> None:
         )
     print(f"{args.source}: {dim}D, scored at n = {store_n}; load average {os.getloadavg()[0]:.1f}")
     header = ("group", "fields", "model", "rel L2", "max abs", "worst", "s")
-    print("{:<14} {:>6} {:<9} {:>8} {:>8} {:>8} {:>6}".format(*header))
+    print("{:<14} {:>6} {:<12} {:>8} {:>8} {:>8} {:>6}".format(*header))
     metrics: dict = {}
+    # finer fields also predicted at the training resolution (ν coarsened, u interpolated)
+    coarse = {
+        f"{name}@{store_n}": load_model(args.source, mirror_average=avg, predict_at=store_n)
+        for name, avg in (("network", False), ("averaged", True))
+    }
     for group, fields in groups.items():
         refs = [solve(nu) for nu in fields]
         metrics[group] = {}
-        for name, net in nets.items():
+        finer = fields[0].shape[-1] > store_n
+        for name, net in (nets | coarse if finer else nets).items():
             t0 = time.perf_counter()
             r = score(net, fields, references=refs)
             metrics[group][name] = r
             print(
-                f"{group:<14} {r['fields']:>6} {name:<9} {r['rel_l2']:>8.4f} {r['max_abs']:>8.4f} "
+                f"{group:<14} {r['fields']:>6} {name:<12} {r['rel_l2']:>8.4f} {r['max_abs']:>8.4f} "
                 f"{r['worst_max_abs']:>8.4f} {time.perf_counter() - t0:>6.1f}"
             )
     timings = {}

@@ -114,6 +114,20 @@ def test_predict_bad_store_and_level(capsys, tmp_path, files, store2d):
     expect_error(capsys, ["predict", store2d, files["ckpt2d"], "--name", "nu"], "cannot name")
 
 
+@pytest.mark.parametrize("command", ["predict", "predict-tiled"])
+def test_predict_at_bad_values(capsys, files, store2d, copy_store, command):
+    store = copy_store(store2d)  # 16², 8², 4²
+    model = files["ckpt2d"]
+    expect_error(capsys, [command, store, model, "--predict-at", "12"], "power of two")
+    expect_error(capsys, [command, store, model, "--predict-at", "x"], "cells per side")
+    expect_error(
+        capsys,
+        [command, store, model, "--level", "2", "--predict-at", "16"],
+        r"predicts at 16 cells per side .* the field has 8",
+    )
+    assert "u_pred" not in zarr.open_group(str(store))["level2"]
+
+
 def test_pickle_not_used_for_checkpoints(tmp_path):
     path = tmp_path / "p.pt"
     path.write_bytes(pickle.dumps(_Payload(str(tmp_path / "pwned"))))

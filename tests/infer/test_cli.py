@@ -52,6 +52,42 @@ def test_predict_tiled_writes_exact_u_pred(tmp_path, dask_client, capsys):
     assert group["u_pred_complete"][:].all()
 
 
+def test_predict_tiled_at_a_coarser_resolution_on_spatial_chunks(tmp_path, dask_client, capsys):
+    """``--predict-at``: each sample read whole from its spatial chunks, predicted coarse."""
+    from mgtoolkit.data.store import Chunking
+
+    store = tmp_path / "data.zarr"
+    generate(
+        store,
+        dim=3,
+        resolution=32,
+        levels=1,
+        samples=2,
+        seed=0,
+        client=dask_client,
+        progress=False,
+        chunking=Chunking(chunk_mib=0.05),  # 16³ chunks: the tiled path, unless --predict-at
+    )
+    group = zarr.open_group(str(store), mode="r")["level1"]
+    assert group["nu"].chunks[1] < 32
+    net = make_net(dim=3, depth=2, convs_per_block=1, dtype=torch.float32)
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(
+        ckpt, Checkpoint(config={"model": net.config.to_dict()}, growth=0, model=net.state_dict())
+    )
+    argv = ["predict-tiled", str(store), str(ckpt), "--predict-at", "16", "--no-progress"]
+    code = _run([*argv, "--scheduler", dask_client.scheduler.address])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "predicting at 16^3 cells" in out and "plan: predict 3D 16^3" in out
+    net.predict_at = 16
+    with torch.no_grad():
+        ref = net(torch.as_tensor(np.asarray(group["nu"][:])))
+    assert ref.shape == (2, 33, 33, 33)
+    np.testing.assert_allclose(group["u_pred"][:], ref.numpy(), atol=2e-6)
+    assert group["u_pred_complete"][:].all()
+
+
 def test_plan_fits_and_refuses(capsys):
     base = [
         "plan",

@@ -235,3 +235,59 @@ def test_mirror_average_is_exactly_symmetric_and_keeps_dirichlet_values(dim):
     assert torch.equal(u[..., 0], torch.ones_like(u[..., 0]))
     assert torch.equal(u[..., -1], torch.zeros_like(u[..., -1]))
     assert not torch.allclose(u, plain)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_predict_at_runs_on_the_geometric_mean_and_interpolates_linearly(dim):
+    """Against an independent reference: numpy block means of log ν, scipy linear interpolation."""
+    import numpy as np
+    from scipy.interpolate import RegularGridInterpolator
+
+    torch.manual_seed(0)
+    net = UNet(dim=dim, depth=2, base_filters=4).eval()
+    n, at = (32, 8) if dim == 2 else (16, 4)
+    nu = _nu(2, n, dim, seed=3)
+    log = np.log(nu.double().numpy())
+    for axis in range(1, dim + 1):  # mean over each block of n // at cells, axis by axis
+        shape = (*log.shape[:axis], at, n // at, *log.shape[axis + 1 :])
+        log = log.reshape(shape).mean(axis=axis + 1)
+    with torch.no_grad():
+        coarse = net(torch.as_tensor(np.exp(log), dtype=torch.float32)).double().numpy()
+        net.predict_at = at
+        u = net(nu).double().numpy()
+    assert u.shape == (2,) + (n + 1,) * dim
+    fine = np.stack(np.meshgrid(*[np.linspace(0, 1, n + 1)] * dim, indexing="ij"), axis=-1)
+    for b in range(2):
+        interp = RegularGridInterpolator([np.linspace(0, 1, at + 1)] * dim, coarse[b])
+        np.testing.assert_allclose(u[b], interp(fine), atol=1e-6)
+    assert np.all(u[..., 0] == 1) and np.all(u[..., -1] == 0)  # Dirichlet faces stay exact
+
+
+def test_predict_at_the_fields_own_resolution_changes_nothing():
+    torch.manual_seed(0)
+    net = UNet(dim=2, depth=2, base_filters=4, mirror_average=True).eval()
+    nu = _nu(2, 16, 2)
+    with torch.no_grad():
+        direct = net(nu)
+        net.predict_at = 16
+        assert torch.equal(net(nu), direct)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        (48, ValueError, "power of two ≥ 2 cells per side"),
+        (1, ValueError, "power of two ≥ 2 cells per side"),
+        (True, TypeError, "an int or None"),
+        ("64", TypeError, "an int or None"),
+    ],
+)
+def test_bad_predict_at_refused(value, error, match):
+    with pytest.raises(error, match=match):
+        UNet(dim=2, depth=2, base_filters=4, predict_at=value)
+
+
+def test_a_field_coarser_than_predict_at_is_refused():
+    net = UNet(dim=2, depth=2, base_filters=4, predict_at=32).eval()
+    with pytest.raises(ValueError, match=r"predicts at 32 cells per side .* the field has 16"):
+        net(_nu(1, 16, 2))
