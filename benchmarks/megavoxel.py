@@ -12,7 +12,8 @@ Usage (heavy: ~15 GiB at the FEM phase; run alone)::
 
 ``--phases`` picks a subset (generate fem predict summary train); ``--resolution`` a smaller
 size for a dry run; ``--checkpoint`` a trained network (run dir or file) instead of an
-untrained one (speed and memory do not depend on the weights).
+untrained one (speed and memory do not depend on the weights); ``--predict-at N`` runs it on ν
+coarsened to N³ and interpolates u (``UNet.predict_at``).
 """
 
 from __future__ import annotations
@@ -105,17 +106,17 @@ def _cluster(workers: int, threads: int, *, single_arena: bool = False):
     return cluster, Client(cluster)
 
 
-def _net(checkpoint: str | None):
+def _net(checkpoint: str | None, predict_at: int | None):
     from mgtoolkit.nn import UNet, UNetConfig
 
     if checkpoint:
         from mgtoolkit.rundir import load_model
 
-        return load_model(checkpoint)
+        return load_model(checkpoint, predict_at=predict_at)
     import torch
 
     torch.manual_seed(0)
-    return UNet(UNetConfig(**MODEL)).eval()
+    return UNet(UNetConfig(**MODEL), predict_at=predict_at).eval()
 
 
 def phase_generate(store: Path, n: int, seed: int) -> dict:
@@ -154,7 +155,9 @@ def phase_fem(store: Path, n: int) -> dict:
     return {"seconds": seconds}
 
 
-def phase_predict(store: Path, n: int, checkpoint: str | None, workers: int) -> dict:
+def phase_predict(
+    store: Path, n: int, checkpoint: str | None, workers: int, predict_at: int | None
+) -> dict:
     import zarr
 
     from mgtoolkit.infer import predict_store, receptive_halo
@@ -163,9 +166,14 @@ def phase_predict(store: Path, n: int, checkpoint: str | None, workers: int) -> 
     group = zarr.open_group(str(store), mode="r+")["level1"]
     if "u_pred_complete" in group:  # a benchmark recomputes: forget an earlier prediction
         group["u_pred_complete"][:] = False
-    net = _net(checkpoint)
+    net = _net(checkpoint, predict_at)
     tile = suggest_tile(
-        net.config, resolution=n, memory=PREDICT_MEMORY, workers=workers, growth=net.growth
+        net.config,
+        resolution=n,
+        memory=PREDICT_MEMORY,
+        workers=workers,
+        growth=net.growth,
+        predict_at=predict_at,
     )
     cluster, client = _cluster(workers, max(1, (os.cpu_count() or 1) // workers), single_arena=True)
     with cluster, client:
@@ -269,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed", type=int, default=0, help="field seed (a packaged model's unseen: 10000)"
     )
+    parser.add_argument(
+        "--predict-at", type=int, default=None, help="run the network at N³, interpolate u"
+    )
     parser.add_argument("--train-resolution", type=int, default=64)
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--run-phase", default=None, help=argparse.SUPPRESS)
@@ -286,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         elif phase == "fem":
             result = phase_fem(store, n)
         elif phase == "predict":
-            result = phase_predict(store, n, args.checkpoint, args.predict_workers)
+            result = phase_predict(store, n, args.checkpoint, args.predict_workers, args.predict_at)
         elif phase == "summary":
             result = phase_summary(store, n)
         else:
@@ -313,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     common += ["--predict-workers", str(args.predict_workers), "--seed", str(args.seed)]
     if args.checkpoint:
         common += ["--checkpoint", args.checkpoint]
+    if args.predict_at:
+        common += ["--predict-at", str(args.predict_at)]
     for phase in ("generate", "fem", "predict", "summary"):
         if phase not in args.phases:
             continue
@@ -324,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             est = inference_estimate(
                 UNetConfig(**MODEL),
                 resolution=n,
+                predict_at=args.predict_at,
                 tile=tuple(r["tile"]),
                 workers=r["workers"],
                 coordinator=True,

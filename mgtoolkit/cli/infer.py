@@ -113,25 +113,17 @@ def _predict(args) -> int:
     from mgtoolkit.grids import level_resolution
     from mgtoolkit.nn.unet import coarsening
 
-    # the tiles cover the grid the network runs on: the coarse one with --predict-at
     n = level_resolution(attrs["resolution"], args.level)
-    n //= coarsening(n, model.predict_at)
+    coarsening(n, model.predict_at)  # a level coarser than --predict-at: refused here
     memory = None if args.memory is None else int(args.memory * GiB)
+    kw = dict(resolution=n, workers=args.workers, growth=model.growth, predict_at=model.predict_at)
     tile = args.tile
     if tile is None:
-        tile = suggest_tile(
-            model.config, resolution=n, memory=memory, workers=args.workers, growth=model.growth
-        )
-    est = inference_estimate(
-        model.config, resolution=n, tile=tile, workers=args.workers, growth=model.growth
-    )
-    if model.predict_at:
-        print(f"predicting at {n}^{model.config.dim} cells, u interpolated to the level's nodes")
+        tile = suggest_tile(model.config, memory=memory, **kw)
+    est = inference_estimate(model.config, tile=tile, **kw)
     print(f"plan: {est.detail}; ~{est.gib:.1f} GiB, ~{est.seconds:.0f} s per sample")
     if memory is not None and est.bytes > memory:
-        better = suggest_tile(
-            model.config, resolution=n, memory=memory, workers=args.workers, growth=model.growth
-        )
+        better = suggest_tile(model.config, memory=memory, **kw)
         raise ValueError(
             f"tile {tile} needs ~{est.gib:.1f} GiB but --memory is {args.memory:g} GiB; "
             f"use --tile {','.join(map(str, better))} (or omit --tile)"

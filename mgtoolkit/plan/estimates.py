@@ -23,6 +23,10 @@ from mgtoolkit.plan.probes import (
     machine_gflops,
 )
 
+#: Bytes per cell of one whole field held while it is coarsened for ``predict_at`` (ν as read,
+#: float32, its float64 copy and log) — more than the interpolated u (float32 nodes) after it.
+COARSEN_BYTES_PER_CELL = 20
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -149,6 +153,7 @@ def inference_estimate(
     growth: int = 0,
     planes: int | None = None,
     coordinator: bool = False,
+    predict_at: int | None = None,
 ) -> Estimate:
     """Peak memory of tiled prediction of one field, summed over ``workers`` processes.
 
@@ -159,11 +164,15 @@ def inference_estimate(
     grid. Time is for the whole field on the machine (workers share its cores), halo
     recomputation included. ``coordinator`` adds the process that runs the dask client,
     scheduler and nannies of :func:`mgtoolkit.infer.predict_store` and receives each tile's
-    u block before writing it.
+    u block before writing it. ``predict_at`` (:attr:`mgtoolkit.nn.UNet.predict_at`): the
+    tiles cover the ``predict_at`` grid the network runs on, and each worker also holds one
+    whole field of ``resolution`` while coarsening it and interpolating u
+    (:data:`COARSEN_BYTES_PER_CELL`).
     """
     from mgtoolkit.infer.tiles import tiles
 
-    d, n = config.dim, resolution
+    d, n = config.dim, predict_at or resolution
+    whole = COARSEN_BYTES_PER_CELL * resolution**d if predict_at else 0
     m = 2**config.depth
     if tile is None or n % m:
         layout = [(((0, n + 1),) * d, ((0, n),) * d)]
@@ -175,14 +184,15 @@ def inference_estimate(
         live = _model_bytes_untiled(config, growth, n)
     else:
         live = max(_stream_bytes(config, growth, size, planes) for size in sizes)
-    per_worker = HEAP_SLACK * live + block + _param_bytes(config, growth)
+    per_worker = max(HEAP_SLACK * live + block, whole) + _param_bytes(config, growth)
     total_cells = sum(_prod(size) for size in sizes)
     total = workers * (INFER_RUNTIME_BYTES + per_worker)
     if coordinator:
         total += INFER_RUNTIME_BYTES + block
     seconds = _infer_flops(config, growth, 2 * m) * total_cells / (machine_gflops() * 1e9)
     detail = (
-        f"predict {d}D {n}^{d}: {len(sizes)} tile(s) of ≤ {max(map(_prod, sizes)):,} cells "
+        (f"coarsen {d}D {resolution}^{d} to " if predict_at else "")
+        + f"predict {d}D {n}^{d}: {len(sizes)} tile(s) of ≤ {max(map(_prod, sizes)):,} cells "
         f"(recomputing {total_cells / n**d - 1:.0%} halo), {workers} worker(s) × "
         f"{(INFER_RUNTIME_BYTES + per_worker) / GiB:.2f} GiB"
         + (f" + {(INFER_RUNTIME_BYTES + block) / GiB:.2f} GiB coordinator" if coordinator else "")
@@ -247,12 +257,14 @@ def suggest_tile(
     memory: int | None = None,
     workers: int = 1,
     growth: int = 0,
+    predict_at: int | None = None,
 ) -> tuple[int, ...]:
     """The tiling (owned nodes per axis) with the least halo recomputation that fits ``memory``.
 
     Tiles span the whole first axis (streamed, so its length costs no memory) and split each
     other axis into 1..8 near-equal ranges. ``memory`` (bytes, for the ``workers`` processes
-    together) defaults to :data:`DEFAULT_FILL` of this machine's memory.
+    together) defaults to :data:`DEFAULT_FILL` of this machine's memory. ``predict_at``: tiles
+    of that grid, for a field of ``resolution`` (:func:`inference_estimate`).
 
     Raises
     ------
@@ -262,21 +274,16 @@ def suggest_tile(
     import itertools
 
     memory = default_memory(1) if memory is None else int(memory)
-    n, best = resolution, None
+    n, best = predict_at or resolution, None
+    kw = dict(resolution=resolution, workers=workers, growth=growth, predict_at=predict_at)
     for ks in itertools.combinations_with_replacement(range(1, 9), config.dim - 1):
         tile = (n + 1, *(-(-(n + 1) // k) for k in ks))
-        est = inference_estimate(config, resolution=n, tile=tile, workers=workers, growth=growth)
+        est = inference_estimate(config, tile=tile, **kw)
         if est.bytes <= memory and (best is None or est.seconds < best[1].seconds):
             best = (tile, est)
     if best is None:
         side = -(-(n + 1) // 8)
-        smallest = inference_estimate(
-            config,
-            resolution=n,
-            tile=(n + 1,) + (side,) * (config.dim - 1),
-            workers=workers,
-            growth=growth,
-        )
+        smallest = inference_estimate(config, tile=(n + 1,) + (side,) * (config.dim - 1), **kw)
         raise PlanError(
             f"no tiling of a {n}^{config.dim} field fits in {memory / GiB:.1f} GiB with "
             f"{workers} worker(s): even 8 tiles per side need {smallest.gib:.1f} GiB; use fewer "

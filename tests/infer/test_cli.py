@@ -79,7 +79,7 @@ def test_predict_tiled_at_a_coarser_resolution_on_spatial_chunks(tmp_path, dask_
     code = _run([*argv, "--scheduler", dask_client.scheduler.address])
     assert code == 0
     out = capsys.readouterr().out
-    assert "predicting at 16^3 cells" in out and "plan: predict 3D 16^3" in out
+    assert "plan: coarsen 3D 32^3 to predict 3D 16^3" in out
     net.predict_at = 16
     with torch.no_grad():
         ref = net(torch.as_tensor(np.asarray(group["nu"][:])))
