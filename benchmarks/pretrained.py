@@ -5,7 +5,8 @@ Scores a run directory, checkpoint or packaged model on two groups of fresh KL f
 and for the network averaged over the problem's symmetry group; ``--transfer`` adds unseen
 fields at other resolutions (the networks are fully convolutional), scored also with the
 network run at the training resolution on ν coarsened to it, u interpolated back (models
-``network@N``, ``averaged@N``: ``UNet.predict_at``). With ``--package NAME`` it
+``network@N``, ``averaged@N``: ``UNet.predict_at``), and the floor of that, the FEM solution at
+the training resolution interpolated (``fem@N``). With ``--package NAME`` it
 writes ``mgtoolkit/pretrained/NAME.pt`` (model only, no optimizer state) and ``NAME.json``, the
 card that ``mgtoolkit models`` prints: these figures, the training configuration and time (from
 the run's report), the commit the run was trained at and the machine.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -90,6 +92,8 @@ def main() -> None:
         f"{name}@{store_n}": load_model(args.source, mirror_average=avg, predict_at=store_n)
         for name, avg in (("network", False), ("averaged", True))
     }
+    # ... and the floor of that: the FEM solution at the training resolution, interpolated
+    coarse[f"fem@{store_n}"] = functools.partial(_coarse_fem, n=store_n)
     for group, fields in groups.items():
         refs = [solve(nu) for nu in fields]
         metrics[group] = {}
@@ -116,6 +120,19 @@ def main() -> None:
         )
     if args.package:
         _package(args, checkpoint, {**metrics, "prediction_s": timings}, dim=dim, n=store_n)
+
+
+def _coarse_fem(nu, *, n: int):
+    """FEM solution of ``nu`` ``(1,) + (N,) * d`` coarsened to n cells, interpolated to N."""
+    import torch
+
+    from mgtoolkit.fem import solve
+    from mgtoolkit.fields import geometric_coarsen
+    from mgtoolkit.nn.unet import interpolate_nodes
+
+    factor, dim = nu.shape[-1] // n, nu.dim() - 1
+    u = torch.as_tensor(solve(geometric_coarsen(nu.numpy(), factor, batched=True)[0]))
+    return interpolate_nodes(u[None], factor, dim)
 
 
 def _time_prediction(net, *, dim: int, n: int) -> float:
