@@ -45,8 +45,8 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
   fixed number of cells (its receptive field), so on a field finer than it was trained on it
   sees a smaller part of the domain, while u depends on ν everywhere; at the resolution it was
   trained at it sees what it learned from. Worth it where u varies on scales the coarse grid
-  resolves (the KL family: the 64³ FEM solution interpolated to 128³ is within 10⁻⁴ of the
-  128³ one); fine-scale features of ν (inclusions a few cells wide) are averaged away.
+  resolves (the KL family does: docs/pretrained.md); fine-scale features of ν (inclusions a few
+  cells wide) are averaged away.
 - **Growth** (architectural adaptation, paper §4.1.2): :meth:`UNet.grow` adds a pair of fresh
   residual blocks at full resolution (after the first encoder block and before the head), their
   last conv zero-initialised, so the network's function is unchanged at the moment of growth and
