@@ -47,6 +47,8 @@ def _models(args: argparse.Namespace) -> int:
     print(
         "errors vs FEM on held-out fields of an unseen seed (mean relative L2, mean per-field "
         "max abs); avg = averaged over the problem's symmetry group (--mirror-average); "
-        "corners = the 16 corners of the ω box. `mgtoolkit models NAME` shows a model's card."
+        "corners = the 16 corners of the ω box. Fields finer than a model's: `mgtoolkit "
+        "predict STORE NAME --predict-at N` runs it at its N and interpolates u (far more "
+        "accurate on smooth fields). `mgtoolkit models NAME` shows a model's card."
     )
     return 0
