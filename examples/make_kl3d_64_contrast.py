@@ -3,7 +3,7 @@ high contrast.
 
 256 KL fields at 64³ (one level, FEM-solved): 112 of kl3d-64.zarr's training ω, 112 ω drawn
 with a density that grows toward the faces of the box (ω_i = 3 sign(v) |v|^(1/4), v uniform in
-[-1, 1], numpy seed 7: median contrast 1.6 × 10⁴ against 880 for uniform ω), and kl3d-64.zarr's
+[-1, 1], numpy seed 7), and kl3d-64.zarr's
 32 held-out ω last, so that the validation fields are the same as in train_3d_64.toml.
 
     .venv/bin/python examples/make_kl3d_64_contrast.py   # after the stores of train_3d_64.toml
