@@ -111,10 +111,8 @@ def _predict(args) -> int:
     model = load_model(args.model, predict_at=args.predict_at)
     check_model_fits(model.config.dim, attrs["dim"], args.model, args.store)
     from mgtoolkit.grids import level_resolution
-    from mgtoolkit.nn.unet import coarsening
 
     n = level_resolution(attrs["resolution"], args.level)
-    coarsening(n, model.predict_at)  # a level coarser than --predict-at: refused here
     memory = None if args.memory is None else int(args.memory * GiB)
     kw = dict(resolution=n, workers=args.workers, growth=model.growth, predict_at=model.predict_at)
     tile = args.tile

@@ -167,11 +167,12 @@ def inference_estimate(
     u block before writing it. ``predict_at`` (:attr:`mgtoolkit.nn.UNet.predict_at`): the
     tiles cover the ``predict_at`` grid the network runs on, and each worker also holds one
     whole field of ``resolution`` while coarsening it and interpolating u
-    (:data:`COARSEN_BYTES_PER_CELL`).
+    (:data:`COARSEN_BYTES_PER_CELL`); a field it cannot be coarsened to is refused (ValueError).
     """
     from mgtoolkit.infer.tiles import tiles
+    from mgtoolkit.nn.unet import coarsening
 
-    d, n = config.dim, predict_at or resolution
+    d, n = config.dim, resolution // coarsening(resolution, predict_at)
     whole = COARSEN_BYTES_PER_CELL * resolution**d if predict_at else 0
     m = 2**config.depth
     if tile is None or n % m:
@@ -273,8 +274,10 @@ def suggest_tile(
     """
     import itertools
 
+    from mgtoolkit.nn.unet import coarsening
+
     memory = default_memory(1) if memory is None else int(memory)
-    n, best = predict_at or resolution, None
+    n, best = resolution // coarsening(resolution, predict_at), None
     kw = dict(resolution=resolution, workers=workers, growth=growth, predict_at=predict_at)
     for ks in itertools.combinations_with_replacement(range(1, 9), config.dim - 1):
         tile = (n + 1, *(-(-(n + 1) // k) for k in ks))
