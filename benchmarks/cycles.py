@@ -54,8 +54,14 @@ def main() -> None:
         "--warmup-epochs", type=float, default=0.0, help="rate warm-up of steps after the first"
     )
     parser.add_argument("--coarse-min-rel-improvement", type=float, default=None)
-    parser.add_argument(
+    adapt = parser.add_mutually_exclusive_group()
+    adapt.add_argument(
         "--grow", action="store_true", help="adaptation = grow: fresh layers on each finer level"
+    )
+    adapt.add_argument(
+        "--cascade",
+        action="store_true",
+        help="adaptation = cascade: each finer level corrects the coarser network's prediction",
     )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -158,7 +164,7 @@ def main() -> None:
             ),
             validate_every=1,
             channels_last=True,
-            adaptation="grow" if args.grow else "none",
+            adaptation="grow" if args.grow else "cascade" if args.cascade else "none",
             seed=args.seed,
         )
         comp = compare_cycles(

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from mgtoolkit.nn import UNet, UNetConfig
+from mgtoolkit.nn import UNet
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -81,7 +81,8 @@ class RunDir:
         return self.checkpoints / "latest.pt"
 
     def step_checkpoint(self, step: int) -> Path:
-        """The checkpoint written when step ``step`` (0-based) finished."""
+        """The checkpoint written when ``step`` steps had finished (``step-001.pt`` after the
+        first step, whose index is 0)."""
         return self.checkpoints / f"step-{step:03d}.pt"
 
     @property
@@ -233,6 +234,9 @@ class Checkpoint:
     optimizer : dict
         The optimizer's ``state_dict`` (empty for a model-only file).
     state : TrainState
+    cascades : int
+        Coarse stages the network holds (:meth:`mgtoolkit.nn.UNet.cascade`; 0 in files
+        written before cascades existed).
     """
 
     config: dict
@@ -240,14 +244,13 @@ class Checkpoint:
     model: dict
     optimizer: dict = field(default_factory=dict)
     state: TrainState = field(default_factory=TrainState)
+    cascades: int = 0
 
     def build_model(self) -> UNet:
         """The network with these weights (in training mode, on the CPU)."""
-        model = UNet(UNetConfig(**self.config["model"]))
-        for _ in range(self.growth):
-            model.grow()
-        model.load_state_dict(self.model)
-        return model
+        return UNet.from_state(
+            self.config["model"], self.model, growth=self.growth, cascades=self.cascades
+        )
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
@@ -258,6 +261,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
         "format": CHECKPOINT_FORMAT,
         "config": _plain(checkpoint.config),
         "growth": int(checkpoint.growth),
+        "cascades": int(checkpoint.cascades),
         "model": checkpoint.model,
         "optimizer": checkpoint.optimizer,
         "state": checkpoint.state.to_dict(),
@@ -329,6 +333,7 @@ def read_checkpoint(source: str | os.PathLike) -> Checkpoint:
             model=raw["model"],
             optimizer=raw.get("optimizer", {}),
             state=TrainState.from_dict(raw.get("state", {})),
+            cascades=int(raw.get("cascades", 0)),
         )
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path} is an incomplete mgtoolkit checkpoint ({exc})") from None

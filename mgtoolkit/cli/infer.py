@@ -110,6 +110,12 @@ def _predict(args) -> int:
         raise ValueError(f"--level must be 1 .. {attrs['levels']} for {args.store}")
     model = load_model(args.model, predict_at=args.predict_at)
     check_model_fits(model.config.dim, attrs["dim"], args.model, args.store)
+    if model.cascades:
+        raise ValueError(
+            f"{args.model} is a cascaded network (trained with adaptation = 'cascade'): its "
+            "coarse stages need whole fields, so it cannot run in tiles; use `mgtoolkit "
+            "predict`, which predicts each sample whole"
+        )
     from mgtoolkit.grids import level_resolution
 
     n = level_resolution(attrs["resolution"], args.level)

@@ -289,8 +289,12 @@ def _prolong_axis(x: torch.Tensor, axis: int) -> torch.Tensor:
     even[axis] = slice(0, None, 2)
     odd[axis] = slice(1, None, 2)
     out[tuple(even)] = x
-    torch.add(x.narrow(axis, 0, m - 1), x.narrow(axis, 1, m - 1), out=out[tuple(odd)])
-    out[tuple(odd)] *= 0.5
+    a, b = x.narrow(axis, 0, m - 1), x.narrow(axis, 1, m - 1)
+    if x.requires_grad:  # a cascaded network trains through it; out= is not differentiable
+        out[tuple(odd)] = (a + b) * 0.5
+    else:
+        torch.add(a, b, out=out[tuple(odd)])
+        out[tuple(odd)] *= 0.5
     return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mgtoolkit.grids import level_resolution
-from mgtoolkit.nn import UNet, UNetConfig
+from mgtoolkit.nn import UNet
 from mgtoolkit.nn.unet import check_predict_at, coarsening
 
 __all__ = ["PredictFn", "predict", "sample_metrics"]
@@ -30,6 +30,7 @@ class PredictFn:
     threads: int = 1
     mirror_average: bool | tuple[str, ...] = False
     predict_at: int | None = None
+    cascades: int = 0
 
     @classmethod
     def from_model(cls, model: UNet, *, threads: int = 1) -> PredictFn:
@@ -41,20 +42,21 @@ class PredictFn:
             threads,
             model.mirror_average,
             model.predict_at,
+            model.cascades,
         )
 
     def __call__(self, nu: np.ndarray) -> np.ndarray:
         net = getattr(self, "_net", None)
         if net is None:
             torch.set_num_threads(self.threads)
-            net = UNet(
-                UNetConfig(**self.model_config),
+            net = UNet.from_state(
+                self.model_config,
+                self.state,
+                growth=self.growth,
+                cascades=self.cascades,
                 mirror_average=self.mirror_average,
                 predict_at=self.predict_at,
             )
-            for _ in range(self.growth):
-                net.grow()
-            net.load_state_dict(self.state)
             self._net = net.eval()
         with torch.no_grad():
             return self._net(torch.as_tensor(nu, dtype=torch.float32)[None])[0].numpy()

@@ -282,6 +282,11 @@ class StreamedUNet:
         cfg = model.config
         if model.training or cfg.norm not in ("batch", "none"):
             raise ValueError("streamed inference needs an eval-mode network with batch or no norm")
+        if model.cascades:
+            raise ValueError(
+                "a cascaded network (UNet.cascade) needs whole fields for its coarse stage "
+                "and cannot be streamed plane by plane; call it on the whole field"
+            )
         if isinstance(planes, bool) or not isinstance(planes, int | np.integer) or planes < 1:
             raise ValueError(f"planes must be a positive integer (got {planes!r})")
         self.model, self.planes = model, int(planes)

@@ -101,6 +101,8 @@ class TiledPredictor:
         In eval mode; norm "batch" or "none".
     tile : int or tuple of int, optional
         Owned nodes per side of a tile (or per axis, z y x); None runs the field as one tile.
+        A cascaded network (:meth:`~mgtoolkit.nn.UNet.cascade`) runs each field whole: its
+        coarse stage needs the whole field, so ``tile`` does not apply.
     threads : int, optional
         torch intra-op threads in the process running it (default: leave torch's setting).
     planes : int, optional
@@ -191,7 +193,9 @@ class TiledPredictor:
         """u of one field at its own resolution, tile by tile (the model's ``predict_at`` aside)."""
         import torch
 
-        if n % downsampling(self.model.config):  # coarse grid: the network pads it itself
+        # A coarse grid (the network pads it itself) or a cascaded network (its coarse stage
+        # needs the whole field): the network runs the field whole.
+        if n % downsampling(self.model.config) or self.model.cascades:
             with torch.inference_mode():
                 x = torch.as_tensor(np.asarray(nu), dtype=self.model.log_nu_scale.dtype)
                 return self.model(x[None])[0].float().numpy()
@@ -372,8 +376,10 @@ def predict_store(
     group = zarr.open_group(str(path), mode="r+")[level_group(level)]
     field, marker = group[name], group[marker_name(name)]
     # predict_at: each sample is read whole, coarsened and predicted in one task (the network
-    # runs on the coarse field, small), and u interpolated back
-    if field.chunks[1] >= n + 1 or n % downsampling(model.config) or model.predict_at:
+    # runs on the coarse field, small), and u interpolated back; a cascaded network runs
+    # whole fields
+    whole = model.predict_at or model.cascades
+    if field.chunks[1] >= n + 1 or n % downsampling(model.config) or whole:
         coarsening(n, model.predict_at)  # a level coarser than predict_at: refused here
         fn = TiledPredictor(model, tile=tile, threads=1)
         map_samples(path, fn, level=level, name=name, client=client, progress=progress)

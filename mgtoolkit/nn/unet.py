@@ -51,10 +51,24 @@ LeakyReLU blocks, transposed-conv upsampling with skip concatenation, sigmoid ou
   residual blocks at full resolution (after the first encoder block and before the head), their
   last conv zero-initialised, so the network's function is unchanged at the moment of growth and
   training continues smoothly with more capacity.
+- **Cascade** (level transfer that keeps the coarse function): :meth:`UNet.cascade` makes the
+  network so far the *coarse stage* of the network from then on, which computes
+  u = P u_c + c, where u_c is the coarse stage on ν coarsened by 2 (geometric means of 2^d
+  cells, as a store's coarser level), P the multigrid prolongation to the field's nodes and c
+  the correction this network's own layers compute (its head zeroed at the call, so the
+  function is unchanged at that moment). Why: a network's weights applied at twice the
+  resolution compute a different function (its convolutions see twice the cells per unit
+  length) — barely better than the linear profile on KL fields — while the coarse network run
+  on coarsened ν and interpolated is nearly as accurate as at its own level
+  (docs/performance.md). A training cycle that moves to finer levels with
+  ``adaptation = "cascade"`` so starts each finer level from what the coarser ones learned.
+  Both stages train; the coarse stage costs 1/2^d of the finer forward and backward pass.
+  A cascaded network runs whole fields (no tiles, no slabs).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -369,6 +383,23 @@ class UNet(nn.Module):
         self.grown_in = nn.ModuleList()
         self.grown_out = nn.ModuleList()
         self.head = _conv(d)(f, 1, 2)
+        #: The coarse stage (:meth:`cascade`), a UNet of the same architecture, or None.
+        self.coarse: UNet | None = None
+
+    @classmethod
+    def from_state(
+        cls, config: dict, state: dict, *, growth: int = 0, cascades: int = 0, **kwargs
+    ) -> UNet:
+        """The network of architecture ``config`` (:meth:`UNetConfig.to_dict`), grown
+        ``growth`` times and cascaded ``cascades`` times, with the weights ``state``;
+        ``kwargs`` go to the constructor (``mirror_average``, ``predict_at``)."""
+        model = cls(UNetConfig(**config), **kwargs)
+        for _ in range(growth):
+            model.grow()
+        for _ in range(cascades):
+            model.cascade()
+        model.load_state_dict(state)
+        return model
 
     @property
     def mirror_average(self) -> bool | tuple[str, ...]:
@@ -419,12 +450,39 @@ class UNet(nn.Module):
         Returns the new parameters (add them to the optimizer). The function the network
         computes is unchanged by the call.
         """
+        if self.coarse is not None:
+            raise ValueError("a cascaded network cannot grow (one adaptation per network)")
         f = self.config.base_filters
         dev = self.head.weight.device
         fresh = [_Residual(self.config, f).to(dev), _Residual(self.config, f).to(dev)]
         self.grown_in.append(fresh[0])
         self.grown_out.append(fresh[1])
         return [p for m in fresh for p in m.parameters()]
+
+    @property
+    def cascades(self) -> int:
+        """How many times :meth:`cascade` has been applied (coarse stages nested)."""
+        return 0 if self.coarse is None else 1 + self.coarse.cascades
+
+    def cascade(self) -> list[nn.Parameter]:
+        """Make the network so far the coarse stage of this one (module notes, "Cascade").
+
+        From now on the network computes u = P u_c + c on a field of ``n`` cells per side
+        (``n`` even): u_c is a copy of the network as it was, run on ν coarsened to ``n / 2``
+        cells, P the prolongation to the nodes, c this network's head output, zeroed here so
+        the function on fields of ``n`` cells is the copy's run at ``n / 2`` and interpolated.
+        This network keeps its weights (a start for the correction). Returns the coarse
+        stage's parameters (add them to the optimizer).
+        """
+        if self.growth:
+            raise ValueError("a grown network cannot be cascaded (one adaptation per network)")
+        coarse = copy.deepcopy(self)
+        coarse.mirror_average, coarse.predict_at = False, None  # the outer network's settings
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+        self.coarse = coarse
+        return list(coarse.parameters())
 
     def inputs(
         self,
@@ -462,6 +520,12 @@ class UNet(nn.Module):
 
     def forward(self, nu: torch.Tensor) -> torch.Tensor:
         factor = coarsening(nu.shape[-1], self._predict_at)
+        if self.coarse is not None and (nu.shape[-1] // factor) % 2**self.cascades:
+            raise ValueError(
+                f"a network with {self.cascades} coarse stage(s) (adaptation = 'cascade') "
+                f"halves the field {self.cascades} times: it needs a multiple of "
+                f"{2**self.cascades} cells per side (got {nu.shape[-1] // factor})"
+            )
         if factor > 1:
             from mgtoolkit.fields import geometric_coarsen
 
@@ -485,7 +549,20 @@ class UNet(nn.Module):
         if pad:
             x = x[(..., *[slice(lo, lo + n)] * cfg.dim)]
         # Cells → nodes: each node sees its 2^d adjacent cells (edge cells replicated).
-        return self.outputs(self.head(F.pad(x, (1, 1) * cfg.dim, mode="replicate")))
+        head = self.head(F.pad(x, (1, 1) * cfg.dim, mode="replicate"))
+        if self.coarse is None:
+            return self.outputs(head)
+        return self._corrected(nu, head)
+
+    def _corrected(self, nu: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """u = P u_c + c: the coarse stage's u interpolated, plus the head's correction."""
+        from mgtoolkit.fem import impose_dirichlet
+        from mgtoolkit.fields import geometric_coarsen
+
+        u_c = self.coarse(geometric_coarsen(nu, 2, batched=True))
+        return impose_dirichlet(
+            interpolate_nodes(u_c, 2, self.config.dim).to(head.dtype) + head[:, 0]
+        )
 
     def to_layout(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the memory layout the activations run in (``channels_last`` above)."""

@@ -157,6 +157,11 @@ def to_slabs(unet: UNet, layout: SlabLayout) -> SlabUNet:
     ValueError
         For a normalization or symmetry averaging that slabs do not support.
     """
+    if unet.cascades:
+        raise ValueError(
+            "a cascaded network (UNet.cascade) runs whole fields: its coarse stage cannot be "
+            "split in slabs; train it with one rank per field"
+        )
     cfg = unet.config
     if cfg.norm not in SLAB_NORMS:
         raise ValueError(

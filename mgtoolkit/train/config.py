@@ -4,7 +4,8 @@ A config file has the sections ``[data]``, ``[model]``, ``[cycle]``, ``[optim]``
 keys (``seed``, ``adaptation``, ``target_metric``, ``target``, ...). Example (TOML)::
 
     seed = 0
-    adaptation = "none"          # or "grow": fresh layers when moving to a finer level
+    adaptation = "none"          # "grow": fresh layers when moving to a finer level;
+                                 # "cascade": keep the coarse network as a coarse stage
     target_metric = "energy_gap" # stop when the finest-level validation metric reaches target
     target = 0.01
 
@@ -42,6 +43,7 @@ Unknown keys and bad values are rejected with a message naming the key and the f
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -62,7 +64,7 @@ __all__ = [
     "load_config",
 ]
 
-ADAPTATIONS = ("none", "grow")
+ADAPTATIONS = ("none", "grow", "cascade")
 TARGET_METRICS = ("energy_gap", "rel_l2")
 LOSSES = ("energy", "scaled_energy", "multigrid")
 LR_SCHEDULES = ("constant", "plateau", "cosine")
@@ -413,6 +415,31 @@ NON_TRAJECTORY = (
 )
 
 
+def _check_cascade(levels: tuple[int, ...], ranks_per_field: int) -> None:
+    """Refuse a cycle or layout that ``adaptation = "cascade"`` cannot train."""
+    fix = 'use cycle.name = "half-V" (or "V"), or adaptation = "none" / "grow"'
+    moved = False
+    for prev, level in itertools.pairwise(levels):
+        if level < prev - 1:
+            raise ValueError(
+                f"adaptation = 'cascade' moves one level finer at a time, but the cycle goes "
+                f"from level {prev} to {level} ({list(levels)}); {fix}"
+            )
+        if level > prev and moved:
+            raise ValueError(
+                f"adaptation = 'cascade' keeps every coarse network as a stage of the finer "
+                f"one, so the cycle must not return to a coarser level once it moved finer "
+                f"({list(levels)}); {fix}"
+            )
+        moved = moved or level < prev
+    if ranks_per_field > 1:
+        raise ValueError(
+            f"adaptation = 'cascade' trains whole fields, but parallel asks for "
+            f"{ranks_per_field} ranks per field; set parallel.spatial = 1 (and no "
+            "parallel.levels), or adaptation = 'none'"
+        )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs.
@@ -424,8 +451,17 @@ class TrainConfig:
     seed : int
         Seeds the initial weights and every epoch's sample order.
     adaptation : str
-        "none", or "grow": add fresh layers (:meth:`mgtoolkit.nn.UNet.grow`) whenever a step
-        moves to a finer level than the previous step.
+        What happens to the network whenever a step moves to a finer level than the previous
+        step: "none" (the same weights go on training), "grow" (fresh layers,
+        :meth:`mgtoolkit.nn.UNet.grow`) or "cascade" (the network so far becomes a coarse
+        stage: u = its prediction on coarsened ν, interpolated, plus a correction this level
+        learns; :meth:`mgtoolkit.nn.UNet.cascade`). "cascade" needs a cycle that, once it
+        moves finer, moves one level at a time and never back to coarser levels (half-V, V,
+        base), and whole fields (one rank per field). With "cascade", validation scores the
+        network as the run would leave it: while a coarser level trains, on finest-level ν
+        coarsened to that level, u interpolated back; a run that ends there (its target
+        reached) is cascaded up to the finest level before its last checkpoint, so the
+        network it leaves computes exactly what was scored.
     target_metric, target : str, float
         Optional stop: end the run once the finest-level validation ``target_metric``
         ("energy_gap" or "rel_l2") is ≤ ``target``.
@@ -505,6 +541,8 @@ class TrainConfig:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r})")
+        if self.adaptation == "cascade":
+            _check_cascade(self.cycle.build().levels, self.parallel.largest)
         if self.model.dim is None:  # pragma: no cover - UNetConfig validates dim
             raise ValueError("model.dim is required")
         if self.parallel.largest > 1 and self.model.norm not in ("batch", "none"):

@@ -286,10 +286,11 @@ class Trainer:
             start = load_model(source)
         except (CheckpointError, FileNotFoundError) as exc:  # say which setting named it
             raise type(exc)(f"init = {source!r}: {exc}") from None
-        if start.config != self.config.model or start.growth:
+        if start.config != self.config.model or start.growth or start.cascades:
             raise ValueError(
                 f"init = {source!r} is a different network ({start.config}"
-                f"{f', grown {start.growth} times' if start.growth else ''}) than [model] "
+                f"{f', grown {start.growth} times' if start.growth else ''}"
+                f"{f', cascaded {start.cascades} times' if start.cascades else ''}) than [model] "
                 f"({self.config.model}); copy its [model] section or drop init"
             )
         model = UNet(self.config.model)
@@ -415,12 +416,15 @@ class Trainer:
         return float(self.optimizer.step(closure))
 
     @torch.no_grad()
-    def validate(self) -> dict:
+    def validate(self, level: int = 1) -> dict:
         """Finest-level metrics on the held-out samples (empty dict when there are none).
 
         Returns ``val_energy`` (mean J of the prediction) and, with u_fem in the store,
         ``val_energy_gap`` = mean (J(u_net) − J(u_fem)) / J(u_fem), ``val_rel_l2`` = mean
         ‖u_net − u_fem‖ / ‖u_fem‖ over nodes, ``val_max_abs`` = max |u_net − u_fem|.
+        ``level``: the level being trained. With ``adaptation = "cascade"`` the network is
+        scored as the run would deliver it (:meth:`_deliver`): run on ν coarsened to that
+        level and interpolated.
         """
         data = self._validation_data()
         if not data:
@@ -433,13 +437,18 @@ class Trainer:
             def model(nu: torch.Tensor) -> torch.Tensor:
                 return slab.predict(layout.split(nu, grid="cells", dim=self.dim))
 
-        return validation_metrics(
-            model,
-            data["nu"],
-            data["u_fem"],
-            chunk=max(1, self.config.optim.batch_size),
-            device=self.device,
-        )
+        cascade = self.config.adaptation == "cascade" and level > 1  # (no slabs then)
+        self.model.predict_at = self.level_n[level] if cascade else None
+        try:
+            return validation_metrics(
+                model,
+                data["nu"],
+                data["u_fem"],
+                chunk=max(1, self.config.optim.batch_size),
+                device=self.device,
+            )
+        finally:
+            self.model.predict_at = None
 
     # ------------------------------------------------------------------ checkpoints
     def _read_checkpoint(self) -> Checkpoint:
@@ -461,6 +470,7 @@ class Trainer:
             body = Checkpoint(
                 config=self.config.trajectory_dict(),
                 growth=self.model.growth,
+                cascades=self.model.cascades,
                 model=self.model.state_dict(),
                 optimizer=self.optimizer.state_dict(),
                 state=self.state,
@@ -512,6 +522,8 @@ class Trainer:
             if self.state.reason is None and not stopped:
                 self.state.reason = "schedule complete"
             self.state.elapsed_s = elapsed0 + time.monotonic() - t_start
+            if not stopped:
+                self._deliver()
             self.checkpoint()  # a stopped run keeps reason None here: a rerun resumes it
             result = self._result()
             if stopped:
@@ -533,10 +545,27 @@ class Trainer:
         finally:
             self.log.close()
 
+    def _deliver(self) -> None:
+        """A finished cascade run that ended on a coarser level (its target reached there)
+        is cascaded up to the finest level, so the network it leaves runs on finest-level
+        fields and computes what validation scored (the coarse network on coarsened ν,
+        interpolated: each cascade starts with a zero correction)."""
+        s = self.state
+        level = s.prev_level if s.prev_level is not None else self.schedule.steps[0].level
+        if self.config.adaptation != "cascade" or level == 1:
+            return
+        for _ in range(level - 1):
+            self.model.cascade()
+        s.prev_level = 1  # delivered: a rerun of the finished run cascades nothing more
+        self.optimizer = self._make_optimizer()  # over the delivered network's parameters
+
     def _adapt(self, level: int) -> None:
         prev = self.state.prev_level
-        if self.config.adaptation == "grow" and prev is not None and level < prev:
-            self.model.grow()
+        if self.config.adaptation != "none" and prev is not None and level < prev:
+            if self.config.adaptation == "grow":
+                self.model.grow()
+            else:
+                self.model.cascade()
             # New batch-norm layers must be synchronized too (a no-op in one process).
             self.model = comm.convert_sync_batchnorm(self.model)
             comm.broadcast_module(self.model)
@@ -725,7 +754,7 @@ class Trainer:
 
     def _validate_and_check(self, k: int, level: int) -> None:
         s = self.state
-        metrics = self.validate()
+        metrics = self.validate(level)
         if not metrics:
             return
         self.log.emit(

@@ -130,3 +130,18 @@ def test_plan_layouts_per_level(capsys):
 def test_predict_tiled_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="no dataset"):
         _run(["predict-tiled", str(tmp_path / "missing.zarr"), str(tmp_path)])
+
+
+def test_predict_tiled_refuses_a_cascaded_network_and_names_predict(tmp_path, dask_client):
+    store = tmp_path / "data.zarr"
+    generate(
+        store, dim=2, resolution=16, levels=1, samples=1, seed=0, client=dask_client, progress=False
+    )
+    net = make_net(dim=2, depth=1, convs_per_block=1, dtype=torch.float32)
+    net.cascade()
+    ckpt = tmp_path / "model.pt"
+    config = {"model": net.config.to_dict()}
+    save_checkpoint(ckpt, Checkpoint(config=config, growth=0, model=net.state_dict(), cascades=1))
+    with pytest.raises(ValueError, match=r"cascaded network .* use `mgtoolkit predict`"):
+        _run(["predict-tiled", str(store), str(ckpt), "--no-progress"])
+    assert "u_pred" not in zarr.open_group(str(store), mode="r")["level1"]

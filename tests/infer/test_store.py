@@ -55,6 +55,27 @@ def test_store_tiles_equal_untiled(store, dask_client):
         np.testing.assert_allclose(group["u_pred"][s], ref, rtol=0, atol=2e-6)
 
 
+def test_cascaded_network_predicts_each_sample_whole(store, dask_client):
+    """Spatially chunked samples, but a cascaded network needs whole fields: each sample is
+    read whole and predicted in one task, by predict_store and by predict alike."""
+    from mgtoolkit.infer import predict
+    from mgtoolkit.infer.stream import StreamedUNet
+
+    net = make_net(dim=3, depth=2, convs_per_block=1, dtype=torch.float32, seed=7)
+    net.cascade()
+    torch.nn.init.normal_(net.head.weight, std=0.1)  # a correction that acts
+    predict_store(store, net, level=1, name="u_casc", tile=20, client=dask_client, progress=False)
+    predict(store, net, level=1, name="u_casc_whole", client=dask_client, progress=False)
+    group = zarr.open_group(str(store), mode="r")["level1"]
+    assert group["u_casc_complete"][:].all()
+    for s in range(2):
+        ref = _untiled(net, np.asarray(group["nu"][s]))
+        np.testing.assert_allclose(group["u_casc"][s], ref, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(group["u_casc_whole"][s], ref, rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="cannot be streamed plane by plane"):
+        StreamedUNet(net)
+
+
 def test_store_resumes_only_missing_samples(store, dask_client):
     net = make_net(dim=3, depth=2, convs_per_block=1, dtype=torch.float32, seed=5)
     predict_store(

@@ -80,6 +80,75 @@ def test_grow_keeps_the_function_and_adds_parameters():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in fresh)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_cascade_keeps_the_function_as_the_coarse_network_run_coarse_and_interpolated(dim):
+    """At the call, a cascaded network on n cells = the network before, on ν coarsened to n / 2
+    (independent reference: numpy block means of log ν, scipy linear interpolation)."""
+    import numpy as np
+    from scipy.interpolate import RegularGridInterpolator
+
+    torch.manual_seed(1)
+    net = UNet(dim=dim, depth=2, base_filters=4).eval()
+    n = 16 if dim == 2 else 8
+    nu = _nu(2, n, dim, seed=4)
+    log = np.log(nu.double().numpy())
+    for axis in range(1, dim + 1):
+        log = log.reshape((*log.shape[:axis], n // 2, 2, *log.shape[axis + 1 :])).mean(axis + 1)
+    with torch.no_grad():
+        coarse = net(torch.as_tensor(np.exp(log), dtype=torch.float32)).double().numpy()
+        direct = net(nu)
+    count = sum(p.numel() for p in net.parameters())
+    fresh = net.cascade()
+    assert net.cascades == 1 and net.coarse.cascades == 0
+    assert sum(p.numel() for p in net.parameters()) == count + sum(p.numel() for p in fresh)
+    with torch.no_grad():
+        u = net(nu).double().numpy()
+    fine = np.stack(np.meshgrid(*[np.linspace(0, 1, n + 1)] * dim, indexing="ij"), axis=-1)
+    for b in range(2):
+        interp = RegularGridInterpolator([np.linspace(0, 1, n // 2 + 1)] * dim, coarse[b])
+        np.testing.assert_allclose(u[b], interp(fine), atol=1e-6)
+    assert not np.allclose(u, direct.double().numpy(), atol=1e-3)  # not the weights run at n
+    assert np.all(u[..., 0] == 1) and np.all(u[..., -1] == 0)
+
+
+def test_cascaded_network_learns_in_both_stages_and_keeps_dirichlet_values():
+    torch.manual_seed(2)
+    net = UNet(dim=2, depth=2, base_filters=4)
+    net.cascade()
+    net.cascade()  # two coarse stages: 16 → 8 → 4 cells
+    nu = _nu(3, 16, 2)
+    energy(nu, net(nu)).mean().backward()
+    for stage in (net, net.coarse, net.coarse.coarse):
+        grads = [p.grad for p in stage.head.parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    before = net(nu).detach()
+    opt.step()
+    u = net(nu)
+    assert not torch.allclose(u, before)
+    assert torch.equal(u[..., 0], torch.ones_like(u[..., 0]))
+    assert torch.equal(u[..., -1], torch.zeros_like(u[..., -1]))
+    # the weights load into a network rebuilt from its description alone
+    copy_ = UNet.from_state(net.config.to_dict(), net.state_dict(), cascades=2)
+    assert torch.equal(copy_(nu), u)
+
+
+def test_cascade_refusals():
+    net = UNet(dim=2, depth=1, base_filters=4)
+    net.cascade()
+    net.cascade()
+    with pytest.raises(
+        ValueError, match=r"2 coarse stage\(s\) .* a multiple of 4 cells per side \(got 2\)"
+    ):
+        net.eval()(_nu(1, 2, 2))  # 2 cells → 1 → the second stage cannot halve it
+    with pytest.raises(ValueError, match="a cascaded network cannot grow"):
+        net.grow()
+    grown = UNet(dim=2, depth=1, base_filters=4)
+    grown.grow()
+    with pytest.raises(ValueError, match="a grown network cannot be cascaded"):
+        grown.cascade()
+
+
 @pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])
 @pytest.mark.parametrize("activation", ["leaky_relu", "gelu"])
 def test_norms_and_activations(norm, activation):

@@ -197,6 +197,10 @@ def test_bad_layouts_name_the_valid_choices():
         to_slabs(UNet(dim=2, depth=1, base_filters=2, norm="instance"), layout)
     with pytest.raises(ValueError, match="mirror_average"):
         to_slabs(UNet(dim=2, depth=1, base_filters=2, mirror_average=True), layout)
+    cascaded = UNet(dim=2, depth=1, base_filters=2)
+    cascaded.cascade()
+    with pytest.raises(ValueError, match="its coarse stage cannot be split in slabs"):
+        to_slabs(cascaded, layout)
     with pytest.raises(ValueError, match="use one of energy, scaled_energy, multigrid"):
         slab_loss("l2", torch.ones(1, 4, 16), torch.ones(1, 5, 17), layout)
 

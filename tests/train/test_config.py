@@ -53,7 +53,16 @@ def test_toml_and_yaml_give_the_same_config(tmp_path):
         ("[optim]\nlr_patience = 0\n", "optim.lr_patience must be an integer ≥ 1"),
         ("[optim]\nmin_lr = 0\n", "optim.min_lr must be a number > 0"),
         ("[model]\ndepth = 0\n", "model.depth must be an integer ≥ 1"),
-        ("adaptation = 'shrink'\n", "adaptation must be one of none, grow"),
+        ("adaptation = 'shrink'\n", "adaptation must be one of none, grow, cascade"),
+        (
+            "adaptation = 'cascade'\n[cycle]\nname = 'W'\n",
+            r"must not return to a coarser level once it moved finer \(\[1, 2, 3, 2, 3, 2, 1\]",
+        ),
+        ("adaptation = 'cascade'\n[cycle]\nsequence = [3, 1]\n", "one level finer at a time"),
+        (
+            "adaptation = 'cascade'\n[parallel]\nspatial = 2\n",
+            "trains whole fields, but parallel asks for 2 ranks per field",
+        ),
         ("target = 0\n", "target must be a number > 0"),
         ("[data]\nstore = 'kl.zarr'\nval_samples = -1\n", "val_samples must be an integer ≥ 0"),
     ],

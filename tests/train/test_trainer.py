@@ -172,6 +172,73 @@ def test_adaptation_grows_when_moving_finer_and_resumes(store2d, tmp_path):
     Trainer(cfg, tmp_path / "run", progress=False)  # the grown checkpoint loads
 
 
+def test_adaptation_cascade_starts_the_finer_level_from_the_coarse_function(store2d, tmp_path):
+    """The finer step's network is the coarse step's, run on coarsened ν and interpolated:
+    with a rate too small to move the weights, the run ends computing exactly that."""
+    import numpy as np
+    import zarr
+
+    from mgtoolkit.rundir import load_model, read_checkpoint
+
+    cfg = small_config(
+        store2d,
+        adaptation="cascade",
+        cycle=CycleConfig(name="half-V", levels=2, epochs=1, patience=1, max_epochs=1),
+        optim=OptimConfig(batch_size=8, lr=1e-9),
+        model=UNetConfig(dim=2, depth=2, base_filters=4, norm="none"),  # no running statistics
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.reason == "schedule complete"
+    assert _state(tmp_path / "run")["cascades"] == 1
+    coarse_end = read_checkpoint(tmp_path / "run" / "checkpoints" / "step-001.pt")
+    assert coarse_end.cascades == 0
+    model = load_model(tmp_path / "run")
+    assert model.cascades == 1
+    nu = torch.as_tensor(np.asarray(zarr.open_group(str(store2d))["level1"]["nu"][:4]))
+    expected = coarse_end.build_model().eval()
+    expected.predict_at = nu.shape[-1] // 2
+    with torch.no_grad():
+        torch.testing.assert_close(model(nu), expected(nu), atol=1e-5, rtol=0)
+        assert not torch.allclose(model(nu), coarse_end.build_model().eval()(nu), atol=1e-3)
+    Trainer(cfg, tmp_path / "run", progress=False)  # the cascaded checkpoint loads to resume
+
+
+def test_a_cascade_run_ending_on_a_coarse_level_leaves_the_network_it_validated(
+    store2d_fem, tmp_path
+):
+    """Target reached on level 3 (at the start): the run leaves a finest-level network that
+    scores on the held-out fields exactly what validation reported, not the coarse network's
+    weights applied at the finest level."""
+    import numpy as np
+    import zarr
+
+    from mgtoolkit.rundir import load_model
+    from mgtoolkit.train.validation import validation_metrics
+
+    cfg = small_config(
+        store2d_fem,
+        adaptation="cascade",
+        cycle=CycleConfig(name="half-V", levels=3, epochs=1, patience=1, max_epochs=1),
+        target_metric="rel_l2",
+        target=1.0,
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.reason == "target reached"
+    model = load_model(tmp_path / "run")
+    assert model.cascades == 2  # 4² → 8² → 16²
+    group = zarr.open_group(str(store2d_fem))["level1"]
+    nu, u_fem = (torch.as_tensor(np.asarray(group[k][-4:])) for k in ("nu", "u_fem"))
+    kw = dict(chunk=4, device=torch.device("cpu"))
+    delivered = validation_metrics(model, nu, u_fem, **kw)["val_rel_l2"]
+    assert delivered == pytest.approx(result.validation["val_rel_l2"], rel=1e-5)
+    plain = model.coarse.coarse  # the network trained on level 3 (here: as initialised)
+    direct = validation_metrics(plain, nu, u_fem, **kw)["val_rel_l2"]
+    assert direct != pytest.approx(delivered, rel=1e-3)
+    assert load_model(tmp_path / "run").cascades == 2  # reopened: nothing cascades again
+    train(cfg, tmp_path / "run", progress=False)
+    assert load_model(tmp_path / "run").cascades == 2
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_lbfgs_runs_and_lowers_the_loss(store2d, tmp_path, channels_last):
     # channels_last: torch's L-BFGS flattens gradients with .view, which channels-last
