@@ -205,6 +205,7 @@ def _package(args, checkpoint, metrics: dict, *, dim: int, n: int) -> None:
         growth=checkpoint.growth,
         model={k: v.float().contiguous() for k, v in checkpoint.model.items()},
         state=checkpoint.state,
+        cascades=checkpoint.cascades,
     )
     save_checkpoint(out / f"{args.package}.pt", model_only)
     card = {
