@@ -7,18 +7,23 @@ and testable without them loaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import math
+import time
+import uuid
 
 __all__ = [
     "LEVEL_COLORS",
     "LiveText",
     "Slot",
+    "comm_messages_on_kernel_thread",
     "dashboard_link_through_jupyter",
     "extension",
     "holoviews",
     "inline_holoviews_stylesheets",
     "level_color",
+    "live_layout",
     "live_update",
     "named",
 ]
@@ -79,7 +84,46 @@ def extension() -> None:
     pn.extension(inline=True)
     hv.extension("bokeh", inline=True)
     inline_holoviews_stylesheets()
+    comm_messages_on_kernel_thread()
     dashboard_link_through_jupyter()
+
+
+def comm_messages_on_kernel_thread() -> None:
+    """Handle what panel's notebook outputs send to the kernel on the kernel's own thread.
+
+    JupyterLab (4.4 and later, setting *Kernel Comms over subshells*, on by default) sends
+    comm messages to kernel subshells (ipykernel 7), each on its own thread. panel handles
+    them as if nothing else ran: while it applies a page's message it holds and then
+    releases the output's document, dropping the changes the kernel's thread has just made
+    there (a periodic refresh: the page then lacks models that later changes name,
+    ``reference … isn't known``), and both threads send on the same comm at once (the page
+    then reads parts of two messages as one, ``s is not iterable``). A live view stops
+    following, and a button's callback runs beside the refresh. This hands each message to
+    the kernel's event loop, in order, as a kernel without subshells does. Idempotent; a
+    no-op outside a running event loop (a script).
+    """
+    import asyncio
+    import threading
+
+    from panel.viewable import MimeRenderMixin
+
+    original = MimeRenderMixin._on_msg
+    if getattr(original, "_mgtoolkit_kernel_thread", False):
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    kernel_thread = threading.current_thread()
+
+    @functools.wraps(original)
+    def on_msg(self, ref, manager, msg):
+        if threading.current_thread() is kernel_thread:
+            return original(self, ref, manager, msg)
+        loop.call_soon_threadsafe(original, self, ref, manager, msg)
+
+    on_msg._mgtoolkit_kernel_thread = True
+    MimeRenderMixin._on_msg = on_msg
 
 
 def inline_holoviews_stylesheets() -> None:
@@ -177,6 +221,108 @@ class Slot:
     def object(self):
         """What the current pane shows (a holoviews object or text), None when empty."""
         return self.layout.objects[0].object if self.layout.objects else None
+
+
+#: How long a live view waits for a page that does not report it drawn (an output cleared
+#: before it was drawn, a frontend without panel's JavaScript) before it changes anyway.
+DRAW_TIMEOUT_S = 10.0
+
+
+def live_layout(*objects, **params):
+    """A ``pn.Column`` that knows whether the page has drawn it: ``layout.drawn``.
+
+    A view that changes on its own (a timer, a run's events) must not change before the
+    page has drawn it. In a notebook, panel sends each change over the output's comm as
+    several messages. Until the kernel has opened that comm (late when it is busy with other
+    cells), panel queues changes and sends them out of order once it opens; until the page
+    has built the output, the page drops what arrives. A later change then names models the
+    page never received (``reference … isn't known``), or the page reads the rest of a
+    half-dropped message as whole ones (``s is not iterable``), and the view stops updating.
+
+    The layout ends with an invisible mark whose page-side script reports to the kernel
+    once the page takes the output's messages; ``drawn`` is False from each notebook display
+    until then (or until :data:`DRAW_TIMEOUT_S` has passed with the comm open). Outside a
+    notebook (``panel serve``, never displayed) it is True.
+    """
+    return _live_column_type()(*objects, **params)
+
+
+def _comm_open(comm) -> bool:
+    try:
+        return comm.comm is not None  # pyviz_comms raises until the kernel has opened it
+    except ValueError:
+        return False
+
+
+@functools.cache
+def _live_column_type():
+    import panel as pn
+    import param
+    from panel.reactive import ReactiveHTML
+
+    class DrawnMark(ReactiveHTML):
+        """Empty. Its page-side script reports the display's ``token`` in ``shown`` every
+        quarter second, once panel's comm manager in the page takes the output's messages
+        (its root view is indexed: before that it drops them), until the kernel answers with
+        ``acked``. Each report also asks the comm manager to send at once: it holds back
+        what follows a message the kernel did not answer (one sent before the kernel had
+        opened the comm) for 5 s."""
+
+        token = param.String(default="")
+        shown = param.String(default="")
+        acked = param.String(default="")
+        _template = "<div id='mark'></div>"
+        _scripts = {  # noqa: RUF012 (panel reads a class attribute)
+            "render": """
+                const token = data.token;
+                const managers = () => model.document.roots().filter(
+                  (root) => typeof root.process_events === "function");
+                const indexed = (m) => m.plot_id == null
+                  || (m.ns && m.ns.plot_index && m.ns.plot_index[m.plot_id] != null)
+                  || (window.Bokeh !== undefined && m.plot_id in window.Bokeh.index);
+                let count = 0;
+                const report = () => {
+                  if (data.acked === token || count++ >= 240) return;
+                  if (managers().every(indexed)) {
+                    data.shown = token + " " + count;
+                    for (const m of managers()) setTimeout(() => m.process_events(), 0);
+                  }
+                  state.timer = setTimeout(report, 250);
+                };
+                report();
+            """,
+            "remove": "clearTimeout(state.timer)",
+        }
+
+    class LiveColumn(pn.Column):
+        def __init__(self, *objects, **params):
+            self._mark = DrawnMark(width=0, height=0, margin=0)
+            super().__init__(*objects, self._mark, **params)
+            self._undrawn: dict[str, tuple[float, object]] = {}  # token -> (displayed, comm)
+            self._mark.param.watch(self._on_shown, "shown")
+
+        def _on_shown(self, event) -> None:
+            token = event.new.split(" ")[0]
+            if self._undrawn.pop(token, None) is not None:
+                self._mark.acked = token  # that page has drawn it: changes reach it whole
+
+        def _get_model(self, doc, root=None, parent=None, comm=None):
+            if comm is not None:  # a notebook output: its page reports when drawn
+                token = uuid.uuid4().hex
+                self._undrawn[token] = (time.monotonic(), comm)
+                self._mark.token = token  # before the models are built: they carry it
+            return super()._get_model(doc, root, parent, comm)
+
+        @property
+        def drawn(self) -> bool:
+            """Whether the page has drawn every notebook display of the layout."""
+            now = time.monotonic()
+            return all(
+                now - since > DRAW_TIMEOUT_S and _comm_open(comm)
+                for since, comm in self._undrawn.values()
+            )
+
+    return LiveColumn
 
 
 @contextlib.contextmanager

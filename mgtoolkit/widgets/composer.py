@@ -17,7 +17,15 @@ from pathlib import Path
 import param
 
 from mgtoolkit.cycles import CYCLE_NAMES, EarlyStopping, FixedEpochs, Rule, Schedule
-from mgtoolkit.widgets._view import LiveText, Slot, duration, holoviews, level_color, named
+from mgtoolkit.widgets._view import (
+    LiveText,
+    Slot,
+    duration,
+    holoviews,
+    level_color,
+    live_layout,
+    named,
+)
 
 __all__ = [
     "CycleComposer",
@@ -500,7 +508,7 @@ class CycleComposer(param.Parameterized):
         )
         return est.seconds * -(-train // self.batch_size)
 
-    def _estimate_in_background(self, *, client, store, **settings) -> None:
+    def _estimate_in_background(self, *, client, store, drawn, **settings) -> None:
         """The planner's estimate without blocking the view: its probes take seconds."""
         import threading
 
@@ -519,7 +527,7 @@ class CycleComposer(param.Parameterized):
                 found["error"] = exc
 
         def poll():
-            if not found:
+            if not found or not drawn():
                 return
             callback.stop()
             if "seconds" in found and self.epoch_seconds is None:  # a measurement wins
@@ -729,13 +737,21 @@ class CycleComposer(param.Parameterized):
         )
         self.param.watch(recost, "epoch_seconds")
         redraw()
+
+        def drawn() -> bool:  # what changes on its own waits for the page (see live_layout)
+            return right_column.drawn
+
         if client is not None and store is not None and self.epoch_seconds is None:
-            self._estimate_in_background(client=client, store=store, **settings)
+            self._estimate_in_background(client=client, store=store, drawn=drawn, **settings)
         right = [message.layout, diagram.layout, cost.pane, self._rule_editor()]
         if client is not None or store is not None:
-            right.append(self._launch_row(client=client, store=store, run_dir=run_dir, **settings))
+            right.append(
+                self._launch_row(
+                    client=client, store=store, run_dir=run_dir, drawn=drawn, **settings
+                )
+            )
         # The right column takes the notebook's width (the cost line wraps, never clipped).
-        right_column = pn.Column(*right, sizing_mode="stretch_width", min_width=420)
+        right_column = live_layout(*right, sizing_mode="stretch_width", min_width=420)
         return pn.Row(controls, right_column, sizing_mode="stretch_width")
 
     def _rule_editor(self):
@@ -776,7 +792,7 @@ class CycleComposer(param.Parameterized):
             note.layout,
         )
 
-    def _launch_row(self, *, client, store, run_dir, **settings):
+    def _launch_row(self, *, client, store, run_dir, drawn, **settings):
         import panel as pn
 
         button = pn.widgets.Button(label="Launch on cluster", button_type="success", width=180)
@@ -788,6 +804,8 @@ class CycleComposer(param.Parameterized):
         error = Slot()  # an alert only for a refused launch (cleared by the next one)
 
         def tick():
+            if not drawn():
+                return
             status.set(self.run_status())
             if self.handle is not None:
                 self.measure_time(self.handle.events)
@@ -797,9 +815,9 @@ class CycleComposer(param.Parameterized):
         callback = pn.state.add_periodic_callback(tick, period=1000, start=False)
 
         def on_handle(_):  # a launch from this button or from the API (composer.launch)
-            status.set(self.run_status())
             if not callback.running:
                 callback.start()
+            tick()
 
         self.param.watch(on_handle, "handle")
 

@@ -186,18 +186,21 @@ class JobQueue:
         is idle."""
         import panel as pn
 
-        from mgtoolkit.widgets._view import LiveText
+        from mgtoolkit.widgets._view import LiveText, live_layout
 
         line = LiveText(self.text())
+        layout = live_layout(line.pane, sizing_mode="stretch_width")
 
         def tick():
+            if not layout.drawn:
+                return  # the page is still drawing it (see live_layout)
             try:
                 line.set(self.text())
             except Exception as exc:  # a scheduler hiccup is shown, not raised
                 line.set(f"queue state unavailable: {exc}")
 
         pn.state.add_periodic_callback(tick, period=period_ms)
-        return line.pane
+        return layout
 
 
 def _mem_mb(memory: str) -> int:

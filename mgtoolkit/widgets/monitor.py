@@ -32,6 +32,7 @@ from mgtoolkit.widgets._view import (
     duration,
     holoviews,
     level_color,
+    live_layout,
     live_update,
     named,
 )
@@ -541,7 +542,7 @@ class RunMonitor(param.Parameterized):
             self._summary_text.set(self.summary())
 
         stop.on_click(on_stop)
-        self._layout = pn.Column(
+        self._layout = live_layout(
             pn.Row(stop, self._summary_text.pane, sizing_mode="stretch_width"),
             self._progress_text.pane,
             pn.Row(
@@ -557,8 +558,8 @@ class RunMonitor(param.Parameterized):
         def tick():
             self.update()
             self._redraw()
-            if self.finished and self._callback is not None:
-                self._callback.stop()
+            if self.finished and self._layout.drawn and self._callback is not None:
+                self._callback.stop()  # the final state has been drawn
 
         self._callback = pn.state.add_periodic_callback(tick, period=period_ms, start=True)
         return self._layout
@@ -611,8 +612,8 @@ class RunMonitor(param.Parameterized):
 
     def _redraw(self) -> None:
         live = getattr(self, "_live", None)
-        if live is None or self._drawn == self.version:
-            return
+        if live is None or self._drawn == self.version or not self._layout.drawn:
+            return  # no view, nothing new, or a page still drawing it (see live_layout)
         self._drawn = self.version
         with live_update(self._layout, live.loss):
             live.show(self)
