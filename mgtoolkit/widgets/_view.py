@@ -99,8 +99,9 @@ def comm_messages_on_kernel_thread() -> None:
     ``reference … isn't known``), and both threads send on the same comm at once (the page
     then reads parts of two messages as one, ``s is not iterable``). A live view stops
     following, and a button's callback runs beside the refresh. This hands each message to
-    the kernel's event loop, in order, as a kernel without subshells does. Idempotent; a
-    no-op outside a running event loop (a script).
+    the kernel's event loop, in order, as a kernel without subshells does; an error in its
+    handling (a callback that raised) is shown in the output as panel shows it. Idempotent;
+    a no-op outside a running event loop (a script).
     """
     import asyncio
     import threading
@@ -116,11 +117,17 @@ def comm_messages_on_kernel_thread() -> None:
         return
     kernel_thread = threading.current_thread()
 
+    def handle(self, ref, manager, msg):
+        try:
+            original(self, ref, manager, msg)
+        except Exception as exc:  # shown in the output, as pyviz_comms shows a failed callback
+            self._on_error(ref, exc)
+
     @functools.wraps(original)
     def on_msg(self, ref, manager, msg):
         if threading.current_thread() is kernel_thread:
             return original(self, ref, manager, msg)
-        loop.call_soon_threadsafe(original, self, ref, manager, msg)
+        loop.call_soon_threadsafe(handle, self, ref, manager, msg)
 
     on_msg._mgtoolkit_kernel_thread = True
     MimeRenderMixin._on_msg = on_msg

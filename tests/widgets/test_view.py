@@ -86,3 +86,31 @@ def test_comm_messages_from_subshell_threads_run_on_the_kernel_thread_in_order(m
     asyncio.run(kernel())
     assert all(thread is threading.main_thread() for thread, _ in seen)
     assert [msg for _, msg in seen] == ["kernel", (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+
+
+def test_an_error_in_a_handed_over_message_is_shown_where_panel_shows_it(monkeypatch):
+    from panel.viewable import MimeRenderMixin
+
+    shown = []
+
+    def handler(self, ref, manager, msg):
+        raise RuntimeError(f"callback failed on {msg}")
+
+    def on_error(self, ref, error):  # panel writes the traceback into the output of ``ref``
+        shown.append((threading.current_thread(), ref, str(error)))
+
+    monkeypatch.setattr(MimeRenderMixin, "_on_msg", handler)
+    monkeypatch.setattr(MimeRenderMixin, "_on_error", on_error)
+
+    async def kernel():
+        comm_messages_on_kernel_thread()
+        view = MimeRenderMixin()
+        subshell = threading.Thread(
+            target=lambda: MimeRenderMixin._on_msg(view, "r1", None, "click")
+        )
+        subshell.start()
+        subshell.join()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(kernel())
+    assert shown == [(threading.main_thread(), "r1", "callback failed on click")]
