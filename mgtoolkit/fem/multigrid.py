@@ -514,22 +514,33 @@ def stencil_level(stencil: torch.Tensor, dim: int) -> Level:
 
 
 def _dense_matrix(level: Level) -> torch.Tensor:
-    """Dense matrix ``(B, N, N)`` of a (small) level's operator, by applying it to unit vectors."""
+    """Dense matrix ``(B, N, N)`` of a (small) level's operator, by applying it to unit vectors.
+
+    The samples' unit vectors go through one operator application where they fit
+    :data:`_DENSE_CHUNK` elements: the training loss builds a hierarchy for every mini-batch,
+    and one application per sample is mostly per-call overhead at these sizes.
+    """
     dim = level.dim
     shape = (level.n + 1,) * dim
     size = int(np.prod(shape))
     ref = level.nu if level.nu is not None else level.stencil
-    eye = torch.eye(size, dtype=ref.dtype, device=ref.device).reshape((size, *shape))
+    units = _zero_faces(torch.eye(size, dtype=ref.dtype, device=ref.device).reshape((size, *shape)))
+    per = max(1, _DENSE_CHUNK // (size * size))
     mats = []
-    for b in range(ref.shape[0]):
+    for part in ref.split(per):
+        k = part.shape[0]
+        coeffs = part.repeat_interleave(size, dim=0)
+        x = units.repeat(k, *(1,) * dim)
         if level.nu is not None:
-            nu_b = level.nu[b : b + 1].expand((size, *level.nu.shape[1:]))
-            cols = _zero_faces(apply_operator(nu_b, _zero_faces(eye.clone()), dim=dim))
+            cols = apply_operator(coeffs, x, dim=dim)
         else:
-            st = level.stencil[b : b + 1].expand((size, *level.stencil.shape[1:]))
-            cols = _zero_faces(apply_stencil(st, _zero_faces(eye.clone()), dim))
-        mats.append(cols.reshape(size, size).T)
-    return torch.stack(mats)
+            cols = apply_stencil(coeffs, x, dim)
+        mats.append(_zero_faces(cols).reshape(k, size, size).transpose(1, 2))
+    return torch.cat(mats)
+
+
+#: Elements of the unit vectors one operator application in :func:`_dense_matrix` takes.
+_DENSE_CHUNK = 2**22
 
 
 #: Coarsest grid of the preconditioning V-cycle of :func:`preconditioned_gradient` (nodes):
