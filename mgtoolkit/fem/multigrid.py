@@ -525,12 +525,16 @@ def _dense_matrix(level: Level) -> torch.Tensor:
     size = int(np.prod(shape))
     ref = level.nu if level.nu is not None else level.stencil
     units = _zero_faces(torch.eye(size, dtype=ref.dtype, device=ref.device).reshape((size, *shape)))
-    per = max(1, _DENSE_CHUNK // (size * size))
+    # Several samples per application copy their unit vectors and coefficients; one sample
+    # needs no copy (expand), so a level too large to batch costs no more memory than itself.
+    per = max(1, _DENSE_CHUNK // (size * max(size, ref[0].numel())))
     mats = []
     for part in ref.split(per):
         k = part.shape[0]
-        coeffs = part.repeat_interleave(size, dim=0)
-        x = units.repeat(k, *(1,) * dim)
+        if k == 1:
+            coeffs, x = part.expand((size, *part.shape[1:])), units
+        else:
+            coeffs, x = part.repeat_interleave(size, dim=0), units.repeat(k, *(1,) * dim)
         if level.nu is not None:
             cols = apply_operator(coeffs, x, dim=dim)
         else:
@@ -539,7 +543,8 @@ def _dense_matrix(level: Level) -> torch.Tensor:
     return torch.cat(mats)
 
 
-#: Elements of the unit vectors one operator application in :func:`_dense_matrix` takes.
+#: Elements of the unit vectors (and of the coefficients) one operator application in
+#: :func:`_dense_matrix` takes.
 _DENSE_CHUNK = 2**22
 
 

@@ -104,3 +104,37 @@ def test_vcycle_is_symmetric_and_positive(dim):
     by = hierarchy.vcycle(y).clone()
     assert float((bx * y).sum()) == pytest.approx(float((x * by).sum()), rel=1e-10)
     assert float((bx * x).sum()) > 0
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("chunk", ["one application", "one sample each", "two samples each"])
+def test_coarsest_dense_matrices_of_a_batch_are_each_fields_matrix(dim, chunk, monkeypatch):
+    """The coarsest level's dense matrices, built for a whole batch at once (or in chunks of
+    samples), are each field's own matrix on the free nodes, against explicit sparse ones: the
+    Galerkin product Pᵀ K(ν) P on a stencil level, K(ν) where the finest level is the
+    coarsest (a field already small enough)."""
+    from mgtoolkit.fem import multigrid
+
+    rng = np.random.default_rng(11)
+    n = 4 if dim == 3 else 8
+    nu = torch.tensor(np.exp(rng.uniform(-3.0, 3.0, size=(3,) + (n,) * dim)))
+    coarse = multigrid.stencil_level(stencil_from_cells(nu, dim), dim)
+    finest = multigrid.Level(dim, n, coarse.dinv, coarse.lam_max, nu=nu)
+    p = _interpolation(dim, n // 2)
+    per = {"one application": 3, "one sample each": 1, "two samples each": 2}[chunk]
+    for lv in (coarse, finest):
+        m = lv.n
+        size = (m + 1) ** dim
+        coeffs = (lv.nu if lv.nu is not None else lv.stencil)[0].numel()
+        monkeypatch.setattr(multigrid, "_DENSE_CHUNK", per * size * max(size, coeffs))
+        dense = multigrid._dense_matrix(lv).numpy()
+        free = np.ones((m + 1,) * dim, bool)
+        free[..., 0] = free[..., -1] = False
+        free = free.ravel()
+        for b in range(3):
+            k = assemble(nu[b].numpy())
+            expected = (p.T @ k @ p if lv is coarse else k).toarray()
+            np.testing.assert_allclose(
+                dense[b][np.ix_(free, free)], expected[np.ix_(free, free)], rtol=1e-12, atol=1e-12
+            )
+            assert not dense[b][~free].any() and not dense[b][:, ~free].any()
