@@ -182,8 +182,8 @@ def _stages(run_dir: Path) -> list[dict]:
     init = load_config(run.config).init
     if init and Path(init).is_dir():
         earlier = _stages(Path(init))
-    elif init and pretrained.find(init) is not None:
-        earlier = list(pretrained.get(init).card["training_stages"])
+    elif init and (model := pretrained.find(init)) is not None:
+        earlier = list(model.card["training_stages"])
     else:
         earlier = []
     return [*earlier, stage]
